@@ -1,0 +1,913 @@
+//! The buffer's I/O half: recovery, the writer thread (group commit), reading for the uplink,
+//! acknowledgements and the periodic persist-and-delete step. Pure parts live in `frame` and
+//! `index`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::clock::Clock;
+use crate::config::SyncMode;
+use crate::record::{new_id, Body, Class, NewRecord, Record};
+
+use super::frame::{self, Frame, FRAME_HEAD, HEADER_LEN};
+use super::index::{Pos, SegMeta, Stream};
+
+/// Seqs are reserved on disk this many at a time.
+const SEQ_BLOCK: u64 = 1 << 16;
+/// Appends taken from the queue per group commit, at most.
+const MAX_BATCH: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_bytes: u64,
+    pub sync: SyncMode,
+    pub sync_interval: Duration,
+    /// A segment is sealed once it reaches this size.
+    pub segment_bytes: u64,
+}
+
+impl Options {
+    pub fn new(max_bytes: u64, sync: SyncMode, sync_interval: Duration) -> Options {
+        Options {
+            max_bytes,
+            sync,
+            sync_interval,
+            segment_bytes: (max_bytes / 16).clamp(16 << 10, 1 << 20),
+        }
+    }
+}
+
+/// What an accepted append was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub id: u128,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AppendError {
+    #[error("buffer full: nothing left to evict for a record of {0} bytes")]
+    Full(u64),
+    #[error("record too large: {0}")]
+    TooLarge(String),
+    #[error("buffer write failed: {0}")]
+    Io(String),
+    #[error("buffer is closed")]
+    Closed,
+}
+
+/// What recovery found at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub segments: usize,
+    /// Records waiting to be delivered.
+    pub pending: u64,
+    /// Corrupt regions skipped (each at least one record).
+    pub corrupt: u64,
+    /// Bytes cut from torn tails.
+    pub torn_bytes: u64,
+    /// Empty or header-only segments deleted.
+    pub empty_removed: usize,
+    /// Files in the buffer directory that are not ours, left alone.
+    pub strays: Vec<String>,
+}
+
+impl Recovery {
+    pub fn anything_skipped(&self) -> bool {
+        self.corrupt > 0 || self.torn_bytes > 0 || !self.strays.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub events: u64,
+    pub alerts: u64,
+    pub bytes: u64,
+    pub segments: usize,
+    pub dropped_total: u64,
+    pub corrupt_total: u64,
+}
+
+enum Cmd {
+    Append(NewRecord, tokio::sync::oneshot::Sender<Result<Appended, AppendError>>),
+    Flush(tokio::sync::oneshot::Sender<io::Result<()>>),
+}
+
+/// A handle to the buffer; cheap to clone. The writer thread stops when [`Buffer::close`] is
+/// called or every handle is dropped.
+#[derive(Clone)]
+pub struct Buffer {
+    shared: Arc<Shared>,
+    tx: Arc<Mutex<Option<mpsc::Sender<Cmd>>>>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    notify: tokio::sync::Notify,
+}
+
+struct Inner {
+    dir: PathBuf,
+    opts: Options,
+    clock: Arc<dyn Clock>,
+    streams: [Stream; 2],
+    writers: [Option<File>; 2],
+    readers: [Option<(u64, File)>; 2],
+    next_seq: u64,
+    reserved: u64,
+    durable_frontier: [u64; 2],
+    dirty: [bool; 2],
+    dropped_total: u64,
+    corrupt_total: u64,
+    _lock: File,
+}
+
+fn class_dir(dir: &Path, class: Class) -> PathBuf {
+    dir.join(match class {
+        Class::Event => "events",
+        Class::Alert => "alerts",
+    })
+}
+
+fn seg_path(dir: &Path, class: Class, name: u64) -> PathBuf {
+    class_dir(dir, class).join(format!("{name:020}.seg"))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` with `bytes`: temp file, fsync, rename, fsync of the directory.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn with_crc(mut body: Vec<u8>) -> Vec<u8> {
+    let crc = crc32fast::hash(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    body
+}
+
+fn check_crc(bytes: &[u8]) -> Option<&[u8]> {
+    if bytes.len() < 4 {
+        return None;
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    (crc32fast::hash(body) == u32::from_le_bytes(crc.try_into().ok()?)).then_some(body)
+}
+
+fn read_seq_file(dir: &Path) -> u64 {
+    fs::read(dir.join("seq"))
+        .ok()
+        .and_then(|b| check_crc(&b).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
+        .unwrap_or(0)
+}
+
+fn read_acked_file(dir: &Path) -> [u64; 2] {
+    let parse = |b: &[u8]| -> Option<[u64; 2]> {
+        let body = check_crc(b)?;
+        if body.len() != 20 || &body[..4] != b"CGWA" {
+            return None;
+        }
+        Some([
+            u64::from_le_bytes(body[4..12].try_into().ok()?),
+            u64::from_le_bytes(body[12..20].try_into().ok()?),
+        ])
+    };
+    fs::read(dir.join("acked"))
+        .ok()
+        .and_then(|b| parse(&b))
+        .unwrap_or([0, 0])
+}
+
+fn lock_dir(dir: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, owned descriptor.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{} is in use by another camgw process",
+                dir.parent().unwrap_or(dir).display()
+            ),
+        ));
+    }
+    Ok(f)
+}
+
+impl Buffer {
+    /// Opens (recovering) the buffer under `{data_dir}/buffer` and starts its writer thread.
+    pub fn open(
+        data_dir: &Path,
+        opts: Options,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<(Buffer, Recovery)> {
+        let dir = data_dir.join("buffer");
+        fs::create_dir_all(class_dir(&dir, Class::Event))?;
+        fs::create_dir_all(class_dir(&dir, Class::Alert))?;
+        sync_dir(&dir)?;
+        sync_dir(data_dir)?;
+        let lock = lock_dir(&dir)?;
+        let (inner, report) = recover(dir, opts, clock, lock)?;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(inner),
+            notify: tokio::sync::Notify::new(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let s2 = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("camgw-buffer".into())
+            .spawn(move || writer_loop(s2, rx))?;
+        let buffer = Buffer {
+            shared,
+            tx: Arc::new(Mutex::new(Some(tx))),
+            thread: Arc::new(Mutex::new(Some(thread))),
+        };
+        if report.pending > 0 {
+            buffer.shared.notify.notify_one();
+        }
+        Ok((buffer, report))
+    }
+
+    fn send(&self, cmd: Cmd) -> bool {
+        match &*self.tx.lock().unwrap() {
+            Some(tx) => tx.send(cmd).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Appends a record; resolves once it is accepted under the sync mode in force.
+    pub async fn append(&self, rec: NewRecord) -> Result<Appended, AppendError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.send(Cmd::Append(rec, tx)) {
+            return Err(AppendError::Closed);
+        }
+        rx.await.unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// [`Buffer::append`] for threads outside the runtime.
+    pub fn append_blocking(&self, rec: NewRecord) -> Result<Appended, AppendError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.send(Cmd::Append(rec, tx)) {
+            return Err(AppendError::Closed);
+        }
+        rx.blocking_recv().unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// Syncs every file and persists the ack frontiers.
+    pub fn flush_blocking(&self) -> io::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.send(Cmd::Flush(tx)) {
+            return Err(io::Error::other("buffer is closed"));
+        }
+        rx.blocking_recv()
+            .unwrap_or_else(|_| Err(io::Error::other("buffer is closed")))
+    }
+
+    /// Flushes and stops the writer thread. Later appends fail with `Closed`.
+    pub fn close(&self) {
+        self.tx.lock().unwrap().take();
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next record not yet handed out (alerts first, then events; each in seq order),
+    /// marking it in flight.
+    pub fn next_unsent(&self) -> Option<Record> {
+        let mut inner = self.inner();
+        for class in [Class::Alert, Class::Event] {
+            if let Some(r) = inner.read_next(class) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// The broker acknowledged `seq`.
+    pub fn ack(&self, class: Class, seq: u64) {
+        self.inner().streams[class.index()].ack(seq);
+    }
+
+    /// The connection dropped: every in-flight record is unsent again.
+    pub fn rewind(&self) {
+        let mut inner = self.inner();
+        for s in inner.streams.iter_mut() {
+            s.rewind();
+        }
+    }
+
+    /// Resolves when records may be waiting (a permit is stored if nobody is waiting).
+    pub async fn notified(&self) {
+        self.shared.notify.notified().await
+    }
+
+    pub fn stats(&self) -> Stats {
+        let inner = self.inner();
+        let [e, a] = &inner.streams;
+        Stats {
+            events: e.unacked(),
+            alerts: a.unacked(),
+            bytes: e.bytes() + a.bytes(),
+            segments: e.segs.len() + a.segs.len(),
+            dropped_total: inner.dropped_total,
+            corrupt_total: inner.corrupt_total,
+        }
+    }
+
+    /// Records read but not acknowledged.
+    pub fn inflight(&self) -> usize {
+        let inner = self.inner();
+        inner.streams.iter().map(|s| s.inflight.len()).sum()
+    }
+}
+
+fn recover(
+    dir: PathBuf,
+    opts: Options,
+    clock: Arc<dyn Clock>,
+    lock: File,
+) -> io::Result<(Inner, Recovery)> {
+    let mut report = Recovery::default();
+    for stale in ["seq.tmp", "acked.tmp"] {
+        let _ = fs::remove_file(dir.join(stale));
+    }
+    for entry in fs::read_dir(&dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !["seq", "acked", "lock", "events", "alerts"].contains(&name.as_str()) {
+            report.strays.push(format!("buffer/{name}"));
+        }
+    }
+    let frontiers = read_acked_file(&dir);
+    let mut max_seq = read_seq_file(&dir).saturating_sub(1).max(frontiers[0]).max(frontiers[1]);
+    let mut streams = [Stream::default(), Stream::default()];
+    for class in Class::ALL {
+        let cdir = class_dir(&dir, class);
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&cdir)? {
+            let fname = entry?.file_name().to_string_lossy().into_owned();
+            let parsed = fname
+                .strip_suffix(".seg")
+                .filter(|n| n.len() == 20)
+                .and_then(|n| n.parse::<u64>().ok());
+            match parsed {
+                Some(n) => names.push(n),
+                None => report
+                    .strays
+                    .push(format!("buffer/{}/{fname}", cdir.file_name().unwrap().to_string_lossy())),
+            }
+        }
+        names.sort_unstable();
+        let frontier = frontiers[class.index()];
+        let stream = &mut streams[class.index()];
+        stream.last_read = frontier;
+        for name in names {
+            let path = seg_path(&dir, class, name);
+            let bytes = fs::read(&path)?;
+            if bytes.len() <= HEADER_LEN {
+                fs::remove_file(&path)?;
+                report.empty_removed += 1;
+                continue;
+            }
+            if frame::parse_header(&bytes) != Some(class) {
+                report.corrupt += 1;
+            }
+            let mut meta = SegMeta::new(name);
+            meta.sealed = true;
+            let mut first_unacked = None;
+            let mut last_valid_seq = 0;
+            let end = frame::scan(&bytes[HEADER_LEN..], |off, rec, _| {
+                if rec.class() != class || rec.seq <= last_valid_seq {
+                    report.corrupt += 1;
+                    return;
+                }
+                last_valid_seq = rec.seq;
+                meta.records += 1;
+                meta.last_seq = rec.seq;
+                if rec.seq <= frontier {
+                    meta.acked += 1;
+                } else if first_unacked.is_none() {
+                    first_unacked = Some((HEADER_LEN + off) as u64);
+                }
+            });
+            report.corrupt += end.corrupt;
+            max_seq = max_seq.max(meta.last_seq);
+            let valid_len = (HEADER_LEN + end.valid_end) as u64;
+            if end.tail_bytes > 0 {
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len(valid_len)?;
+                f.sync_all()?;
+                report.torn_bytes += end.tail_bytes as u64;
+            }
+            meta.bytes = valid_len;
+            if meta.records == 0 || meta.acked == meta.records {
+                fs::remove_file(&path)?;
+                if meta.records == 0 {
+                    report.empty_removed += 1;
+                }
+                continue;
+            }
+            if stream.cursor.is_none() {
+                stream.cursor = first_unacked.map(|offset| Pos { seg: name, offset });
+            }
+            report.pending += meta.unacked();
+            report.segments += 1;
+            stream.segs.push_back(meta);
+        }
+    }
+    sync_dir(&class_dir(&dir, Class::Event))?;
+    sync_dir(&class_dir(&dir, Class::Alert))?;
+    let inner = Inner {
+        dir,
+        opts,
+        clock,
+        streams,
+        writers: [None, None],
+        readers: [None, None],
+        next_seq: max_seq + 1,
+        reserved: 0,
+        durable_frontier: frontiers,
+        dirty: [false, false],
+        dropped_total: 0,
+        corrupt_total: report.corrupt,
+        _lock: lock,
+    };
+    Ok((inner, report))
+}
+
+/// Work the writer thread must finish after releasing the lock.
+#[derive(Default)]
+struct AfterWrite {
+    sync: Vec<File>,
+    unlink: Vec<PathBuf>,
+}
+
+impl Inner {
+    fn total_bytes(&self) -> u64 {
+        self.streams.iter().map(|s| s.bytes()).sum()
+    }
+
+    fn reserve_seq(&mut self) -> io::Result<()> {
+        if self.next_seq < self.reserved {
+            return Ok(());
+        }
+        let reserved = self.next_seq + SEQ_BLOCK;
+        write_atomic(
+            &self.dir.join("seq"),
+            &with_crc(reserved.to_le_bytes().to_vec()),
+        )?;
+        self.reserved = reserved;
+        Ok(())
+    }
+
+    /// Seals the open segment of `class`.
+    fn seal(&mut self, class: Class) {
+        if let Some(s) = self.streams[class.index()].active_mut() {
+            s.sealed = true;
+        }
+        self.writers[class.index()] = None;
+    }
+
+    fn open_segment(&mut self, class: Class, name: u64) -> io::Result<()> {
+        self.seal(class);
+        let path = seg_path(&self.dir, class, name);
+        let res = (|| {
+            let mut f = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)?;
+            f.write_all(&frame::segment_header(class))?;
+            f.sync_all()?;
+            sync_dir(&class_dir(&self.dir, class))?;
+            Ok(f)
+        })();
+        match res {
+            Ok(f) => {
+                self.writers[class.index()] = Some(f);
+                self.streams[class.index()].segs.push_back(SegMeta::new(name));
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Evicts until `need` more bytes fit under `max_bytes`. Returns false when it cannot.
+    fn make_room(&mut self, need: u64, after: &mut AfterWrite) -> Result<(), AppendError> {
+        let mut dropped = 0u64;
+        while self.total_bytes() + need > self.opts.max_bytes {
+            let victim = [Class::Event, Class::Alert].into_iter().find_map(|c| {
+                self.streams[c.index()]
+                    .eviction_candidate()
+                    .map(|s| (c, s.name))
+            });
+            let Some((class, name)) = victim else {
+                break;
+            };
+            if self.streams[class.index()]
+                .active()
+                .is_some_and(|a| a.name == name)
+            {
+                self.seal(class);
+            }
+            if self.readers[class.index()]
+                .as_ref()
+                .is_some_and(|(n, _)| *n == name)
+            {
+                self.readers[class.index()] = None;
+            }
+            dropped += self.streams[class.index()].remove(name);
+            after.unlink.push(seg_path(&self.dir, class, name));
+        }
+        if dropped > 0 {
+            self.dropped_total += dropped;
+            tracing::warn!(dropped, "buffer full: evicted the oldest records");
+            let rec = NewRecord {
+                ts_ms: self.clock.now_ms(),
+                clock_synced: self.clock.synced(),
+                body: Body::alert(
+                    "buffer_dropped",
+                    None,
+                    serde_json::json!({"count": dropped, "reason": "max_bytes",
+                        "max_bytes": self.opts.max_bytes}),
+                ),
+            };
+            // The report must be durable before the victims go: sync it even in interval mode.
+            self.write_one(rec, after)
+                .map_err(|e| AppendError::Io(e.to_string()))?;
+            if let Some(f) = &self.writers[Class::Alert.index()] {
+                f.sync_data().map_err(|e| AppendError::Io(e.to_string()))?;
+            }
+        }
+        if self.total_bytes() + need > self.opts.max_bytes {
+            return Err(AppendError::Full(need));
+        }
+        Ok(())
+    }
+
+    /// Writes one frame to the open segment of its class (opening one if needed), without
+    /// any space check.
+    fn write_one(&mut self, rec: NewRecord, after: &mut AfterWrite) -> io::Result<Appended> {
+        let _ = after;
+        self.reserve_seq()?;
+        let class = rec.body.class();
+        let record = Record {
+            seq: self.next_seq,
+            id: new_id(),
+            ts_ms: rec.ts_ms,
+            clock_synced: rec.clock_synced,
+            body: rec.body,
+        };
+        let mut buf = Vec::with_capacity(128);
+        frame::encode_frame(&record, &mut buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let seg_max = self.opts.segment_bytes;
+        let need_new = match self.streams[class.index()].active() {
+            None => true,
+            Some(a) => a.bytes + buf.len() as u64 > seg_max && a.records > 0,
+        } || self.writers[class.index()].is_none();
+        if need_new {
+            self.open_segment(class, record.seq)?;
+        }
+        let ci = class.index();
+        let f = self.writers[ci].as_mut().expect("open segment");
+        let before = self.streams[ci].active().expect("open segment").bytes;
+        if let Err(e) = f.write_all(&buf) {
+            // Cut back to the last whole frame; if even that fails, start a fresh segment.
+            if f.set_len(before).is_err() {
+                self.seal(class);
+            }
+            return Err(e);
+        }
+        let seg = self.streams[ci].active_mut().expect("open segment");
+        seg.records += 1;
+        seg.last_seq = record.seq;
+        seg.bytes += buf.len() as u64;
+        self.dirty[ci] = true;
+        self.next_seq += 1;
+        Ok(Appended {
+            seq: record.seq,
+            id: record.id,
+        })
+    }
+
+    fn append(&mut self, rec: NewRecord, after: &mut AfterWrite) -> Result<Appended, AppendError> {
+        // Frame overhead is small and bounded; estimate generously for the room check.
+        let estimate = match &rec.body {
+            Body::Alert {
+                kind,
+                camera,
+                detail,
+            } => kind.len() + camera.as_ref().map_or(0, |c| c.len()) + detail.len(),
+            Body::Event {
+                kind,
+                camera,
+                source,
+                state,
+                detail,
+            } => kind.len() + camera.len() + source.len() + state.len() + detail.len(),
+        } as u64
+            + 64
+            + HEADER_LEN as u64;
+        if estimate > frame::MAX_PAYLOAD as u64 {
+            return Err(AppendError::TooLarge(format!(
+                "{estimate} bytes exceeds {}",
+                frame::MAX_PAYLOAD
+            )));
+        }
+        self.make_room(estimate, after)?;
+        self.write_one(rec, after)
+            .map_err(|e| AppendError::Io(e.to_string()))
+    }
+
+    /// Reads the next unsent record of `class`, advancing its cursor.
+    fn read_next(&mut self, class: Class) -> Option<Record> {
+        let ci = class.index();
+        loop {
+            let stream = &self.streams[ci];
+            let cur = match stream.cursor {
+                Some(c) => c,
+                None => {
+                    let first = stream.segs.front()?;
+                    Pos {
+                        seg: first.name,
+                        offset: HEADER_LEN as u64,
+                    }
+                }
+            };
+            let Some(seg) = stream.seg(cur.seg) else {
+                // Deleted or evicted under the cursor: go on with the next segment.
+                let next = stream.segs.iter().find(|s| s.name > cur.seg)?;
+                self.streams[ci].cursor = Some(Pos {
+                    seg: next.name,
+                    offset: HEADER_LEN as u64,
+                });
+                continue;
+            };
+            if cur.offset >= seg.bytes {
+                if !seg.sealed {
+                    self.streams[ci].cursor = Some(cur);
+                    return None;
+                }
+                let next = stream.segs.iter().find(|s| s.name > cur.seg)?;
+                self.streams[ci].cursor = Some(Pos {
+                    seg: next.name,
+                    offset: HEADER_LEN as u64,
+                });
+                continue;
+            }
+            let seg_bytes = seg.bytes;
+            match self.read_frame(class, cur, seg_bytes) {
+                Ok(Some((rec, n))) => {
+                    let next = Pos {
+                        seg: cur.seg,
+                        offset: cur.offset + n as u64,
+                    };
+                    if rec.seq <= self.streams[ci].last_read {
+                        self.streams[ci].cursor = Some(next);
+                        continue;
+                    }
+                    self.streams[ci].mark_read(rec.seq, cur, next);
+                    return Some(rec);
+                }
+                Ok(None) => {
+                    // Corrupt at runtime (bit rot since recovery): skip to the next valid frame.
+                    self.corrupt_total += 1;
+                    let skip_to = self.resync(class, cur, seg_bytes);
+                    tracing::warn!(segment = cur.seg, offset = cur.offset, "skipped a corrupt buffer record");
+                    self.streams[ci].cursor = Some(Pos {
+                        seg: cur.seg,
+                        offset: skip_to,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the buffer; will retry");
+                    self.readers[ci] = None;
+                    self.streams[ci].cursor = Some(cur);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn reader(&mut self, class: Class, seg: u64) -> io::Result<&File> {
+        let ci = class.index();
+        if self.readers[ci].as_ref().is_none_or(|(n, _)| *n != seg) {
+            let f = File::open(seg_path(&self.dir, class, seg))?;
+            self.readers[ci] = Some((seg, f));
+        }
+        Ok(&self.readers[ci].as_ref().unwrap().1)
+    }
+
+    fn read_frame(
+        &mut self,
+        class: Class,
+        at: Pos,
+        seg_bytes: u64,
+    ) -> io::Result<Option<(Record, usize)>> {
+        let f = self.reader(class, at.seg)?;
+        let mut head = [0u8; FRAME_HEAD];
+        if at.offset + FRAME_HEAD as u64 > seg_bytes {
+            return Ok(None);
+        }
+        f.read_exact_at(&mut head, at.offset)?;
+        let Some(len) = frame::declared_len(&head) else {
+            return Ok(None);
+        };
+        if at.offset + (FRAME_HEAD + len) as u64 > seg_bytes {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; FRAME_HEAD + len];
+        buf[..FRAME_HEAD].copy_from_slice(&head);
+        f.read_exact_at(&mut buf[FRAME_HEAD..], at.offset + FRAME_HEAD as u64)?;
+        Ok(match frame::decode_frame(&buf) {
+            Frame::Ok(r, n) => Some((r, n)),
+            _ => None,
+        })
+    }
+
+    fn resync(&mut self, class: Class, at: Pos, seg_bytes: u64) -> u64 {
+        let rest = (|| -> io::Result<Vec<u8>> {
+            let f = self.reader(class, at.seg)?;
+            let mut buf = vec![0u8; (seg_bytes - at.offset) as usize];
+            f.read_exact_at(&mut buf, at.offset)?;
+            Ok(buf)
+        })();
+        match rest.ok().and_then(|b| frame::resync(&b, 1)) {
+            Some(off) => at.offset + off as u64,
+            None => seg_bytes,
+        }
+    }
+
+    /// Dirty open segments, as handles the writer can sync without the lock.
+    fn take_dirty(&mut self, after: &mut AfterWrite) {
+        for ci in 0..2 {
+            if self.dirty[ci] {
+                if let Some(f) = self.writers[ci].as_ref().and_then(|f| f.try_clone().ok()) {
+                    after.sync.push(f);
+                }
+                self.dirty[ci] = false;
+            }
+        }
+    }
+
+    /// Persists changed frontiers, then lists the segments that may now be deleted.
+    fn persist_acks(&mut self) -> io::Result<Vec<PathBuf>> {
+        let fr = [self.streams[0].frontier(), self.streams[1].frontier()];
+        if fr != self.durable_frontier {
+            let mut body = b"CGWA".to_vec();
+            body.extend_from_slice(&fr[0].to_le_bytes());
+            body.extend_from_slice(&fr[1].to_le_bytes());
+            write_atomic(&self.dir.join("acked"), &with_crc(body))?;
+            self.durable_frontier = fr;
+        }
+        let mut gone = Vec::new();
+        for class in Class::ALL {
+            let ci = class.index();
+            for name in self.streams[ci].deletable(self.durable_frontier[ci]) {
+                self.streams[ci].remove(name);
+                if self.readers[ci].as_ref().is_some_and(|(n, _)| *n == name) {
+                    self.readers[ci] = None;
+                }
+                gone.push(seg_path(&self.dir, class, name));
+            }
+        }
+        Ok(gone)
+    }
+}
+
+fn sync_all(files: &[File]) -> io::Result<()> {
+    for f in files {
+        f.sync_data()?;
+    }
+    Ok(())
+}
+
+fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>) {
+    let (sync_mode, interval) = {
+        let inner = shared.inner.lock().unwrap();
+        (inner.opts.sync, inner.opts.sync_interval)
+    };
+    let tick = interval.min(Duration::from_millis(250));
+    let mut last_sync = Instant::now();
+    let mut last_maint = Instant::now();
+    let mut pending_sync: Vec<File> = Vec::new();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let wait = tick.saturating_sub(last_maint.elapsed().min(last_sync.elapsed()));
+        let closed = match rx.recv_timeout(wait) {
+            Ok(cmd) => {
+                batch.push(cmd);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(c) => batch.push(c),
+                        Err(_) => break,
+                    }
+                }
+                false
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => true,
+        };
+
+        let mut after = AfterWrite::default();
+        let mut results = Vec::with_capacity(batch.len());
+        let mut flushes = Vec::new();
+        {
+            let mut inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+            for cmd in batch.drain(..) {
+                match cmd {
+                    Cmd::Append(rec, reply) => {
+                        let r = inner.append(rec, &mut after);
+                        results.push((reply, r));
+                    }
+                    Cmd::Flush(reply) => flushes.push(reply),
+                }
+            }
+            inner.take_dirty(&mut after);
+        }
+        pending_sync.append(&mut after.sync);
+        let must_sync = sync_mode == SyncMode::Always
+            || !flushes.is_empty()
+            || closed
+            || last_sync.elapsed() >= interval;
+        let mut sync_err = None;
+        if must_sync && !pending_sync.is_empty() {
+            if let Err(e) = sync_all(&pending_sync) {
+                tracing::error!(error = %e, "fsync of the buffer failed");
+                sync_err = Some(e.to_string());
+                // The data may not be on disk: start new segments rather than trust these.
+                let mut inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+                inner.seal(Class::Event);
+                inner.seal(Class::Alert);
+            }
+            pending_sync.clear();
+        }
+        if must_sync {
+            last_sync = Instant::now();
+        }
+        for p in after.unlink.drain(..) {
+            let _ = fs::remove_file(&p);
+        }
+        let any_ok = results.iter().any(|(_, r)| r.is_ok());
+        for (reply, r) in results {
+            let r = match (&sync_err, sync_mode, r) {
+                (Some(e), SyncMode::Always, Ok(_)) => Err(AppendError::Io(e.clone())),
+                (_, _, r) => r,
+            };
+            let _ = reply.send(r);
+        }
+        if any_ok {
+            shared.notify.notify_one();
+        }
+        if last_maint.elapsed() >= tick || !flushes.is_empty() || closed {
+            last_maint = Instant::now();
+            let gone = {
+                let mut inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+                inner.persist_acks()
+            };
+            match gone {
+                Ok(paths) => {
+                    for p in paths {
+                        let _ = fs::remove_file(&p);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot persist buffer acknowledgements"),
+            }
+        }
+        for reply in flushes {
+            let _ = reply.send(match &sync_err {
+                Some(e) => Err(io::Error::other(e.clone())),
+                None => Ok(()),
+            });
+        }
+        if closed {
+            return;
+        }
+    }
+}

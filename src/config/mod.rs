@@ -1,0 +1,203 @@
+//! Configuration: TOML text → raw table → [`validate`] (pure) → typed [`Config`].
+//!
+//! Validation walks the raw TOML table itself rather than relying on serde, so that every
+//! problem is reported at once with its key path (`mqtt.keep_alive_s: ...`,
+//! `camera[1].id: ...`), unknown keys included. The typed config cannot hold an invalid value;
+//! secrets are wrapped in [`Secret`], whose `Debug` and `Display` print `***`.
+
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::validate;
+
+/// A password or key: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `mqtt.url`, `camera[0].id`, or `line 3` for a syntax error.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} problem(s) in the configuration", problems.len())]
+pub struct Invalid {
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub gateway: Gateway,
+    pub mqtt: Mqtt,
+    pub buffer: BufferConfig,
+    pub health: Health,
+    pub ingest: Option<Ingest>,
+    pub security: Security,
+    pub cameras: Vec<Camera>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    pub id: String,
+    pub ward: String,
+    pub data_dir: PathBuf,
+    pub board: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mqtt {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub keep_alive: Duration,
+    pub topic_prefix: String,
+    pub payload: PayloadFormat,
+    /// Buffered records published but not yet acknowledged, at most.
+    pub max_inflight: u16,
+    /// Reconnect backoff starts here and doubles up to `reconnect_max`, with jitter.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub telemetry_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadFormat {
+    Json,
+    Postcard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Group commit: the caller is answered after the fsync that covers its record.
+    Always,
+    /// Written to the OS at once, fsynced every `sync_interval`.
+    Interval,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferConfig {
+    pub max_bytes: u64,
+    pub sync: SyncMode,
+    pub sync_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fail_threshold: u32,
+    pub recover_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ingest {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Security {
+    /// Raw 32-byte Ed25519 public keys.
+    pub command_keys: Vec<[u8; 32]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    Onvif,
+    Hikvision,
+    Dahua,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSource {
+    Onvif,
+    Hikvision,
+    Dahua,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Camera {
+    pub id: String,
+    pub vendor: Vendor,
+    pub host: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub http_base: String,
+    pub snapshot_url: Option<String>,
+    pub rtsp_url: Option<String>,
+    pub onvif_url: Option<String>,
+    pub events: Vec<EventSource>,
+}
+
+impl Config {
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, Invalid> {
+        validate(text)
+    }
+
+    /// Reads and validates a file; I/O errors become a single problem.
+    pub fn load(path: &Path) -> Result<Config, Invalid> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => validate(&text),
+            Err(e) => Err(Invalid {
+                problems: vec![Problem {
+                    path: "(file)".into(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                }],
+            }),
+        }
+    }
+
+    /// `{topic_prefix}/{ward}/{gateway.id}`.
+    pub fn topic_root(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.mqtt.topic_prefix, self.gateway.ward, self.gateway.id
+        )
+    }
+
+    pub fn camera(&self, id: &str) -> Option<&Camera> {
+        self.cameras.iter().find(|c| c.id == id)
+    }
+}

@@ -1,0 +1,786 @@
+//! The pure validator: raw TOML table → [`Config`] or every [`Problem`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use toml::{Table, Value};
+
+use super::*;
+
+const GATEWAY_KEYS: &[&str] = &["id", "ward", "data_dir", "board"];
+const MQTT_KEYS: &[&str] = &[
+    "url",
+    "username",
+    "password",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "keep_alive_s",
+    "topic_prefix",
+    "payload",
+    "max_inflight",
+    "reconnect_min_ms",
+    "reconnect_max_s",
+    "telemetry_interval_s",
+];
+const BUFFER_KEYS: &[&str] = &["max_bytes", "sync", "sync_interval_ms"];
+const HEALTH_KEYS: &[&str] = &[
+    "interval_s",
+    "timeout_ms",
+    "fail_threshold",
+    "recover_threshold",
+];
+const INGEST_KEYS: &[&str] = &["listen"];
+const SECURITY_KEYS: &[&str] = &["command_keys"];
+const CAMERA_KEYS: &[&str] = &[
+    "id",
+    "vendor",
+    "host",
+    "username",
+    "password",
+    "http_base",
+    "snapshot_url",
+    "rtsp_url",
+    "onvif_url",
+    "events",
+];
+const TOP_KEYS: &[&str] = &[
+    "gateway", "mqtt", "buffer", "health", "ingest", "security", "camera",
+];
+
+/// Boards that need no file in `boards/`.
+const BUILTIN_BOARDS: &[&str] = &["none", "sim"];
+
+/// Collects problems while reading one table.
+struct Walker<'a> {
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Walker<'_> {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn unknown_keys(&mut self, prefix: &str, table: &Table, known: &[&str]) {
+        for key in table.keys() {
+            if !known.contains(&key.as_str()) {
+                self.problem(
+                    join(prefix, key),
+                    format!("unknown key (expected one of: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn section<'t>(&mut self, root: &'t Table, name: &str, required: bool) -> Option<&'t Table> {
+        match root.get(name) {
+            None => {
+                if required {
+                    self.problem(name, "missing section");
+                }
+                None
+            }
+            Some(Value::Table(t)) => Some(t),
+            Some(other) => {
+                self.problem(name, format!("must be a table, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, t: &Table, prefix: &str, key: &str) -> Option<String> {
+        match t.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.problem(
+                    join(prefix, key),
+                    format!("must be a string, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn required_string(&mut self, t: &Table, prefix: &str, key: &str) -> Option<String> {
+        if !t.contains_key(key) {
+            self.problem(join(prefix, key), "missing (required)");
+            return None;
+        }
+        self.string(t, prefix, key)
+    }
+
+    /// An integer in `lo..=hi`, or the default when absent.
+    fn int(&mut self, t: &Table, prefix: &str, key: &str, lo: i64, hi: i64, default: i64) -> i64 {
+        match t.get(key) {
+            None => default,
+            Some(Value::Integer(i)) if (lo..=hi).contains(i) => *i,
+            Some(Value::Integer(i)) => {
+                self.problem(
+                    join(prefix, key),
+                    format!("{i} is out of range ({lo}..={hi})"),
+                );
+                default
+            }
+            Some(other) => {
+                self.problem(
+                    join(prefix, key),
+                    format!("must be an integer, found {}", kind(other)),
+                );
+                default
+            }
+        }
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        t: &Table,
+        prefix: &str,
+        key: &str,
+        options: &[(&str, T)],
+        default: Option<T>,
+    ) -> Option<T> {
+        let s = match (t.get(key), default) {
+            (None, Some(d)) => return Some(d),
+            (None, None) => {
+                self.problem(join(prefix, key), "missing (required)");
+                return None;
+            }
+            _ => self.string(t, prefix, key)?,
+        };
+        match options.iter().find(|(name, _)| *name == s) {
+            Some((_, v)) => Some(*v),
+            None => {
+                let names: Vec<_> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                self.problem(
+                    join(prefix, key),
+                    format!("\"{s}\" is not one of {}", names.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, t: &Table, prefix: &str, key: &str) -> Option<String> {
+        let s = self.required_string(t, prefix, key)?;
+        if let Err(e) = check_name(&s) {
+            self.problem(join(prefix, key), e);
+            return None;
+        }
+        Some(s)
+    }
+
+    fn url(&mut self, t: &Table, prefix: &str, key: &str, schemes: &[&str]) -> Option<String> {
+        let s = self.string(t, prefix, key)?;
+        match check_url(&s, schemes) {
+            Ok(()) => Some(s),
+            Err(e) => {
+                self.problem(join(prefix, key), e);
+                None
+            }
+        }
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "a string",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Boolean(_) => "a boolean",
+        Value::Datetime(_) => "a datetime",
+        Value::Array(_) => "an array",
+        Value::Table(_) => "a table",
+    }
+}
+
+/// `[a-z0-9-]`, 1..64 characters.
+pub fn check_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 {
+        return Err(format!(
+            "\"{s}\" must be 1 to 64 characters long (it has {})",
+            s.len()
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "\"{s}\" may only contain a-z, 0-9 and '-' (found {c:?})"
+        ));
+    }
+    Ok(())
+}
+
+/// `scheme://host[:port][/path]` with one of the allowed schemes.
+fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err(format!(
+            "\"{s}\" is not a URL (expected {}://...)",
+            schemes[0]
+        ));
+    };
+    if !schemes.contains(&scheme) {
+        return Err(format!(
+            "scheme \"{scheme}\" is not allowed here (expected {})",
+            schemes.join(" or ")
+        ));
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let hostport = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = split_host_port(hostport);
+    if host.is_empty() {
+        return Err(format!("\"{s}\" has no host"));
+    }
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("\"{s}\" has an invalid port \"{p}\""));
+        }
+    }
+    Ok(())
+}
+
+/// Splits `host:port`, `[v6]:port`, `host`.
+fn split_host_port(s: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some((h, after)) = rest.split_once(']') {
+            return (h, after.strip_prefix(':'));
+        }
+        return (s, None);
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    }
+}
+
+/// Parses TOML text and validates every section.
+pub fn validate(text: &str) -> Result<Config, Invalid> {
+    let root: Table = match text.parse::<Table>() {
+        Ok(t) => t,
+        Err(e) => {
+            let path = e
+                .span()
+                .map(|sp| {
+                    let line = text[..sp.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "(syntax)".into());
+            return Err(Invalid {
+                problems: vec![Problem {
+                    path,
+                    message: format!("TOML syntax error: {}", e.message()),
+                }],
+            });
+        }
+    };
+    let mut problems = Vec::new();
+    let mut w = Walker {
+        problems: &mut problems,
+    };
+    w.unknown_keys("", &root, TOP_KEYS);
+
+    let gateway = gateway(&mut w, &root);
+    let mqtt = mqtt(&mut w, &root);
+    let buffer = buffer(&mut w, &root);
+    let health = health(&mut w, &root);
+    let ingest = ingest(&mut w, &root);
+    let security = security(&mut w, &root);
+    let cameras = cameras(&mut w, &root);
+
+    match (gateway, mqtt, buffer, health, ingest, security, cameras) {
+        (Some(gateway), Some(mqtt), Some(buffer), Some(health), Some(ingest), Some(security), Some(cameras))
+            if problems.is_empty() =>
+        {
+            Ok(Config {
+                gateway,
+                mqtt,
+                buffer,
+                health,
+                ingest,
+                security,
+                cameras,
+            })
+        }
+        _ => {
+            if problems.is_empty() {
+                problems.push(Problem {
+                    path: "(config)".into(),
+                    message: "invalid".into(),
+                });
+            }
+            Err(Invalid { problems })
+        }
+    }
+}
+
+fn gateway(w: &mut Walker, root: &Table) -> Option<Gateway> {
+    let t = w.section(root, "gateway", true)?;
+    w.unknown_keys("gateway", t, GATEWAY_KEYS);
+    let id = w.name(t, "gateway", "id");
+    let ward = w.name(t, "gateway", "ward");
+    let data_dir = match w.string(t, "gateway", "data_dir") {
+        Some(s) if s.is_empty() => {
+            w.problem("gateway.data_dir", "must not be empty");
+            None
+        }
+        Some(s) => Some(PathBuf::from(s)),
+        None if !t.contains_key("data_dir") => Some(PathBuf::from("/var/lib/camgw")),
+        None => None,
+    };
+    let board = match w.string(t, "gateway", "board") {
+        None if !t.contains_key("board") => Some("none".to_string()),
+        None => None,
+        Some(b) if BUILTIN_BOARDS.contains(&b.as_str()) => Some(b),
+        Some(b) => {
+            w.problem(
+                "gateway.board",
+                format!(
+                    "unknown board \"{b}\" (this build knows: {})",
+                    BUILTIN_BOARDS.join(", ")
+                ),
+            );
+            None
+        }
+    };
+    Some(Gateway {
+        id: id?,
+        ward: ward?,
+        data_dir: data_dir?,
+        board: board?,
+    })
+}
+
+fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
+    let t = w.section(root, "mqtt", true)?;
+    let p = "mqtt";
+    w.unknown_keys(p, t, MQTT_KEYS);
+    let url = if t.contains_key("url") {
+        w.url(t, p, "url", &["mqtt", "mqtts"])
+    } else {
+        w.problem("mqtt.url", "missing (required)");
+        None
+    };
+    let parsed = url.as_deref().and_then(|u| {
+        let (scheme, rest) = u.split_once("://")?;
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if authority.contains('@') {
+            w.problem(
+                "mqtt.url",
+                "credentials do not belong in the URL: use mqtt.username and mqtt.password",
+            );
+            return None;
+        }
+        let (host, port) = split_host_port(authority);
+        let tls = scheme == "mqtts";
+        let port = port
+            .map(|p| p.parse().ok())
+            .unwrap_or(Some(if tls { 8883 } else { 1883 }))?;
+        Some((tls, host.to_string(), port))
+    });
+    let username = w.string(t, p, "username");
+    let password = w.string(t, p, "password").map(Secret::new);
+    if password.is_some() && username.is_none() {
+        w.problem("mqtt.password", "set without mqtt.username");
+    }
+    let file = |w: &mut Walker, key: &str| -> Option<PathBuf> {
+        w.string(t, p, key).map(PathBuf::from)
+    };
+    let ca_file = file(w, "ca_file");
+    let cert_file = file(w, "cert_file");
+    let key_file = file(w, "key_file");
+    if cert_file.is_some() != key_file.is_some() {
+        w.problem(
+            "mqtt.cert_file",
+            "cert_file and key_file go together (mutual TLS needs both)",
+        );
+    }
+    if let Some((false, _, _)) = parsed {
+        if ca_file.is_some() || cert_file.is_some() {
+            w.problem(
+                "mqtt.url",
+                "TLS files are set but the URL is mqtt:// (use mqtts://)",
+            );
+        }
+    }
+    let keep_alive = w.int(t, p, "keep_alive_s", 5, 65535, 30);
+    let topic_prefix = w.string(t, p, "topic_prefix").unwrap_or_else(|| "camgw".into());
+    if topic_prefix.is_empty()
+        || topic_prefix.starts_with('/')
+        || topic_prefix.ends_with('/')
+        || topic_prefix.contains(['+', '#', '\0'])
+    {
+        w.problem(
+            "mqtt.topic_prefix",
+            format!("\"{topic_prefix}\" must be non-empty, without '+', '#' or a leading/trailing '/'"),
+        );
+    }
+    let payload = w.choice(
+        t,
+        p,
+        "payload",
+        &[("json", PayloadFormat::Json), ("postcard", PayloadFormat::Postcard)],
+        Some(PayloadFormat::Json),
+    );
+    let max_inflight = w.int(t, p, "max_inflight", 1, 1000, 64);
+    let reconnect_min = w.int(t, p, "reconnect_min_ms", 10, 60_000, 500);
+    let reconnect_max = w.int(t, p, "reconnect_max_s", 1, 3600, 30);
+    let telemetry = w.int(t, p, "telemetry_interval_s", 1, 86_400, 60);
+    let (tls, host, port) = parsed?;
+    Some(Mqtt {
+        tls,
+        host,
+        port,
+        username,
+        password,
+        ca_file,
+        cert_file,
+        key_file,
+        keep_alive: Duration::from_secs(keep_alive as u64),
+        topic_prefix,
+        payload: payload?,
+        max_inflight: max_inflight as u16,
+        reconnect_min: Duration::from_millis(reconnect_min as u64),
+        reconnect_max: Duration::from_secs(reconnect_max as u64),
+        telemetry_interval: Duration::from_secs(telemetry as u64),
+    })
+}
+
+fn buffer(w: &mut Walker, root: &Table) -> Option<BufferConfig> {
+    let empty = Table::new();
+    let t = w.section(root, "buffer", false).unwrap_or(&empty);
+    w.unknown_keys("buffer", t, BUFFER_KEYS);
+    let max_bytes = w.int(t, "buffer", "max_bytes", 65_536, i64::MAX, 64 << 20);
+    let sync = w.choice(
+        t,
+        "buffer",
+        "sync",
+        &[("interval", SyncMode::Interval), ("always", SyncMode::Always)],
+        Some(SyncMode::Interval),
+    );
+    let interval = w.int(t, "buffer", "sync_interval_ms", 1, 60_000, 200);
+    Some(BufferConfig {
+        max_bytes: max_bytes as u64,
+        sync: sync?,
+        sync_interval: Duration::from_millis(interval as u64),
+    })
+}
+
+fn health(w: &mut Walker, root: &Table) -> Option<Health> {
+    let empty = Table::new();
+    let t = w.section(root, "health", false).unwrap_or(&empty);
+    let p = "health";
+    w.unknown_keys(p, t, HEALTH_KEYS);
+    Some(Health {
+        interval: Duration::from_secs(w.int(t, p, "interval_s", 1, 86_400, 10) as u64),
+        timeout: Duration::from_millis(w.int(t, p, "timeout_ms", 50, 600_000, 3000) as u64),
+        fail_threshold: w.int(t, p, "fail_threshold", 1, 1000, 3) as u32,
+        recover_threshold: w.int(t, p, "recover_threshold", 1, 1000, 2) as u32,
+    })
+}
+
+fn ingest(w: &mut Walker, root: &Table) -> Option<Option<Ingest>> {
+    let Some(t) = w.section(root, "ingest", false) else {
+        return Some(None);
+    };
+    w.unknown_keys("ingest", t, INGEST_KEYS);
+    let Some(listen) = w.string(t, "ingest", "listen") else {
+        return Some(None);
+    };
+    match listen.parse::<SocketAddr>() {
+        Ok(listen) => Some(Some(Ingest { listen })),
+        Err(_) => {
+            w.problem(
+                "ingest.listen",
+                format!("\"{listen}\" is not an address like 127.0.0.1:8088"),
+            );
+            None
+        }
+    }
+}
+
+fn security(w: &mut Walker, root: &Table) -> Option<Security> {
+    let empty = Table::new();
+    let t = w.section(root, "security", false).unwrap_or(&empty);
+    w.unknown_keys("security", t, SECURITY_KEYS);
+    let mut keys = Vec::new();
+    match t.get("command_keys") {
+        None => {}
+        Some(Value::Array(a)) => {
+            for (i, v) in a.iter().enumerate() {
+                let path = format!("security.command_keys[{i}]");
+                let Value::String(s) = v else {
+                    w.problem(path, format!("must be a string, found {}", kind(v)));
+                    continue;
+                };
+                match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
+                    Ok(b) if b.len() == 32 => {
+                        let mut k = [0u8; 32];
+                        k.copy_from_slice(&b);
+                        keys.push(k);
+                    }
+                    Ok(b) => w.problem(
+                        path,
+                        format!("an Ed25519 public key is 32 bytes, this is {}", b.len()),
+                    ),
+                    Err(_) => w.problem(path, "not valid base64"),
+                }
+            }
+        }
+        Some(other) => w.problem(
+            "security.command_keys",
+            format!("must be an array of strings, found {}", kind(other)),
+        ),
+    }
+    Some(Security { command_keys: keys })
+}
+
+fn cameras(w: &mut Walker, root: &Table) -> Option<Vec<Camera>> {
+    let arr = match root.get("camera") {
+        None => return Some(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(other) => {
+            w.problem(
+                "camera",
+                format!(
+                    "must be an array of tables ([[camera]]), found {}",
+                    kind(other)
+                ),
+            );
+            return None;
+        }
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, v) in arr.iter().enumerate() {
+        let p = format!("camera[{i}]");
+        let Value::Table(t) = v else {
+            w.problem(p, format!("must be a table, found {}", kind(v)));
+            ok = false;
+            continue;
+        };
+        match camera(w, t, &p) {
+            Some(c) => {
+                if out.iter().any(|o: &Camera| o.id == c.id) {
+                    w.problem(format!("{p}.id"), format!("duplicate camera id \"{}\"", c.id));
+                    ok = false;
+                }
+                out.push(c);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
+    w.unknown_keys(p, t, CAMERA_KEYS);
+    let id = w.name(t, p, "id");
+    let vendor = w.choice(
+        t,
+        p,
+        "vendor",
+        &[
+            ("onvif", Vendor::Onvif),
+            ("hikvision", Vendor::Hikvision),
+            ("dahua", Vendor::Dahua),
+            ("generic", Vendor::Generic),
+        ],
+        None,
+    );
+    let host = w.required_string(t, p, "host");
+    if let Some(h) = &host {
+        if h.is_empty() || h.contains(['/', ' ', '@']) {
+            w.problem(join(p, "host"), format!("\"{h}\" is not a host name or address"));
+        }
+    }
+    let username = w.string(t, p, "username");
+    let password = w.string(t, p, "password").map(Secret::new);
+    let http_base = if t.contains_key("http_base") {
+        w.url(t, p, "http_base", &["http", "https"])
+    } else {
+        host.as_ref().map(|h| format!("http://{h}"))
+    };
+    let http = &["http", "https"];
+    let snapshot_url = w.url(t, p, "snapshot_url", http);
+    let rtsp_url = w.url(t, p, "rtsp_url", &["rtsp", "rtsps"]);
+    let onvif_url = w.url(t, p, "onvif_url", http);
+    let mut events = Vec::new();
+    match t.get("events") {
+        None => {}
+        Some(Value::Array(a)) => {
+            for (i, v) in a.iter().enumerate() {
+                let ep = format!("{p}.events[{i}]");
+                let src = match v.as_str() {
+                    Some("onvif") => EventSource::Onvif,
+                    Some("hikvision") => EventSource::Hikvision,
+                    Some("dahua") => EventSource::Dahua,
+                    _ => {
+                        w.problem(
+                            ep,
+                            format!("{v} is not one of \"onvif\", \"hikvision\", \"dahua\""),
+                        );
+                        continue;
+                    }
+                };
+                if events.contains(&src) {
+                    w.problem(ep, format!("{v} is listed twice"));
+                } else {
+                    events.push(src);
+                }
+            }
+        }
+        Some(other) => w.problem(
+            join(p, "events"),
+            format!("must be an array of strings, found {}", kind(other)),
+        ),
+    }
+    Some(Camera {
+        id: id?,
+        vendor: vendor?,
+        host: host?,
+        username,
+        password,
+        http_base: http_base?,
+        snapshot_url,
+        rtsp_url,
+        onvif_url,
+        events,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[gateway]
+id = "q1-p05-gw03"
+ward = "q1-p05"
+data_dir = "/tmp/camgw"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+
+[[camera]]
+id = "cam01"
+vendor = "hikvision"
+host = "192.168.1.64"
+username = "admin"
+password = "secret"
+events = ["hikvision"]
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        validate(text)
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn good_config_gets_contract_defaults() {
+        let c = validate(GOOD).unwrap();
+        assert_eq!(c.mqtt.port, 1883);
+        assert!(!c.mqtt.tls);
+        assert_eq!(c.mqtt.keep_alive, Duration::from_secs(30));
+        assert_eq!(c.mqtt.topic_prefix, "camgw");
+        assert_eq!(c.buffer.max_bytes, 64 << 20);
+        assert_eq!(c.buffer.sync, SyncMode::Interval);
+        assert_eq!(c.buffer.sync_interval, Duration::from_millis(200));
+        assert_eq!(c.health.fail_threshold, 3);
+        assert_eq!(c.health.recover_threshold, 2);
+        assert_eq!(c.gateway.board, "none");
+        assert_eq!(c.ingest, None);
+        assert_eq!(c.cameras[0].http_base, "http://192.168.1.64");
+        assert_eq!(c.topic_root(), "camgw/q1-p05/q1-p05-gw03");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let text = GOOD
+            .replace("id = \"q1-p05-gw03\"", "id = \"Q1 GW\"\nfoo = 1")
+            .replace("url = \"mqtt://127.0.0.1:1883\"", "url = \"http://x\"\nkeep_alive_s = \"30\"")
+            + "\n[buffer]\nsync = \"sometimes\"\n";
+        let p = problems(&text);
+        let joined = p.join("\n");
+        assert!(joined.contains("gateway.id: \"Q1 GW\" may only contain"), "{joined}");
+        assert!(joined.contains("gateway.foo: unknown key"), "{joined}");
+        assert!(joined.contains("mqtt.url: scheme \"http\""), "{joined}");
+        assert!(joined.contains("mqtt.keep_alive_s: must be an integer"), "{joined}");
+        assert!(joined.contains("buffer.sync: \"sometimes\" is not one of"), "{joined}");
+        assert_eq!(p.len(), 5, "{joined}");
+    }
+
+    #[test]
+    fn duplicate_camera_ids_and_unknown_camera_keys_are_refused() {
+        let text = format!(
+            "{GOOD}\n[[camera]]\nid = \"cam01\"\nvendor = \"dahua\"\nhost = \"h\"\nwhatever = true\n"
+        );
+        let joined = problems(&text).join("\n");
+        assert!(joined.contains("camera[1].id: duplicate camera id"), "{joined}");
+        assert!(joined.contains("camera[1].whatever: unknown key"), "{joined}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let p = problems("[gateway]\nid = \n");
+        assert!(p[0].starts_with("line 2: TOML syntax error"), "{p:?}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let c = validate(GOOD).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("secret"), "{dbg}");
+        assert!(dbg.contains("***"));
+    }
+
+    #[test]
+    fn mqtts_defaults_to_8883_and_credentials_in_url_are_refused() {
+        let c = validate(&GOOD.replace("mqtt://127.0.0.1:1883", "mqtts://broker.example")).unwrap();
+        assert!(c.mqtt.tls);
+        assert_eq!(c.mqtt.port, 8883);
+        let joined = problems(&GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://u:p@h")).join("\n");
+        assert!(joined.contains("credentials do not belong in the URL"), "{joined}");
+        assert!(!joined.contains("u:p"), "{joined}");
+    }
+
+    #[test]
+    fn camera_urls_honour_ports_and_schemes() {
+        let text = GOOD.replace(
+            "events = [\"hikvision\"]",
+            "events = [\"hikvision\"]\nrtsp_url = \"http://x:554/\"\nsnapshot_url = \"http://x:99999/\"",
+        );
+        let joined = problems(&text).join("\n");
+        assert!(joined.contains("camera[0].rtsp_url: scheme \"http\""), "{joined}");
+        assert!(joined.contains("camera[0].snapshot_url: \"http://x:99999/\" has an invalid port"), "{joined}");
+    }
+
+    #[test]
+    fn command_keys_must_be_32_byte_base64() {
+        let text = format!("{GOOD}\n[security]\ncommand_keys = [\"AAAA\", \"!!\"]\n")
+            .replace("[[camera]]", "[[camera]]");
+        // [security] after [[camera]] would nest under camera; put it first.
+        let text = text.replace("\n[security]\ncommand_keys = [\"AAAA\", \"!!\"]\n", "");
+        let text = format!("[security]\ncommand_keys = [\"AAAA\", \"!!\"]\n{text}");
+        let joined = problems(&text).join("\n");
+        assert!(joined.contains("security.command_keys[0]: an Ed25519 public key is 32 bytes, this is 3"), "{joined}");
+        assert!(joined.contains("security.command_keys[1]: not valid base64"), "{joined}");
+    }
+}

@@ -1,0 +1,21 @@
+//! camgw: the edge agent for neighbourhood camera gateways.
+//!
+//! Layout (one module per concern; data flows source → `buffer` → `uplink` → broker):
+//! - [`clock`]: the `Clock` trait (now, and whether the kernel clock is synchronised).
+//! - [`config`]: TOML → raw table → pure validation → typed `Config`.
+//! - [`record`]: the alert/event `Record` and its wire encodings (JSON, postcard).
+//! - [`buffer`]: the durable, crash-safe segment buffer (its module doc is the spec).
+//! - [`uplink`]: the MQTT session: pure in-flight/packet-id state, backoff, the rumqttc task.
+//! - [`ingest`]: the HTTP ingest server (`POST /v1/events`).
+//! - [`agent`]: `camgw run`: wires config, buffer, uplink and ingest; signals and shutdown.
+//! - [`demo`]: `camgw demo`: embedded broker, simulated cameras, station view.
+
+pub mod agent;
+pub mod buffer;
+pub mod clock;
+pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod ingest;
+pub mod record;
+pub mod uplink;

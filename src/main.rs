@@ -1,0 +1,98 @@
+//! The `camgw` binary: parse the command line, run, print the error chain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "camgw", version, about = "Edge agent for neighbourhood camera gateways")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent in the foreground until SIGTERM or SIGINT.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 when valid, 1 with one line per problem otherwise.
+    CheckConfig { file: PathBuf },
+    /// The whole system on this machine: broker, simulated cameras, agent, station view.
+    #[cfg(feature = "demo")]
+    Demo {
+        /// Stop after this many seconds (default: when the script has run).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAMGW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn print_problems(file: &std::path::Path, invalid: &camgw::config::Invalid) {
+    for p in &invalid.problems {
+        eprintln!("{}: {}", file.display(), p);
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match camgw::config::Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(invalid) => {
+                print_problems(&file, &invalid);
+                ExitCode::from(1)
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match camgw::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(invalid) => {
+                    print_problems(&config, &invalid);
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging();
+            let clock = Arc::new(camgw::clock::SystemClock);
+            match runtime().block_on(camgw::agent::run(cfg, clock)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("camgw: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        #[cfg(feature = "demo")]
+        Command::Demo { seconds } => {
+            match runtime().block_on(camgw::demo::run(seconds)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("camgw demo: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

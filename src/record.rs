@@ -1,0 +1,287 @@
+//! The one thing that flows from sources to the station: a [`Record`] (an alert or an event),
+//! as stored in the buffer and as published on `T/alert` and `T/event`.
+//!
+//! Stored form: postcard of [`Record`] (see `buffer`). Wire forms: JSON per the contract, or
+//! postcard of [`WireAlert`] / [`WireEvent`] when `mqtt.payload = "postcard"`. `detail` is
+//! free-form JSON; inside postcard it travels as JSON text, since postcard is not
+//! self-describing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::rfc3339_ms;
+
+/// Which stream (and topic) a record belongs to. Eviction drops events before alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Class {
+    Event = 0,
+    Alert = 1,
+}
+
+impl Class {
+    pub const ALL: [Class; 2] = [Class::Event, Class::Alert];
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Event => "event",
+            Class::Alert => "alert",
+        }
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a source hands to the buffer; the buffer adds `seq` and `id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewRecord {
+    pub ts_ms: i64,
+    pub clock_synced: bool,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    Alert {
+        kind: String,
+        camera: Option<String>,
+        /// JSON object text, `{}` when empty.
+        detail: String,
+    },
+    Event {
+        kind: String,
+        camera: String,
+        source: String,
+        state: String,
+        /// JSON object text, `{}` when empty.
+        detail: String,
+    },
+}
+
+impl Body {
+    pub fn class(&self) -> Class {
+        match self {
+            Body::Alert { .. } => Class::Alert,
+            Body::Event { .. } => Class::Event,
+        }
+    }
+
+    /// An alert with a JSON detail.
+    pub fn alert(kind: &str, camera: Option<&str>, detail: serde_json::Value) -> Body {
+        Body::Alert {
+            kind: kind.to_string(),
+            camera: camera.map(str::to_string),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub fn motion(camera: &str, source: &str, state: &str) -> Body {
+        Body::Event {
+            kind: "motion".into(),
+            camera: camera.into(),
+            source: source.into(),
+            state: state.into(),
+            detail: "{}".into(),
+        }
+    }
+}
+
+/// A buffered record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    /// 128 random bits; unique per gateway forever.
+    pub id: u128,
+    pub ts_ms: i64,
+    pub clock_synced: bool,
+    pub body: Body,
+}
+
+impl Record {
+    pub fn class(&self) -> Class {
+        self.body.class()
+    }
+
+    pub fn id_string(&self) -> String {
+        format_id(self.id)
+    }
+
+    /// The contract's JSON payload.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "id": self.id_string(),
+            "seq": self.seq,
+            "ts": rfc3339_ms(self.ts_ms),
+            "clock_synced": self.clock_synced,
+        });
+        let m = v.as_object_mut().expect("object");
+        match &self.body {
+            Body::Alert {
+                kind,
+                camera,
+                detail,
+            } => {
+                m.insert("kind".into(), kind.as_str().into());
+                m.insert(
+                    "camera".into(),
+                    camera
+                        .as_deref()
+                        .map(Into::into)
+                        .unwrap_or(serde_json::Value::Null),
+                );
+                m.insert("detail".into(), detail_value(detail));
+            }
+            Body::Event {
+                kind,
+                camera,
+                source,
+                state,
+                detail,
+            } => {
+                m.insert("kind".into(), kind.as_str().into());
+                m.insert("camera".into(), camera.as_str().into());
+                m.insert("source".into(), source.as_str().into());
+                m.insert("state".into(), state.as_str().into());
+                let d = detail_value(detail);
+                if d.as_object().is_some_and(|o| !o.is_empty()) {
+                    m.insert("detail".into(), d);
+                }
+            }
+        }
+        v
+    }
+
+    /// The postcard wire payload.
+    pub fn to_postcard(&self) -> Vec<u8> {
+        let r = match &self.body {
+            Body::Alert {
+                kind,
+                camera,
+                detail,
+            } => postcard::to_allocvec(&WireAlert {
+                id: self.id_string(),
+                seq: self.seq,
+                ts: rfc3339_ms(self.ts_ms),
+                clock_synced: self.clock_synced,
+                kind: kind.clone(),
+                camera: camera.clone(),
+                detail: detail.clone(),
+            }),
+            Body::Event {
+                kind,
+                camera,
+                source,
+                state,
+                detail,
+            } => postcard::to_allocvec(&WireEvent {
+                id: self.id_string(),
+                seq: self.seq,
+                ts: rfc3339_ms(self.ts_ms),
+                clock_synced: self.clock_synced,
+                kind: kind.clone(),
+                camera: camera.clone(),
+                source: source.clone(),
+                state: state.clone(),
+                detail: detail.clone(),
+            }),
+        };
+        r.expect("postcard encoding of owned strings cannot fail")
+    }
+}
+
+fn detail_value(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::json!({}))
+}
+
+/// `T/alert` in postcard form (field order is the wire order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireAlert {
+    pub id: String,
+    pub seq: u64,
+    pub ts: String,
+    pub clock_synced: bool,
+    pub kind: String,
+    pub camera: Option<String>,
+    /// JSON object text.
+    pub detail: String,
+}
+
+/// `T/event` in postcard form (field order is the wire order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireEvent {
+    pub id: String,
+    pub seq: u64,
+    pub ts: String,
+    pub clock_synced: bool,
+    pub kind: String,
+    pub camera: String,
+    pub source: String,
+    pub state: String,
+    /// JSON object text.
+    pub detail: String,
+}
+
+/// `0123456789abcdef0123456789abcdef` → `01234567-89ab-cdef-0123-456789abcdef`.
+pub fn format_id(id: u128) -> String {
+    let h = format!("{id:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// A fresh random id with the UUID version-4 bits set.
+pub fn new_id() -> u128 {
+    let r: u128 = rand::random();
+    (r & !(0xF000u128 << 64) & !(0xC000u128 << 48)) | (0x4000u128 << 64) | (0x8000u128 << 48)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Record {
+        Record {
+            seq: 42,
+            id: 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
+            ts_ms: 1_796_000_000_000,
+            clock_synced: true,
+            body: Body::motion("cam01", "ingest", "start"),
+        }
+    }
+
+    #[test]
+    fn event_json_has_every_contract_field() {
+        let v = event().to_json();
+        assert_eq!(v["id"], "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(v["seq"], 42);
+        assert_eq!(v["clock_synced"], true);
+        assert_eq!(v["kind"], "motion");
+        assert_eq!(v["camera"], "cam01");
+        assert_eq!(v["source"], "ingest");
+        assert_eq!(v["state"], "start");
+        assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+        assert!(v.get("detail").is_none());
+    }
+
+    #[test]
+    fn alert_json_carries_null_camera_and_detail() {
+        let r = Record {
+            body: Body::alert("buffer_dropped", None, serde_json::json!({"count": 7})),
+            ..event()
+        };
+        let v = r.to_json();
+        assert_eq!(v["camera"], serde_json::Value::Null);
+        assert_eq!(v["detail"]["count"], 7);
+    }
+
+    #[test]
+    fn new_ids_are_distinct_v4() {
+        let a = format_id(new_id());
+        let b = format_id(new_id());
+        assert_ne!(a, b);
+        assert_eq!(&a[14..15], "4");
+    }
+}

@@ -1,0 +1,323 @@
+//! The MQTT uplink: one connection to the ward broker at a time, publishing the buffer in
+//! `seq` order per topic with a bounded in-flight window, acknowledging records in the buffer
+//! on PUBACK, plus birth/Last Will on `T/status` and telemetry.
+//!
+//! Each connection attempt gets a fresh rumqttc `EventLoop` (clean session), polled in its own
+//! task that forwards events here; this task only publishes (with `try_publish`, never
+//! blocking on the poller) and keeps the pure [`session::Session`]. When a connection dies,
+//! in-flight records go back to unsent ([`Buffer::rewind`]) and are published again on the next
+//! connection (QoS 1 duplicates are expected by the contract). Reconnects back off
+//! exponentially with jitter; a dead link is found by the MQTT keep-alive.
+
+pub mod session;
+pub mod tls;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::Buffer;
+use crate::clock::{rfc3339_ms, Clock};
+use crate::config::{Config, PayloadFormat};
+use crate::record::{Class, Record};
+
+use session::{Backoff, Session};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the uplink reports about itself (read by telemetry, the demo and tests).
+#[derive(Debug, Default)]
+pub struct UplinkStats {
+    pub connected: AtomicBool,
+    pub connects: AtomicU64,
+    pub delivered: AtomicU64,
+}
+
+/// Everything the uplink needs, fixed for its lifetime.
+pub struct Uplink {
+    pub config: Arc<Config>,
+    pub buffer: Buffer,
+    pub clock: Arc<dyn Clock>,
+    pub boot_id: String,
+    pub started: Instant,
+    pub stats: Arc<UplinkStats>,
+}
+
+/// Topic names under `T = {prefix}/{ward}/{gateway}`.
+pub fn topic(config: &Config, leaf: &str) -> String {
+    format!("{}/{leaf}", config.topic_root())
+}
+
+pub fn record_topic(config: &Config, class: Class) -> String {
+    topic(config, class.name())
+}
+
+/// The wire payload of a buffered record in the configured format.
+pub fn encode_record(rec: &Record, format: PayloadFormat) -> Vec<u8> {
+    match format {
+        PayloadFormat::Json => rec.to_json().to_string().into_bytes(),
+        PayloadFormat::Postcard => rec.to_postcard(),
+    }
+}
+
+impl Uplink {
+    fn status_online(&self) -> Vec<u8> {
+        serde_json::json!({
+            "online": true,
+            "version": VERSION,
+            "boot_id": self.boot_id,
+            "ts": rfc3339_ms(self.clock.now_ms()),
+            "clock_synced": self.clock.synced(),
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn status_offline(&self, reason: Option<&str>) -> Vec<u8> {
+        let mut v = serde_json::json!({"online": false, "boot_id": self.boot_id});
+        if let Some(r) = reason {
+            v["reason"] = r.into();
+        }
+        v.to_string().into_bytes()
+    }
+
+    pub fn telemetry(&self) -> serde_json::Value {
+        let b = self.buffer.stats();
+        serde_json::json!({
+            "ts": rfc3339_ms(self.clock.now_ms()),
+            "boot_id": self.boot_id,
+            "version": VERSION,
+            "uptime_s": self.started.elapsed().as_secs(),
+            "clock_synced": self.clock.synced(),
+            "buffer": b,
+            "delivered": self.stats.delivered.load(Ordering::Relaxed),
+            "connects": self.stats.connects.load(Ordering::Relaxed),
+            "rss_kb": rss_kb(),
+        })
+    }
+
+    fn options(&self) -> anyhow::Result<MqttOptions> {
+        let m = &self.config.mqtt;
+        let mut o = MqttOptions::new(
+            format!("camgw-{}-{}", self.config.gateway.ward, self.config.gateway.id),
+            m.host.clone(),
+            m.port,
+        );
+        o.set_keep_alive(m.keep_alive);
+        o.set_clean_session(true);
+        o.set_inflight(m.max_inflight.saturating_add(8));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_last_will(LastWill::new(
+            topic(&self.config, "status"),
+            self.status_offline(None),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if let (Some(u), Some(p)) = (&m.username, &m.password) {
+            o.set_credentials(u.clone(), p.expose().to_string());
+        } else if let Some(u) = &m.username {
+            o.set_credentials(u.clone(), String::new());
+        }
+        if m.tls {
+            o.set_transport(Transport::Tls(tls::client_config(m)?));
+        }
+        Ok(o)
+    }
+
+    /// Runs until `shutdown`; then publishes the offline status (when connected) and returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let m = &self.config.mqtt;
+        let mut backoff = Backoff::new(m.reconnect_min, m.reconnect_max);
+        let window = m.max_inflight as usize;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match self.options() {
+                Ok(opts) => {
+                    let clean_exit = self.connection(opts, window, &shutdown, &mut backoff).await;
+                    self.stats.connected.store(false, Ordering::SeqCst);
+                    self.buffer.rewind();
+                    if clean_exit {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!("mqtt settings unusable: {e:#}"),
+            }
+            let delay = backoff.next_delay(rand::random::<f64>());
+            tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting to the broker");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// One connection, until it fails (false) or shutdown completes (true).
+    async fn connection(
+        &self,
+        opts: MqttOptions,
+        window: usize,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> bool {
+        let (client, mut eventloop) = AsyncClient::new(opts, window * 2 + 64);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let poller = tokio::spawn(async move {
+            loop {
+                let ev = eventloop.poll().await;
+                let failed = ev.is_err();
+                if tx.send(ev).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let _abort = AbortOnDrop(poller);
+        let mut session = Session::new(window);
+        let mut connected = false;
+        let mut telemetry = tokio::time::interval(self.config.mqtt.telemetry_interval);
+        telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let status_topic = topic(&self.config, "status");
+        let format = self.config.mqtt.payload;
+        let topics = [
+            record_topic(&self.config, Class::Event),
+            record_topic(&self.config, Class::Alert),
+        ];
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    if connected {
+                        self.say_goodbye(&client, &mut rx, &mut session, &status_topic).await;
+                    }
+                    return true;
+                }
+                ev = rx.recv() => {
+                    match ev {
+                        Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                            if ack.code != rumqttc::ConnectReturnCode::Success {
+                                tracing::warn!(code = ?ack.code, "broker refused the connection");
+                                return false;
+                            }
+                            tracing::info!(host = %self.config.mqtt.host, port = self.config.mqtt.port, "connected to the broker");
+                            connected = true;
+                            backoff.reset();
+                            self.stats.connected.store(true, Ordering::SeqCst);
+                            self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                            if client.try_publish(&status_topic, QoS::AtLeastOnce, true, self.status_online()).is_err() {
+                                return false;
+                            }
+                            session.submitted(None);
+                        }
+                        Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),
+                        Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                            if let Some(Some((class, seq))) = session.on_puback(ack.pkid) {
+                                self.buffer.ack(class, seq);
+                                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            tracing::warn!("broker connection lost: {e}");
+                            return false;
+                        }
+                        None => return false,
+                    }
+                }
+                _ = self.buffer.notified(), if connected && session.can_send() => {}
+                _ = telemetry.tick(), if connected => {
+                    let _ = client.try_publish(topic(&self.config, "telemetry"), QoS::AtMostOnce, false, self.telemetry().to_string());
+                }
+            }
+            if connected && !self.fill(&client, &mut session, &topics, format) {
+                return false;
+            }
+        }
+    }
+
+    /// Publishes buffered records until the window is full or the buffer is caught up.
+    fn fill(
+        &self,
+        client: &AsyncClient,
+        session: &mut Session,
+        topics: &[String; 2],
+        format: PayloadFormat,
+    ) -> bool {
+        while session.can_send() {
+            let Some(rec) = self.buffer.next_unsent() else {
+                break;
+            };
+            let class = rec.class();
+            let payload = encode_record(&rec, format);
+            if let Err(e) = client.try_publish(&topics[class.index()], QoS::AtLeastOnce, false, payload) {
+                tracing::warn!("cannot queue a publish: {e}");
+                return false;
+            }
+            session.submitted(Some((class, rec.seq)));
+        }
+        true
+    }
+
+    async fn say_goodbye(
+        &self,
+        client: &AsyncClient,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+        session: &mut Session,
+        status_topic: &str,
+    ) {
+        if client
+            .try_publish(status_topic, QoS::AtLeastOnce, true, self.status_offline(Some("shutdown")))
+            .is_err()
+        {
+            return;
+        }
+        session.submitted(None);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        // Wait until the offline status is acknowledged (records acked meanwhile count too).
+        let mut pending_status = 1usize;
+        while pending_status > 0 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Ok(Event::Outgoing(Outgoing::Publish(pkid))))) => session.on_outgoing_publish(pkid),
+                Ok(Some(Ok(Event::Incoming(Packet::PubAck(ack))))) => match session.on_puback(ack.pkid) {
+                    Some(Some((class, seq))) => {
+                        self.buffer.ack(class, seq);
+                        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(None) => pending_status -= 1,
+                    None => {}
+                },
+                Ok(Some(Ok(_))) => {}
+                _ => break,
+            }
+        }
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Some(Ok(_)) = rx.recv().await {}
+        })
+        .await;
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Resident set size in KiB, from /proc (0 where unavailable).
+pub fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,149 @@
+//! Pure MQTT session bookkeeping (no I/O, no clock): which buffered record each packet id
+//! carries, the in-flight window, and the reconnect backoff.
+//!
+//! rumqttc's `publish()` does not return the packet id. It reports `Outgoing::Publish(pkid)`
+//! as each QoS 1 publish is written, in the order the requests were made, so a FIFO of what
+//! was submitted ties each pkid to its record, and `PubAck(pkid)` to the record to acknowledge.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use crate::record::Class;
+
+/// What a QoS 1 publish carries: a buffered record, or a control message (status).
+pub type Item = Option<(Class, u64)>;
+
+#[derive(Debug)]
+pub struct Session {
+    window: usize,
+    submitted: VecDeque<Item>,
+    by_pkid: HashMap<u16, Item>,
+    inflight: usize,
+}
+
+impl Session {
+    pub fn new(window: usize) -> Session {
+        Session {
+            window: window.max(1),
+            submitted: VecDeque::new(),
+            by_pkid: HashMap::new(),
+            inflight: 0,
+        }
+    }
+
+    /// Room for another buffered record in the window.
+    pub fn can_send(&self) -> bool {
+        self.inflight < self.window
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// A QoS 1 publish was handed to the client.
+    pub fn submitted(&mut self, item: Item) {
+        if item.is_some() {
+            self.inflight += 1;
+        }
+        self.submitted.push_back(item);
+    }
+
+    /// The client wrote a publish with this packet id (0 for QoS 0, ignored).
+    pub fn on_outgoing_publish(&mut self, pkid: u16) {
+        if pkid == 0 {
+            return;
+        }
+        if let Some(item) = self.submitted.pop_front() {
+            self.by_pkid.insert(pkid, item);
+        }
+    }
+
+    /// The broker acknowledged `pkid`: returns what it carried (`None` when unknown).
+    pub fn on_puback(&mut self, pkid: u16) -> Option<Item> {
+        let item = self.by_pkid.remove(&pkid)?;
+        if item.is_some() {
+            self.inflight -= 1;
+        }
+        Some(item)
+    }
+}
+
+/// Capped exponential backoff with jitter: attempt n waits a random time in
+/// `[d/2, d]` where `d = min(max, min * 2^n)`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max: max.max(min),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay; `unit` is a random number in `[0, 1)`.
+    pub fn next_delay(&mut self, unit: f64) -> Duration {
+        let d = self
+            .min
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        d.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pubacks_are_tied_to_records_in_submission_order() {
+        let mut s = Session::new(4);
+        s.submitted(None); // status
+        s.submitted(Some((Class::Event, 10)));
+        s.submitted(Some((Class::Alert, 11)));
+        assert_eq!(s.inflight(), 2);
+        s.on_outgoing_publish(1);
+        s.on_outgoing_publish(0); // telemetry at QoS 0 in between
+        s.on_outgoing_publish(2);
+        s.on_outgoing_publish(3);
+        assert_eq!(s.on_puback(3), Some(Some((Class::Alert, 11))));
+        assert_eq!(s.on_puback(1), Some(None));
+        assert_eq!(s.on_puback(2), Some(Some((Class::Event, 10))));
+        assert_eq!(s.on_puback(2), None, "a repeated puback is unknown");
+        assert_eq!(s.inflight(), 0);
+    }
+
+    #[test]
+    fn window_limits_records_not_control_messages() {
+        let mut s = Session::new(2);
+        s.submitted(Some((Class::Event, 1)));
+        s.submitted(None);
+        assert!(s.can_send());
+        s.submitted(Some((Class::Event, 2)));
+        assert!(!s.can_send());
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(b.next_delay(1.0), Duration::from_millis(100));
+        assert_eq!(b.next_delay(1.0), Duration::from_millis(200));
+        assert_eq!(b.next_delay(0.0), Duration::from_millis(200));
+        for _ in 0..10 {
+            assert!(b.next_delay(1.0) <= Duration::from_secs(1));
+        }
+        assert_eq!(b.next_delay(0.0), Duration::from_millis(500));
+        b.reset();
+        assert_eq!(b.next_delay(1.0), Duration::from_millis(100));
+    }
+}
