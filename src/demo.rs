@@ -1,1 +1,345 @@
-pub async fn run(_s: Option<u64>) -> anyhow::Result<()> { Ok(()) }
+//! `camgw demo`: the whole system on one machine with nothing installed.
+//!
+//! An embedded MQTT broker (rumqttd) runs as a child process (`camgw embedded-broker`), so the
+//! demo can stop and restart it for real; the agent runs in-process with a temporary data
+//! directory and its HTTP ingest; a simulated camera cluster posts motion through the ingest
+//! path; and a station view subscribes to the ward's topics and prints what the ward station
+//! receives. The script: gateway online, motion, a broker outage with events buffered on the
+//! gateway, the broker back and the buffered events replayed in order, a clean shutdown.
+//! Later issues add their parts (camera health, vendor events, the board) to the script.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+
+/// Runs an embedded MQTT 3.1.1 broker on `127.0.0.1:port` until killed.
+pub fn embedded_broker(port: u16) -> anyhow::Result<()> {
+    let text = format!(
+        r#"
+id = 0
+[router]
+id = 0
+max_connections = 10010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 1
+  [v4.1.connections]
+  connection_timeout_ms = 60000
+  max_payload_size = 1048576
+  max_inflight_count = 500
+  dynamic_filters = true
+"#
+    );
+    let config: rumqttd::Config = toml::from_str(&text).context("embedded broker config")?;
+    let mut broker = rumqttd::Broker::new(config);
+    broker.start().context("embedded broker")?;
+    Ok(())
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A broker child process the demo can stop and start again on the same port.
+struct BrokerProcess {
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl BrokerProcess {
+    async fn start(port: u16) -> anyhow::Result<BrokerProcess> {
+        let mut b = BrokerProcess { port, child: None };
+        b.restart().await?;
+        Ok(b)
+    }
+
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("cannot find my own executable")?;
+        let child = tokio::process::Command::new(exe)
+            .args(["embedded-broker", "--port", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start the embedded broker")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!("the embedded broker did not start on port {}", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+/// One HTTP/1.1 POST on loopback; returns the status code and body.
+pub async fn post_json(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await?;
+    let text = String::from_utf8_lossy(&resp);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP response")?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
+}
+
+/// What the station view saw.
+#[derive(Default)]
+struct Seen {
+    events: Vec<u64>,
+}
+
+fn station_line(topic: &str, payload: &[u8], connected_at: Instant, start: Instant) -> Option<(String, Option<u64>)> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let leaf = topic.rsplit('/').next()?;
+    let t = format!("{:>5.1}s", start.elapsed().as_secs_f64());
+    let _ = connected_at;
+    Some(match leaf {
+        "status" => (
+            format!(
+                "{t} STATION  gateway {}",
+                if v["online"] == true {
+                    "ONLINE".to_string()
+                } else {
+                    format!("OFFLINE ({})", v["reason"].as_str().unwrap_or("connection lost"))
+                }
+            ),
+            None,
+        ),
+        "event" => (
+            format!(
+                "{t} STATION  motion {:<5} camera {} via {} (seq {}, at {})",
+                v["state"].as_str().unwrap_or("?"),
+                v["camera"].as_str().unwrap_or("?"),
+                v["source"].as_str().unwrap_or("?"),
+                v["seq"],
+                v["ts"].as_str().unwrap_or("?"),
+            ),
+            v["seq"].as_u64(),
+        ),
+        "alert" => (
+            format!(
+                "{t} STATION  ALERT {} camera {} {}",
+                v["kind"].as_str().unwrap_or("?"),
+                v["camera"].as_str().unwrap_or("-"),
+                v["detail"]
+            ),
+            None,
+        ),
+        "telemetry" => (
+            format!(
+                "{t} STATION  telemetry: {} buffered, {} delivered",
+                v["buffer"]["events"], v["delivered"]
+            ),
+            None,
+        ),
+        _ => return None,
+    })
+}
+
+/// The station view: subscribes to the ward, prints each message, reconnects by itself.
+async fn station(port: u16, ward: String, start: Instant, seen: Arc<std::sync::Mutex<Seen>>, stop: CancellationToken) {
+    let mut opts = MqttOptions::new("demo-station", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = AsyncClient::new(opts, 64);
+    let filter = format!("camgw/{ward}/#");
+    let mut connected_at = Instant::now();
+    let mut was_connected = false;
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            ev = el.poll() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connected_at = Instant::now();
+                    if lost {
+                        println!("{:>5.1}s STATION  reconnected to the broker", start.elapsed().as_secs_f64());
+                        lost = false;
+                    }
+                    was_connected = true;
+                    let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Some((line, seq)) = station_line(&p.topic, &p.payload, connected_at, start) {
+                        println!("{line}");
+                        if let Some(s) = seq {
+                            seen.lock().unwrap().events.push(s);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    if was_connected {
+                        println!("{:>5.1}s STATION  lost the broker, retrying", start.elapsed().as_secs_f64());
+                        was_connected = false;
+                        lost = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn demo_config(dir: &Path, broker_port: u16, ingest_port: u16) -> anyhow::Result<Config> {
+    let text = format!(
+        r#"
+[gateway]
+id = "demo-gw01"
+ward = "q1-p05"
+data_dir = "{}"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{broker_port}"
+keep_alive_s = 5
+reconnect_min_ms = 200
+reconnect_max_s = 1
+telemetry_interval_s = 4
+
+[buffer]
+sync = "always"
+
+[ingest]
+listen = "127.0.0.1:{ingest_port}"
+
+[[camera]]
+id = "cam01"
+vendor = "hikvision"
+host = "127.0.0.1"
+password = "demo-secret"
+
+[[camera]]
+id = "cam02"
+vendor = "dahua"
+host = "127.0.0.1"
+password = "demo-secret"
+"#,
+        dir.display()
+    );
+    Config::parse(&text).map_err(|e| anyhow::anyhow!("demo config: {:?}", e.problems))
+}
+
+/// `camgw demo`.
+pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
+    let total = Duration::from_secs(seconds.unwrap_or(16).max(8));
+    let at = |f: f64| total.mul_f64(f);
+    let start = Instant::now();
+    let tmp = std::env::temp_dir().join(format!("camgw-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let broker_port = free_port()?;
+    let ingest_port = free_port()?;
+    println!("camgw demo: embedded broker on 127.0.0.1:{broker_port}, gateway ingest on 127.0.0.1:{ingest_port}, data in {}", tmp.display());
+    println!("Lines marked GATEWAY are what the gateway does; lines marked STATION are what the ward station receives.\n");
+    let mut broker = BrokerProcess::start(broker_port).await?;
+    let config = demo_config(&tmp, broker_port, ingest_port)?;
+    let ward = config.gateway.ward.clone();
+    let stop = CancellationToken::new();
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let station_task = tokio::spawn(station(broker_port, ward, start, seen.clone(), stop.clone()));
+
+    let agent_stop = CancellationToken::new();
+    let agent = crate::agent::start(config, Arc::new(SystemClock), agent_stop.clone()).await?;
+    let ingest = agent.ingest_addr.context("demo agent has no ingest")?;
+    let t = || format!("{:>5.1}s", start.elapsed().as_secs_f64());
+    let sleep_until = |d: Duration| tokio::time::sleep_until(tokio::time::Instant::from_std(start + d));
+
+    let mut accepted = BTreeSet::new();
+    let post = |cam: &'static str, state: &'static str| {
+        let body = format!(r#"{{"camera":"{cam}","kind":"motion","state":"{state}"}}"#);
+        async move { post_json(ingest, "/v1/events", &body).await }
+    };
+
+    sleep_until(at(0.12)).await;
+    for (cam, state) in [("cam01", "start"), ("cam01", "end"), ("cam02", "pulse")] {
+        let (code, body) = post(cam, state).await?;
+        println!("{} GATEWAY  camera {cam} reports motion {state}: ingest answered {code} {body}", t());
+        if let Some(seq) = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["seq"].as_u64()) {
+            accepted.insert(seq);
+        }
+    }
+
+    sleep_until(at(0.3)).await;
+    println!("{} DEMO     broker outage: stopping the broker", t());
+    broker.stop().await;
+    sleep_until(at(0.36)).await;
+    for i in 0..6 {
+        let cam = if i % 2 == 0 { "cam01" } else { "cam02" };
+        let (code, body) = post(cam, "pulse").await?;
+        if let Some(seq) = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["seq"].as_u64()) {
+            accepted.insert(seq);
+        }
+        println!("{} GATEWAY  camera {cam} motion during the outage: {code} {body} (buffered: {} events)", t(), agent.buffer.stats().events);
+        tokio::time::sleep(at(0.03)).await;
+    }
+    sleep_until(at(0.6)).await;
+    println!("{} DEMO     broker back: restarting it", t());
+    broker.restart().await?;
+
+    sleep_until(at(0.9)).await;
+    println!("{} DEMO     stopping the gateway (clean shutdown)", t());
+    agent_stop.cancel();
+    let delivered = agent.stats.delivered.load(Ordering::Relaxed);
+    agent.finish().await;
+    sleep_until(at(1.0)).await;
+    stop.cancel();
+    let _ = station_task.await;
+    broker.stop().await;
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let got: Vec<u64> = seen.lock().unwrap().events.clone();
+    let unique: BTreeSet<u64> = got.iter().copied().collect();
+    let missing: Vec<_> = accepted.difference(&unique).collect();
+    println!(
+        "\nSummary: {} events accepted by the gateway, {} received by the station ({} duplicates), {} missing; {} acknowledged by the broker.",
+        accepted.len(),
+        unique.len(),
+        got.len() - unique.len(),
+        missing.len(),
+        delivered
+    );
+    if !missing.is_empty() {
+        bail!("events accepted but never received: {missing:?}");
+    }
+    Ok(())
+}

@@ -29,6 +29,13 @@ enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// An embedded MQTT broker on 127.0.0.1 (used by the demo, and by tests where Mosquitto is absent).
+    #[cfg(feature = "demo")]
+    #[command(hide = true)]
+    EmbeddedBroker {
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 fn init_logging() {
@@ -84,6 +91,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        #[cfg(feature = "demo")]
+        Command::EmbeddedBroker { port } => match camgw::demo::embedded_broker(port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("camgw embedded-broker: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         #[cfg(feature = "demo")]
         Command::Demo { seconds } => {
             match runtime().block_on(camgw::demo::run(seconds)) {
