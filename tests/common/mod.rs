@@ -1,0 +1,461 @@
+//! Test harness: a real broker per test (Mosquitto from Debian, or the embedded broker where
+//! Mosquitto is absent, said loudly), the agent binary as a child process, an MQTT subscriber
+//! and a tiny HTTP client. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_camgw");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn mosquitto_path() -> Option<PathBuf> {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// A broker on a free loopback port that a test can stop and restart.
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    extra: String,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        Broker::start_with("")
+    }
+
+    /// `extra` is appended to the Mosquitto listener config (TLS settings, say).
+    pub fn start_with(extra: &str) -> Broker {
+        let mut b = Broker {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.to_string(),
+        };
+        b.restart();
+        b
+    }
+
+    pub fn is_mosquitto() -> bool {
+        mosquitto_path().is_some()
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        let child = match mosquitto_path() {
+            Some(m) => {
+                let conf = self.dir.path().join("mosquitto.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 100000\n{}\n",
+                        self.port, self.extra
+                    ),
+                )
+                .unwrap();
+                let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
+                Command::new(m)
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("spawn mosquitto")
+            }
+            None => {
+                assert!(self.extra.is_empty(), "this test needs Mosquitto (TLS listener)");
+                eprintln!("*** mosquitto not found: using camgw's embedded broker instead ***");
+                Command::new(BIN)
+                    .args(["embedded-broker", "--port", &self.port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn embedded broker")
+            }
+        };
+        self.child = Some(child);
+        assert!(
+            wait_port(self.port, Duration::from_secs(10)),
+            "broker did not start on port {}: {}",
+            self.port,
+            std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One message seen by a subscriber.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Msg {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+    pub fn leaf(&self) -> &str {
+        self.topic.rsplit('/').next().unwrap_or("")
+    }
+}
+
+/// A subscriber on its own thread; resubscribes after reconnects.
+pub struct Subscriber {
+    rx: mpsc::Receiver<Msg>,
+    pub seen: Vec<Msg>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Subscriber {
+    pub fn new(port: u16, filter: &str) -> Subscriber {
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let filter = filter.to_string();
+        let id = format!("test-sub-{}", rand_suffix());
+        std::thread::spawn(move || {
+            let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+            opts.set_keep_alive(Duration::from_secs(5));
+            opts.set_max_packet_size(1 << 20, 1 << 20);
+            let (client, mut conn) = rumqttc::Client::new(opts, 100);
+            for ev in conn.iter() {
+                if stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                match ev {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        let _ = client.try_subscribe(filter.clone(), rumqttc::QoS::AtLeastOnce);
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        if tx
+                            .send(Msg {
+                                topic: p.topic.clone(),
+                                payload: p.payload.to_vec(),
+                                retain: p.retain,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscriber did not get its SUBACK");
+        Subscriber {
+            rx,
+            seen: Vec::new(),
+            stop,
+        }
+    }
+
+    /// Collects messages until `done(&seen)` holds; panics after `timeout`.
+    pub fn wait_until(&mut self, timeout: Duration, what: &str, done: impl Fn(&[Msg]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(&self.seen) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; saw {} messages, last: {:?}",
+                    self.seen.len(),
+                    self.seen.last().map(|m| (&m.topic, String::from_utf8_lossy(&m.payload)))
+                );
+            }
+            if let Ok(m) = self.rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                self.seen.push(m);
+            }
+        }
+    }
+
+    /// Takes whatever has arrived, waiting at most `d` for more (for asserting absence).
+    pub fn drain_for(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(m) => self.seen.push(m),
+                Err(_) => break,
+            }
+        }
+    }
+
+    pub fn on(&self, leaf: &str) -> Vec<serde_json::Value> {
+        self.seen
+            .iter()
+            .filter(|m| m.leaf() == leaf)
+            .map(|m| m.json())
+            .collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn rand_suffix() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{n:x}-{}", std::process::id())
+}
+
+/// Distinct seqs of the events seen, and how many were duplicates.
+pub fn event_seqs(msgs: &[Msg]) -> (std::collections::BTreeSet<u64>, usize) {
+    let mut set = std::collections::BTreeSet::new();
+    let mut dups = 0;
+    for m in msgs.iter().filter(|m| m.leaf() == "event") {
+        if !set.insert(m.json()["seq"].as_u64().unwrap()) {
+            dups += 1;
+        }
+    }
+    (set, dups)
+}
+
+/// In arrival order (across reconnect re-sends), each new seq is larger than the last new one.
+pub fn assert_seq_order(msgs: &[Msg], leaf: &str) {
+    let mut max = 0;
+    let mut seen = std::collections::HashSet::new();
+    for m in msgs.iter().filter(|m| m.leaf() == leaf) {
+        let s = m.json()["seq"].as_u64().unwrap();
+        if seen.insert(s) {
+            assert!(s > max, "seq {s} arrived after {max} on {leaf}");
+            max = s;
+        }
+    }
+}
+
+/// The agent binary with a config in its own directory.
+pub struct Agent {
+    pub dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub config_path: PathBuf,
+    pub ingest: SocketAddr,
+    pub broker_port: u16,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub const GW: &str = "gw-test";
+pub const WARD: &str = "w-test";
+
+pub fn config_text(broker_port: u16, ingest: SocketAddr, data_dir: &Path, extra: &str) -> String {
+    // `extra` may hold [buffer]/[mqtt] keys as whole sections; mqtt keys go via mqtt_extra.
+    let (mqtt_extra, rest) = match extra.split_once("--\n") {
+        Some((m, r)) => (m.to_string(), r.to_string()),
+        None => (String::new(), extra.to_string()),
+    };
+    format!(
+        r#"[gateway]
+id = "{GW}"
+ward = "{WARD}"
+data_dir = "{}"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{broker_port}"
+keep_alive_s = 5
+reconnect_min_ms = 50
+reconnect_max_s = 1
+{mqtt_extra}
+
+[ingest]
+listen = "{ingest}"
+
+{rest}
+
+[[camera]]
+id = "cam01"
+vendor = "hikvision"
+host = "127.0.0.1"
+username = "admin"
+password = "pa55-SECRET-word"
+
+[[camera]]
+id = "cam02"
+vendor = "dahua"
+host = "127.0.0.1"
+"#,
+        data_dir.display()
+    )
+}
+
+impl Agent {
+    /// `extra`: mqtt keys, then a line `--`, then more sections (see [`config_text`]).
+    pub fn start(broker_port: u16, extra: &str) -> Agent {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut a = Agent::in_dir(&dir, dir.join("data"), broker_port, extra);
+        a._tmp = Some(tmp);
+        a
+    }
+
+    pub fn in_dir(dir: &Path, data_dir: PathBuf, broker_port: u16, extra: &str) -> Agent {
+        let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config_path = dir.join("camgw.toml");
+        std::fs::write(&config_path, config_text(broker_port, ingest, &data_dir, extra)).unwrap();
+        let mut a = Agent {
+            dir: dir.to_path_buf(),
+            data_dir,
+            config_path,
+            ingest,
+            broker_port,
+            child: None,
+            _tmp: None,
+        };
+        a.spawn();
+        a
+    }
+
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .env("CAMGW_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(self.ingest).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agent exited with {status} at start:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "agent ingest never came up:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    pub fn term(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("agent running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("agent did not exit within 15 s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn post(&self, body: &[u8]) -> (u16, serde_json::Value) {
+        http_post(self.ingest, "/v1/events", body)
+    }
+
+    pub fn motion(&self, cam: &str, state: &str) -> (u16, serde_json::Value) {
+        self.post(format!(r#"{{"camera":"{cam}","kind":"motion","state":"{state}"}}"#).as_bytes())
+    }
+
+    /// Posts motion and returns the seq of a 202.
+    pub fn accepted(&self, cam: &str) -> u64 {
+        let (code, body) = self.motion(cam, "pulse");
+        assert_eq!(code, 202, "{body}");
+        body["seq"].as_u64().unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A blocking HTTP/1.1 POST; returns the status and the JSON body (Null when not JSON).
+pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
