@@ -4,7 +4,7 @@
 //! It holds positions and counts only, never payloads, so its size depends on the number of
 //! segments and the in-flight window, not on how much is buffered.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::frame::HEADER_LEN;
 
@@ -54,6 +54,9 @@ pub struct Stream {
     pub inflight: BTreeMap<u64, Pos>,
     /// The highest seq handed out by the cursor.
     pub last_read: u64,
+    /// Acknowledged out of order, above the frontier: skipped if the cursor passes them again
+    /// after a rewind (so they are neither re-sent nor counted twice). At most a window's worth.
+    pub acked_ahead: BTreeSet<u64>,
 }
 
 impl Stream {
@@ -100,11 +103,25 @@ impl Stream {
         self.segs.iter().map(|s| s.unacked()).sum()
     }
 
-    /// Records `seq` as read from `pos`, advancing the cursor to `next`.
-    pub fn mark_read(&mut self, seq: u64, pos: Pos, next: Pos) {
-        self.inflight.insert(seq, pos);
-        self.last_read = self.last_read.max(seq);
+    /// Records `seq` as read from `pos`, advancing the cursor to `next`. Returns false (and
+    /// hands nothing out) for a record already acknowledged ahead of a rewind.
+    pub fn mark_read(&mut self, seq: u64, pos: Pos, next: Pos) -> bool {
         self.cursor = Some(next);
+        self.last_read = self.last_read.max(seq);
+        let fresh = !self.acked_ahead.contains(&seq);
+        if fresh {
+            self.inflight.insert(seq, pos);
+        }
+        self.prune_acked_ahead();
+        fresh
+    }
+
+    /// Forgets out-of-order acks the frontier has passed.
+    fn prune_acked_ahead(&mut self) {
+        let frontier = self.frontier();
+        while self.acked_ahead.first().is_some_and(|&s| s <= frontier) {
+            self.acked_ahead.pop_first();
+        }
     }
 
     /// Acknowledges one in-flight record. Returns false for a seq not in flight (a duplicate
@@ -113,6 +130,10 @@ impl Stream {
         if self.inflight.remove(&seq).is_none() {
             return false;
         }
+        if self.inflight.keys().next().is_some_and(|&min| min < seq) {
+            self.acked_ahead.insert(seq);
+        }
+        self.prune_acked_ahead();
         if let Some(i) = self.seg_for_seq(seq) {
             let s = &mut self.segs[i];
             if s.acked < s.records {
@@ -149,6 +170,8 @@ impl Stream {
         };
         let seg = self.segs.remove(i).expect("index is valid");
         self.inflight.retain(|_, p| p.seg != name);
+        self.acked_ahead
+            .retain(|&s| s < seg.name || s > seg.last_seq);
         if self.cursor.is_some_and(|c| c.seg == name) {
             self.cursor = self.segs.get(i).map(|s| Pos {
                 seg: s.name,
@@ -223,6 +246,25 @@ mod tests {
         assert_eq!(s.cursor, Some(pos(1, 30)));
         assert_eq!(s.frontier(), 1);
         assert!(s.inflight.is_empty());
+    }
+
+    #[test]
+    fn a_record_acked_out_of_order_is_not_resent_or_counted_twice_after_a_rewind() {
+        let mut s = stream(&[(1, 3, 3)]);
+        s.mark_read(1, pos(1, 16), pos(1, 30));
+        s.mark_read(2, pos(1, 30), pos(1, 44));
+        s.mark_read(3, pos(1, 44), pos(1, 58));
+        s.ack(2);
+        s.rewind();
+        assert_eq!(s.cursor, Some(pos(1, 16)));
+        assert!(s.mark_read(1, pos(1, 16), pos(1, 30)));
+        assert!(!s.mark_read(2, pos(1, 30), pos(1, 44)), "2 was acknowledged already");
+        assert!(s.mark_read(3, pos(1, 44), pos(1, 58)));
+        s.ack(1);
+        s.ack(3);
+        assert_eq!(s.segs[0].acked, 3);
+        assert_eq!(s.frontier(), 3);
+        assert!(s.acked_ahead.is_empty());
     }
 
     #[test]

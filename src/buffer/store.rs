@@ -125,7 +125,8 @@ struct Inner {
     dirty: [bool; 2],
     dropped_total: u64,
     corrupt_total: u64,
-    _lock: File,
+    /// The flock on the buffer directory, released by `close`.
+    lock: Option<File>,
 }
 
 fn class_dir(dir: &Path, class: Class) -> PathBuf {
@@ -289,6 +290,7 @@ impl Buffer {
         if let Some(t) = self.thread.lock().unwrap().take() {
             let _ = t.join();
         }
+        self.inner().lock = None;
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -453,7 +455,7 @@ fn recover(
         dirty: [false, false],
         dropped_total: 0,
         corrupt_total: report.corrupt,
-        _lock: lock,
+        lock: Some(lock),
     };
     Ok((inner, report))
 }
@@ -692,8 +694,9 @@ impl Inner {
                         self.streams[ci].cursor = Some(next);
                         continue;
                     }
-                    self.streams[ci].mark_read(rec.seq, cur, next);
-                    return Some(rec);
+                    if self.streams[ci].mark_read(rec.seq, cur, next) {
+                        return Some(rec);
+                    }
                 }
                 Ok(None) => {
                     // Corrupt at runtime (bit rot since recovery): skip to the next valid frame.
