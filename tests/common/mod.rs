@@ -298,6 +298,11 @@ pub fn config_text(broker_port: u16, ingest: SocketAddr, data_dir: &Path, extra:
         Some((m, r)) => (m.to_string(), r.to_string()),
         None => (String::new(), extra.to_string()),
     };
+    let url_line = if mqtt_extra.contains("url =") {
+        String::new()
+    } else {
+        format!("url = \"mqtt://127.0.0.1:{broker_port}\"")
+    };
     format!(
         r#"[gateway]
 id = "{GW}"
@@ -305,7 +310,7 @@ ward = "{WARD}"
 data_dir = "{}"
 
 [mqtt]
-url = "mqtt://127.0.0.1:{broker_port}"
+{url_line}
 keep_alive_s = 5
 reconnect_min_ms = 50
 reconnect_max_s = 1

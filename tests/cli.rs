@@ -1,0 +1,86 @@
+//! The command line as the contract names it: check-config, run with a bad config, --version.
+
+mod common;
+
+use std::process::Command;
+
+use common::BIN;
+
+fn write(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let p = dir.join("camgw.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const GOOD: &str = r#"
+[gateway]
+id = "q1-p05-gw03"
+ward = "q1-p05"
+data_dir = "/tmp/camgw-cli-test"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+
+[[camera]]
+id = "cam01"
+vendor = "hikvision"
+host = "192.168.1.64"
+username = "admin"
+password = "Sup3r-Secret"
+events = ["hikvision"]
+"#;
+
+#[test]
+fn check_config_accepts_a_valid_file_with_exit_0() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), GOOD);
+    let out = Command::new(BIN).arg("check-config").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn check_config_prints_one_line_per_problem_as_file_key_path_message_and_exits_1() {
+    let d = tempfile::tempdir().unwrap();
+    let text = GOOD
+        .replace("ward = \"q1-p05\"", "ward = \"Q1 P05\"\ncolour = \"blue\"")
+        .replace("mqtt://127.0.0.1:1883", "tcp://127.0.0.1:1883")
+        .replace("vendor = \"hikvision\"", "vendor = \"acme\"");
+    let p = write(d.path(), &text);
+    let out = Command::new(BIN).arg("check-config").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    let f = p.display().to_string();
+    for (line, key) in lines.iter().zip(["gateway.colour", "gateway.ward", "mqtt.url", "camera[0].vendor"]) {
+        assert!(line.starts_with(&format!("{f}: ")), "{line}");
+        assert!(err.contains(&format!("{f}: {key}: ")), "{key} missing in:\n{err}");
+    }
+    assert!(!err.contains("Sup3r-Secret"));
+}
+
+#[test]
+fn run_with_an_invalid_config_exits_2_before_starting() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), &GOOD.replace("[mqtt]", "[mqtt]\nkeep_alive_s = -1"));
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("mqtt.keep_alive_s: -1 is out of range"), "{err}");
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_problem() {
+    let out = Command::new(BIN).args(["check-config", "/nonexistent/camgw.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("/nonexistent/camgw.toml: (file): cannot read"), "{err}");
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout).unwrap().contains(env!("CARGO_PKG_VERSION")));
+}
