@@ -15,7 +15,7 @@ use crate::buffer::{Buffer, Options};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::ingest::{self, Ingest};
-use crate::record::{new_id, format_id, Body, NewRecord};
+use crate::record::{format_id, new_id, Body, NewRecord};
 use crate::uplink::{Uplink, UplinkStats};
 
 /// A running agent's handles, for callers that embed it (the demo, tests).

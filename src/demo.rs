@@ -127,7 +127,12 @@ struct Seen {
     events: Vec<u64>,
 }
 
-fn station_line(topic: &str, payload: &[u8], connected_at: Instant, start: Instant) -> Option<(String, Option<u64>)> {
+fn station_line(
+    topic: &str,
+    payload: &[u8],
+    connected_at: Instant,
+    start: Instant,
+) -> Option<(String, Option<u64>)> {
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
     let leaf = topic.rsplit('/').next()?;
     let t = format!("{:>5.1}s", start.elapsed().as_secs_f64());
@@ -139,7 +144,10 @@ fn station_line(topic: &str, payload: &[u8], connected_at: Instant, start: Insta
                 if v["online"] == true {
                     "ONLINE".to_string()
                 } else {
-                    format!("OFFLINE ({})", v["reason"].as_str().unwrap_or("connection lost"))
+                    format!(
+                        "OFFLINE ({})",
+                        v["reason"].as_str().unwrap_or("connection lost")
+                    )
                 }
             ),
             None,
@@ -176,7 +184,13 @@ fn station_line(topic: &str, payload: &[u8], connected_at: Instant, start: Insta
 }
 
 /// The station view: subscribes to the ward, prints each message, reconnects by itself.
-async fn station(port: u16, ward: String, start: Instant, seen: Arc<std::sync::Mutex<Seen>>, stop: CancellationToken) {
+async fn station(
+    port: u16,
+    ward: String,
+    start: Instant,
+    seen: Arc<std::sync::Mutex<Seen>>,
+    stop: CancellationToken,
+) {
     let mut opts = MqttOptions::new("demo-station", "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut el) = AsyncClient::new(opts, 64);
@@ -276,13 +290,20 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
     let ward = config.gateway.ward.clone();
     let stop = CancellationToken::new();
     let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
-    let station_task = tokio::spawn(station(broker_port, ward, start, seen.clone(), stop.clone()));
+    let station_task = tokio::spawn(station(
+        broker_port,
+        ward,
+        start,
+        seen.clone(),
+        stop.clone(),
+    ));
 
     let agent_stop = CancellationToken::new();
     let agent = crate::agent::start(config, Arc::new(SystemClock), agent_stop.clone()).await?;
     let ingest = agent.ingest_addr.context("demo agent has no ingest")?;
     let t = || format!("{:>5.1}s", start.elapsed().as_secs_f64());
-    let sleep_until = |d: Duration| tokio::time::sleep_until(tokio::time::Instant::from_std(start + d));
+    let sleep_until =
+        |d: Duration| tokio::time::sleep_until(tokio::time::Instant::from_std(start + d));
 
     let mut accepted = BTreeSet::new();
     let post = |cam: &'static str, state: &'static str| {
@@ -293,8 +314,14 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
     sleep_until(at(0.12)).await;
     for (cam, state) in [("cam01", "start"), ("cam01", "end"), ("cam02", "pulse")] {
         let (code, body) = post(cam, state).await?;
-        println!("{} GATEWAY  camera {cam} reports motion {state}: ingest answered {code} {body}", t());
-        if let Some(seq) = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["seq"].as_u64()) {
+        println!(
+            "{} GATEWAY  camera {cam} reports motion {state}: ingest answered {code} {body}",
+            t()
+        );
+        if let Some(seq) = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["seq"].as_u64())
+        {
             accepted.insert(seq);
         }
     }
@@ -306,7 +333,10 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
     for i in 0..6 {
         let cam = if i % 2 == 0 { "cam01" } else { "cam02" };
         let (code, body) = post(cam, "pulse").await?;
-        if let Some(seq) = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["seq"].as_u64()) {
+        if let Some(seq) = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["seq"].as_u64())
+        {
             accepted.insert(seq);
         }
         println!("{} GATEWAY  camera {cam} motion during the outage: {code} {body} (buffered: {} events)", t(), agent.buffer.stats().events);

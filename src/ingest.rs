@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -42,11 +41,7 @@ struct EventIn {
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({"error": msg.into()})),
-    )
-        .into_response()
+    (status, axum::Json(serde_json::json!({"error": msg.into()}))).into_response()
 }
 
 async fn post_event(State(ing): State<Ingest>, req: Request) -> Response {
@@ -78,7 +73,10 @@ async fn post_event(State(ing): State<Ingest>, req: Request) -> Response {
     if ev.kind != "motion" {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("kind \"{}\" is not supported (expected \"motion\")", ev.kind),
+            format!(
+                "kind \"{}\" is not supported (expected \"motion\")",
+                ev.kind
+            ),
         );
     }
     if !["start", "end", "pulse"].contains(&ev.state.as_str()) {
@@ -126,19 +124,14 @@ async fn post_event(State(ing): State<Ingest>, req: Request) -> Response {
 }
 
 async fn not_found() -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "no such endpoint (POST /v1/events)",
-    )
+    error(StatusCode::NOT_FOUND, "no such endpoint (POST /v1/events)")
 }
 
 pub fn router(ing: Ingest) -> Router {
     Router::new()
         .route("/v1/events", post(post_event))
         .fallback(not_found)
-        .method_not_allowed_fallback(|| async {
-            error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
-        })
+        .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "use POST") })
         .with_state(ing)
 }
 
@@ -152,6 +145,3 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
-
-#[allow(dead_code)]
-fn _body_type_check(_: Body) {}

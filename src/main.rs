@@ -7,7 +7,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "camgw", version, about = "Edge agent for neighbourhood camera gateways")]
+#[command(
+    name = "camgw",
+    version,
+    about = "Edge agent for neighbourhood camera gateways"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,14 +104,12 @@ fn main() -> ExitCode {
             }
         },
         #[cfg(feature = "demo")]
-        Command::Demo { seconds } => {
-            match runtime().block_on(camgw::demo::run(seconds)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("camgw demo: {e:#}");
-                    ExitCode::from(1)
-                }
+        Command::Demo { seconds } => match runtime().block_on(camgw::demo::run(seconds)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("camgw demo: {e:#}");
+                ExitCode::from(1)
             }
-        }
+        },
     }
 }

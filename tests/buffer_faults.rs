@@ -58,15 +58,23 @@ fn at_max_bytes_the_oldest_events_are_evicted_and_the_count_is_reported() {
             .sum()
     };
     let total = accepted.len() as u64;
-    sub.wait_until(Duration::from_secs(30), "every event delivered or reported dropped", |m| {
-        event_seqs(m).0.len() as u64 + dropped(m) >= total
-    });
+    sub.wait_until(
+        Duration::from_secs(30),
+        "every event delivered or reported dropped",
+        |m| event_seqs(m).0.len() as u64 + dropped(m) >= total,
+    );
     let (got, _) = event_seqs(&sub.seen);
     let n_dropped = dropped(&sub.seen);
-    assert!(n_dropped > 1000, "3000 events of ~75 bytes cannot fit 64 KiB: {n_dropped}");
+    assert!(
+        n_dropped > 1000,
+        "3000 events of ~75 bytes cannot fit 64 KiB: {n_dropped}"
+    );
     assert_eq!(got.len() as u64 + n_dropped, total);
     // The survivors are exactly the newest ones.
-    let newest: BTreeSet<u64> = accepted[accepted.len() - got.len()..].iter().copied().collect();
+    let newest: BTreeSet<u64> = accepted[accepted.len() - got.len()..]
+        .iter()
+        .copied()
+        .collect();
     assert_eq!(got, newest, "eviction takes the oldest events first");
     let disk: u64 = ["events", "alerts"]
         .iter()
@@ -81,7 +89,12 @@ fn damaged_segments_and_stray_files_skip_only_what_is_damaged() {
     let mut broker = Broker::start();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let mut agent = Agent::in_dir(tmp.path(), data.clone(), broker.port, "--\n[buffer]\nmax_bytes = 262144\n");
+    let mut agent = Agent::in_dir(
+        tmp.path(),
+        data.clone(),
+        broker.port,
+        "--\n[buffer]\nmax_bytes = 262144\n",
+    );
     broker.stop();
     let mut accepted = BTreeSet::new();
     for _ in 0..800 {
@@ -100,33 +113,58 @@ fn damaged_segments_and_stray_files_skip_only_what_is_damaged() {
     expected.remove(&a[9].2);
     // 2. Cut the second segment in the middle of its 50th record.
     let b = frames(&segs[1]);
-    let f = std::fs::OpenOptions::new().write(true).open(&segs[1]).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[1])
+        .unwrap();
     f.set_len((b[49].0 + 5) as u64).unwrap();
     for (_, _, seq) in &b[49..] {
         expected.remove(seq);
     }
     // 3. An empty segment and stray files.
     std::fs::write(data.join("buffer/events/00000000000099999999.seg"), b"").unwrap();
-    std::fs::write(data.join("buffer/events/notes.txt"), b"left by a technician").unwrap();
+    std::fs::write(
+        data.join("buffer/events/notes.txt"),
+        b"left by a technician",
+    )
+    .unwrap();
     std::fs::write(data.join("buffer/core"), b"\x7fELF").unwrap();
 
     broker.restart();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/+"));
     agent.spawn();
-    sub.wait_until(Duration::from_secs(30), "every intact record and the report", |m| {
-        event_seqs(m).0.len() >= expected.len()
-            && m.iter().any(|m| m.json()["kind"] == "buffer_corrupt")
-    });
+    sub.wait_until(
+        Duration::from_secs(30),
+        "every intact record and the report",
+        |m| {
+            event_seqs(m).0.len() >= expected.len()
+                && m.iter().any(|m| m.json()["kind"] == "buffer_corrupt")
+        },
+    );
     sub.drain_for(Duration::from_millis(300));
-    assert_eq!(event_seqs(&sub.seen).0, expected, "exactly the intact records");
-    let report = sub.on("alert").into_iter().find(|a| a["kind"] == "buffer_corrupt").unwrap();
+    assert_eq!(
+        event_seqs(&sub.seen).0,
+        expected,
+        "exactly the intact records"
+    );
+    let report = sub
+        .on("alert")
+        .into_iter()
+        .find(|a| a["kind"] == "buffer_corrupt")
+        .unwrap();
     let d = &report["detail"];
     assert_eq!(d["corrupt_records"], 1, "{report}");
     assert!(d["torn_tail_bytes"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(d["empty_segments_removed"], 1, "{report}");
     let strays = d["stray_files"].to_string();
-    assert!(strays.contains("notes.txt") && strays.contains("core"), "{report}");
-    assert!(data.join("buffer/events/notes.txt").exists(), "stray files are left alone");
+    assert!(
+        strays.contains("notes.txt") && strays.contains("core"),
+        "{report}"
+    );
+    assert!(
+        data.join("buffer/events/notes.txt").exists(),
+        "stray files are left alone"
+    );
     assert!(!data.join("buffer/events/00000000000099999999.seg").exists());
 }
 
@@ -134,7 +172,10 @@ struct Tmpfs(PathBuf);
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -156,7 +197,12 @@ fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
     assert!(ok.success(), "mount tmpfs");
     let _guard = Tmpfs(mnt.clone());
     let mut broker = Broker::start();
-    let mut agent = Agent::in_dir(tmp.path(), mnt.join("data"), broker.port, "--\n[buffer]\nsync = \"always\"\n");
+    let mut agent = Agent::in_dir(
+        tmp.path(),
+        mnt.join("data"),
+        broker.port,
+        "--\n[buffer]\nsync = \"always\"\n",
+    );
     broker.stop();
     let mut accepted = BTreeSet::new();
     for _ in 0..50 {
@@ -185,7 +231,11 @@ fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
             other => panic!("unexpected {other} {body}"),
         }
     }
-    assert!(saw_503, "a full disk must refuse with 503:\n{}", agent.log());
+    assert!(
+        saw_503,
+        "a full disk must refuse with 503:\n{}",
+        agent.log()
+    );
     // Space returns; the agent takes events again without a restart.
     std::fs::remove_file(&filler).unwrap();
     for _ in 0..20 {
@@ -209,7 +259,12 @@ fn postcard_payloads_round_trip_every_field_of_an_alert_and_an_event() {
     std::fs::create_dir_all(data.join("buffer")).unwrap();
     std::fs::write(data.join("buffer/stray.bin"), b"?").unwrap();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/+"));
-    let agent = Agent::in_dir(tmp.path(), data, broker.port, "payload = \"postcard\"\n--\n");
+    let agent = Agent::in_dir(
+        tmp.path(),
+        data,
+        broker.port,
+        "payload = \"postcard\"\n--\n",
+    );
     let seq = agent.accepted("cam02");
     sub.wait_until(Duration::from_secs(10), "alert and event", |m| {
         m.iter().any(|m| m.leaf() == "event") && m.iter().any(|m| m.leaf() == "alert")
@@ -218,8 +273,16 @@ fn postcard_payloads_round_trip_every_field_of_an_alert_and_an_event() {
     let ev: WireEvent = postcard::from_bytes(&ev.payload).expect("postcard event");
     assert_eq!(ev.seq, seq);
     assert_eq!(ev.id.len(), 36);
-    assert_eq!(camgw::clock::parse_rfc3339_ms(&ev.ts).is_some(), true);
-    assert_eq!((ev.kind.as_str(), ev.camera.as_str(), ev.source.as_str(), ev.state.as_str()), ("motion", "cam02", "ingest", "pulse"));
+    assert!(camgw::clock::parse_rfc3339_ms(&ev.ts).is_some());
+    assert_eq!(
+        (
+            ev.kind.as_str(),
+            ev.camera.as_str(),
+            ev.source.as_str(),
+            ev.state.as_str()
+        ),
+        ("motion", "cam02", "ingest", "pulse")
+    );
     assert_eq!(ev.detail, "{}");
     let al = sub.seen.iter().find(|m| m.leaf() == "alert").unwrap();
     let al: WireAlert = postcard::from_bytes(&al.payload).expect("postcard alert");
@@ -229,7 +292,10 @@ fn postcard_payloads_round_trip_every_field_of_an_alert_and_an_event() {
     let detail: serde_json::Value = serde_json::from_str(&al.detail).unwrap();
     assert!(detail["stray_files"].to_string().contains("stray.bin"));
     // Status stays JSON whatever the payload setting.
-    assert!(sub.seen.iter().any(|m| m.leaf() == "status" && m.json()["online"] == true));
+    assert!(sub
+        .seen
+        .iter()
+        .any(|m| m.leaf() == "status" && m.json()["online"] == true));
     let _ = ev.clock_synced;
     let _ = al.clock_synced;
 }

@@ -74,9 +74,13 @@ fn open(dir: &std::path::Path) -> Buffer {
         sync_interval: Duration::from_millis(50),
         segment_bytes: 2048, // small, so sequences cross and delete many segments
     };
-    Buffer::open(dir, opts, Arc::new(FixedClock::new(1_700_000_000_000, true)))
-        .unwrap()
-        .0
+    Buffer::open(
+        dir,
+        opts,
+        Arc::new(FixedClock::new(1_700_000_000_000, true)),
+    )
+    .unwrap()
+    .0
 }
 
 fn rec(alert: bool) -> NewRecord {

@@ -34,8 +34,17 @@ events = ["hikvision"]
 fn check_config_accepts_a_valid_file_with_exit_0() {
     let d = tempfile::tempdir().unwrap();
     let p = write(d.path(), GOOD);
-    let out = Command::new(BIN).arg("check-config").arg(&p).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.stderr.is_empty());
 }
 
@@ -47,15 +56,27 @@ fn check_config_prints_one_line_per_problem_as_file_key_path_message_and_exits_1
         .replace("mqtt://127.0.0.1:1883", "tcp://127.0.0.1:1883")
         .replace("vendor = \"hikvision\"", "vendor = \"acme\"");
     let p = write(d.path(), &text);
-    let out = Command::new(BIN).arg("check-config").arg(&p).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&p)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 4, "{err}");
     let f = p.display().to_string();
-    for (line, key) in lines.iter().zip(["gateway.colour", "gateway.ward", "mqtt.url", "camera[0].vendor"]) {
+    for (line, key) in lines.iter().zip([
+        "gateway.colour",
+        "gateway.ward",
+        "mqtt.url",
+        "camera[0].vendor",
+    ]) {
         assert!(line.starts_with(&format!("{f}: ")), "{line}");
-        assert!(err.contains(&format!("{f}: {key}: ")), "{key} missing in:\n{err}");
+        assert!(
+            err.contains(&format!("{f}: {key}: ")),
+            "{key} missing in:\n{err}"
+        );
     }
     assert!(!err.contains("Sup3r-Secret"));
 }
@@ -63,24 +84,42 @@ fn check_config_prints_one_line_per_problem_as_file_key_path_message_and_exits_1
 #[test]
 fn run_with_an_invalid_config_exits_2_before_starting() {
     let d = tempfile::tempdir().unwrap();
-    let p = write(d.path(), &GOOD.replace("[mqtt]", "[mqtt]\nkeep_alive_s = -1"));
-    let out = Command::new(BIN).args(["run", "--config"]).arg(&p).output().unwrap();
+    let p = write(
+        d.path(),
+        &GOOD.replace("[mqtt]", "[mqtt]\nkeep_alive_s = -1"),
+    );
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("mqtt.keep_alive_s: -1 is out of range"), "{err}");
+    assert!(
+        err.contains("mqtt.keep_alive_s: -1 is out of range"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_missing_config_file_is_a_clear_problem() {
-    let out = Command::new(BIN).args(["check-config", "/nonexistent/camgw.toml"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "/nonexistent/camgw.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("/nonexistent/camgw.toml: (file): cannot read"), "{err}");
+    assert!(
+        err.contains("/nonexistent/camgw.toml: (file): cannot read"),
+        "{err}"
+    );
 }
 
 #[test]
 fn version_prints_the_package_version() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8(out.stdout).unwrap().contains(env!("CARGO_PKG_VERSION")));
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains(env!("CARGO_PKG_VERSION")));
 }

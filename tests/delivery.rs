@@ -27,12 +27,19 @@ fn birth_is_retained_and_clean_shutdown_publishes_offline_and_exits_0() {
     sub.wait_until(Duration::from_secs(10), "offline status", |m| {
         m.iter().any(|m| m.json()["online"] == false)
     });
-    let off = sub.seen.iter().find(|m| m.json()["online"] == false).unwrap().json();
+    let off = sub
+        .seen
+        .iter()
+        .find(|m| m.json()["online"] == false)
+        .unwrap()
+        .json();
     assert_eq!(off["reason"], "shutdown");
     assert_eq!(off["boot_id"], birth["boot_id"]);
     // And it is retained for whoever looks next.
     let mut late = Subscriber::new(broker.port, &format!("{T}/status"));
-    late.wait_until(Duration::from_secs(10), "retained offline", |m| !m.is_empty());
+    late.wait_until(Duration::from_secs(10), "retained offline", |m| {
+        !m.is_empty()
+    });
     assert_eq!(late.seen[0].json()["online"], false);
     assert!(!agent.log().contains("pa55-SECRET-word"));
 }
@@ -50,9 +57,17 @@ fn last_will_reports_offline_after_kill_9() {
     sub.wait_until(Duration::from_secs(15), "last will", |m| {
         m.iter().any(|m| m.json()["online"] == false)
     });
-    let will = sub.seen.iter().find(|m| m.json()["online"] == false).unwrap().json();
+    let will = sub
+        .seen
+        .iter()
+        .find(|m| m.json()["online"] == false)
+        .unwrap()
+        .json();
     assert_eq!(will["boot_id"], boot);
-    assert!(will.get("reason").is_none(), "a will is not a clean shutdown: {will}");
+    assert!(
+        will.get("reason").is_none(),
+        "a will is not a clean shutdown: {will}"
+    );
 }
 
 #[test]
@@ -72,7 +87,16 @@ fn a_thousand_ingested_events_arrive_in_seq_order() {
     assert_eq!(dups, 0, "no reconnect happened, so no duplicates");
     assert_seq_order(&sub.seen, "event");
     let e = sub.seen[0].json();
-    for key in ["id", "seq", "ts", "clock_synced", "kind", "camera", "source", "state"] {
+    for key in [
+        "id",
+        "seq",
+        "ts",
+        "clock_synced",
+        "kind",
+        "camera",
+        "source",
+        "state",
+    ] {
         assert!(e.get(key).is_some(), "{key} missing in {e}");
     }
     assert_eq!(e["source"], "ingest");
@@ -87,7 +111,9 @@ fn a_ten_second_broker_outage_loses_nothing() {
     for _ in 0..100 {
         accepted.insert(agent.accepted("cam01"));
     }
-    sub.wait_until(Duration::from_secs(20), "first 100", |m| event_seqs(m).0.len() >= 100);
+    sub.wait_until(Duration::from_secs(20), "first 100", |m| {
+        event_seqs(m).0.len() >= 100
+    });
     broker.stop();
     let outage = std::time::Instant::now();
     for _ in 0..1000 {
@@ -102,7 +128,11 @@ fn a_ten_second_broker_outage_loses_nothing() {
     let (got, dups) = event_seqs(&sub.seen);
     assert_eq!(got, accepted, "no gap in seq");
     assert_seq_order(&sub.seen, "event");
-    eprintln!("outage: {} accepted, {} delivered, {dups} duplicates", accepted.len(), got.len());
+    eprintln!(
+        "outage: {} accepted, {} delivered, {dups} duplicates",
+        accepted.len(),
+        got.len()
+    );
 }
 
 #[test]
@@ -141,7 +171,11 @@ fn with_sync_always_every_202_survives_kill_9_mid_burst() {
             let tx = tx.clone();
             std::thread::spawn(move || loop {
                 let r = std::panic::catch_unwind(|| {
-                    http_post(addr, "/v1/events", br#"{"camera":"cam01","kind":"motion","state":"pulse"}"#)
+                    http_post(
+                        addr,
+                        "/v1/events",
+                        br#"{"camera":"cam01","kind":"motion","state":"pulse"}"#,
+                    )
                 });
                 match r {
                     Ok((202, body)) => {
@@ -170,7 +204,10 @@ fn with_sync_always_every_202_survives_kill_9_mid_burst() {
     sub.wait_until(Duration::from_secs(30), "every 202'd event", |m| {
         event_seqs(m).0.is_superset(&accepted)
     });
-    eprintln!("kill -9 mid-burst: {} answered 202, all delivered", accepted.len());
+    eprintln!(
+        "kill -9 mid-burst: {} answered 202, all delivered",
+        accepted.len()
+    );
 }
 
 #[test]
@@ -182,23 +219,49 @@ fn bad_input_gets_its_status_and_buffers_nothing() {
     let cases: Vec<(Vec<u8>, u16)> = vec![
         (b"{not json".to_vec(), 400),
         (br#"{"camera":"cam01","kind":"motion"}"#.to_vec(), 400),
-        (br#"{"camera":"cam01","kind":"motion","state":"sideways"}"#.to_vec(), 400),
-        (br#"{"camera":"cam01","kind":"smoke","state":"start"}"#.to_vec(), 400),
-        (br#"{"camera":"cam01","kind":"motion","state":"start","extra":1}"#.to_vec(), 400),
-        (br#"{"camera":"cam99","kind":"motion","state":"start"}"#.to_vec(), 404),
         (
-            format!(r#"{{"camera":"cam01","kind":"motion","state":"start","pad":"{}"}}"#, "x".repeat(70_000)).into_bytes(),
+            br#"{"camera":"cam01","kind":"motion","state":"sideways"}"#.to_vec(),
+            400,
+        ),
+        (
+            br#"{"camera":"cam01","kind":"smoke","state":"start"}"#.to_vec(),
+            400,
+        ),
+        (
+            br#"{"camera":"cam01","kind":"motion","state":"start","extra":1}"#.to_vec(),
+            400,
+        ),
+        (
+            br#"{"camera":"cam99","kind":"motion","state":"start"}"#.to_vec(),
+            404,
+        ),
+        (
+            format!(
+                r#"{{"camera":"cam01","kind":"motion","state":"start","pad":"{}"}}"#,
+                "x".repeat(70_000)
+            )
+            .into_bytes(),
             413,
         ),
     ];
     for (body, want) in &cases {
         let (code, json) = agent.post(body);
-        assert_eq!(code, *want, "{}", String::from_utf8_lossy(&body[..body.len().min(80)]));
-        assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "JSON error body: {json}");
+        assert_eq!(
+            code,
+            *want,
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(80)])
+        );
+        assert!(
+            json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "JSON error body: {json}"
+        );
     }
     let next = agent.accepted("cam01");
     assert_eq!(next, first + 1, "refused requests took no seq");
-    sub.wait_until(Duration::from_secs(10), "both good events", |m| event_seqs(m).0.len() >= 2);
+    sub.wait_until(Duration::from_secs(10), "both good events", |m| {
+        event_seqs(m).0.len() >= 2
+    });
     sub.drain_for(Duration::from_millis(300));
     assert_eq!(event_seqs(&sub.seen).0, BTreeSet::from([first, next]));
 }

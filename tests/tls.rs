@@ -25,7 +25,10 @@ fn pki() -> Pki {
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf = |names: Vec<String>| {
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
         (cert.pem(), key.serialize_pem())
     };
     Pki {
@@ -96,10 +99,18 @@ fn mqtts_without_the_client_certificate_is_refused_and_says_why() {
     let agent = Agent::start(_broker.port, &extra);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !agent.log().contains("broker connection lost") {
-        assert!(Instant::now() < deadline, "no connection error logged:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "no connection error logged:\n{}",
+            agent.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!agent.log().contains("connected to the broker"), "{}", agent.log());
+    assert!(
+        !agent.log().contains("connected to the broker"),
+        "{}",
+        agent.log()
+    );
     // Events are still accepted and kept for later.
     let (code, _) = agent.motion("cam01", "start");
     assert_eq!(code, 202);

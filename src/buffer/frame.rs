@@ -213,7 +213,14 @@ mod tests {
         let (buf, _) = frames(3);
         let (v, end) = seqs(&buf);
         assert_eq!(v, vec![1, 2, 3]);
-        assert_eq!(end, ScanEnd { valid_end: buf.len(), corrupt: 0, tail_bytes: 0 });
+        assert_eq!(
+            end,
+            ScanEnd {
+                valid_end: buf.len(),
+                corrupt: 0,
+                tail_bytes: 0
+            }
+        );
     }
 
     #[test]
@@ -258,8 +265,14 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_reject_garbage() {
-        assert_eq!(parse_header(&segment_header(Class::Alert)), Some(Class::Alert));
-        assert_eq!(parse_header(&segment_header(Class::Event)), Some(Class::Event));
+        assert_eq!(
+            parse_header(&segment_header(Class::Alert)),
+            Some(Class::Alert)
+        );
+        assert_eq!(
+            parse_header(&segment_header(Class::Event)),
+            Some(Class::Event)
+        );
         assert_eq!(parse_header(b"not a segment hdr"), None);
         assert_eq!(parse_header(&[]), None);
     }

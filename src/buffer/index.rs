@@ -211,7 +211,10 @@ mod tests {
             });
         }
         s.segs.back_mut().unwrap().sealed = false;
-        s.cursor = Some(Pos { seg: segs[0].0, offset: 16 });
+        s.cursor = Some(Pos {
+            seg: segs[0].0,
+            offset: 16,
+        });
         s
     }
 
@@ -227,7 +230,11 @@ mod tests {
         s.mark_read(4, pos(1, 44), pos(1, 58));
         assert_eq!(s.frontier(), 0);
         assert!(s.ack(3));
-        assert_eq!(s.frontier(), 0, "an out-of-order ack does not move the frontier");
+        assert_eq!(
+            s.frontier(),
+            0,
+            "an out-of-order ack does not move the frontier"
+        );
         assert!(s.ack(1));
         assert_eq!(s.frontier(), 3);
         assert!(s.ack(4));
@@ -258,7 +265,10 @@ mod tests {
         s.rewind();
         assert_eq!(s.cursor, Some(pos(1, 16)));
         assert!(s.mark_read(1, pos(1, 16), pos(1, 30)));
-        assert!(!s.mark_read(2, pos(1, 30), pos(1, 44)), "2 was acknowledged already");
+        assert!(
+            !s.mark_read(2, pos(1, 30), pos(1, 44)),
+            "2 was acknowledged already"
+        );
         assert!(s.mark_read(3, pos(1, 44), pos(1, 58)));
         s.ack(1);
         s.ack(3);
@@ -274,7 +284,11 @@ mod tests {
         s.mark_read(2, pos(1, 30), pos(3, 16));
         s.ack(1);
         s.ack(2);
-        assert_eq!(s.deletable(1), Vec::<u64>::new(), "frontier not yet durable");
+        assert_eq!(
+            s.deletable(1),
+            Vec::<u64>::new(),
+            "frontier not yet durable"
+        );
         assert_eq!(s.deletable(2), vec![1]);
         s.mark_read(3, pos(3, 16), pos(3, 30));
         s.mark_read(4, pos(3, 30), pos(3, 44));

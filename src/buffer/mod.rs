@@ -59,7 +59,7 @@ pub mod frame;
 pub mod index;
 mod store;
 
-pub use store::{Appended, AppendError, Buffer, Options, Recovery, Stats};
+pub use store::{AppendError, Appended, Buffer, Options, Recovery, Stats};
 
 #[allow(unused_imports)]
 use crate::record::Record;

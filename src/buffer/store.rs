@@ -94,7 +94,10 @@ pub struct Stats {
 }
 
 enum Cmd {
-    Append(NewRecord, tokio::sync::oneshot::Sender<Result<Appended, AppendError>>),
+    Append(
+        NewRecord,
+        tokio::sync::oneshot::Sender<Result<Appended, AppendError>>,
+    ),
     Flush(tokio::sync::oneshot::Sender<io::Result<()>>),
 }
 
@@ -173,7 +176,11 @@ fn check_crc(bytes: &[u8]) -> Option<&[u8]> {
 fn read_seq_file(dir: &Path) -> u64 {
     fs::read(dir.join("seq"))
         .ok()
-        .and_then(|b| check_crc(&b).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
+        .and_then(|b| {
+            check_crc(&b)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+        })
         .unwrap_or(0)
 }
 
@@ -364,7 +371,10 @@ fn recover(
         }
     }
     let frontiers = read_acked_file(&dir);
-    let mut max_seq = read_seq_file(&dir).saturating_sub(1).max(frontiers[0]).max(frontiers[1]);
+    let mut max_seq = read_seq_file(&dir)
+        .saturating_sub(1)
+        .max(frontiers[0])
+        .max(frontiers[1]);
     let mut streams = [Stream::default(), Stream::default()];
     for class in Class::ALL {
         let cdir = class_dir(&dir, class);
@@ -377,9 +387,10 @@ fn recover(
                 .and_then(|n| n.parse::<u64>().ok());
             match parsed {
                 Some(n) => names.push(n),
-                None => report
-                    .strays
-                    .push(format!("buffer/{}/{fname}", cdir.file_name().unwrap().to_string_lossy())),
+                None => report.strays.push(format!(
+                    "buffer/{}/{fname}",
+                    cdir.file_name().unwrap().to_string_lossy()
+                )),
             }
         }
         names.sort_unstable();
@@ -509,7 +520,9 @@ impl Inner {
         match res {
             Ok(f) => {
                 self.writers[class.index()] = Some(f);
-                self.streams[class.index()].segs.push_back(SegMeta::new(name));
+                self.streams[class.index()]
+                    .segs
+                    .push_back(SegMeta::new(name));
                 Ok(())
             }
             Err(e) => {
@@ -702,7 +715,11 @@ impl Inner {
                     // Corrupt at runtime (bit rot since recovery): skip to the next valid frame.
                     self.corrupt_total += 1;
                     let skip_to = self.resync(class, cur, seg_bytes);
-                    tracing::warn!(segment = cur.seg, offset = cur.offset, "skipped a corrupt buffer record");
+                    tracing::warn!(
+                        segment = cur.seg,
+                        offset = cur.offset,
+                        "skipped a corrupt buffer record"
+                    );
                     self.streams[ci].cursor = Some(Pos {
                         seg: cur.seg,
                         offset: skip_to,

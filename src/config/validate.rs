@@ -302,19 +302,23 @@ pub fn validate(text: &str) -> Result<Config, Invalid> {
     let cameras = cameras(&mut w, &root);
 
     match (gateway, mqtt, buffer, health, ingest, security, cameras) {
-        (Some(gateway), Some(mqtt), Some(buffer), Some(health), Some(ingest), Some(security), Some(cameras))
-            if problems.is_empty() =>
-        {
-            Ok(Config {
-                gateway,
-                mqtt,
-                buffer,
-                health,
-                ingest,
-                security,
-                cameras,
-            })
-        }
+        (
+            Some(gateway),
+            Some(mqtt),
+            Some(buffer),
+            Some(health),
+            Some(ingest),
+            Some(security),
+            Some(cameras),
+        ) if problems.is_empty() => Ok(Config {
+            gateway,
+            mqtt,
+            buffer,
+            health,
+            ingest,
+            security,
+            cameras,
+        }),
         _ => {
             if problems.is_empty() {
                 problems.push(Problem {
@@ -396,9 +400,8 @@ fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
     if password.is_some() && username.is_none() {
         w.problem("mqtt.password", "set without mqtt.username");
     }
-    let file = |w: &mut Walker, key: &str| -> Option<PathBuf> {
-        w.string(t, p, key).map(PathBuf::from)
-    };
+    let file =
+        |w: &mut Walker, key: &str| -> Option<PathBuf> { w.string(t, p, key).map(PathBuf::from) };
     let ca_file = file(w, "ca_file");
     let cert_file = file(w, "cert_file");
     let key_file = file(w, "key_file");
@@ -417,7 +420,9 @@ fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
         }
     }
     let keep_alive = w.int(t, p, "keep_alive_s", 5, 65535, 30);
-    let topic_prefix = w.string(t, p, "topic_prefix").unwrap_or_else(|| "camgw".into());
+    let topic_prefix = w
+        .string(t, p, "topic_prefix")
+        .unwrap_or_else(|| "camgw".into());
     if topic_prefix.is_empty()
         || topic_prefix.starts_with('/')
         || topic_prefix.ends_with('/')
@@ -425,14 +430,19 @@ fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
     {
         w.problem(
             "mqtt.topic_prefix",
-            format!("\"{topic_prefix}\" must be non-empty, without '+', '#' or a leading/trailing '/'"),
+            format!(
+                "\"{topic_prefix}\" must be non-empty, without '+', '#' or a leading/trailing '/'"
+            ),
         );
     }
     let payload = w.choice(
         t,
         p,
         "payload",
-        &[("json", PayloadFormat::Json), ("postcard", PayloadFormat::Postcard)],
+        &[
+            ("json", PayloadFormat::Json),
+            ("postcard", PayloadFormat::Postcard),
+        ],
         Some(PayloadFormat::Json),
     );
     let max_inflight = w.int(t, p, "max_inflight", 1, 1000, 64);
@@ -468,7 +478,10 @@ fn buffer(w: &mut Walker, root: &Table) -> Option<BufferConfig> {
         t,
         "buffer",
         "sync",
-        &[("interval", SyncMode::Interval), ("always", SyncMode::Always)],
+        &[
+            ("interval", SyncMode::Interval),
+            ("always", SyncMode::Always),
+        ],
         Some(SyncMode::Interval),
     );
     let interval = w.int(t, "buffer", "sync_interval_ms", 1, 60_000, 200);
@@ -575,7 +588,10 @@ fn cameras(w: &mut Walker, root: &Table) -> Option<Vec<Camera>> {
         match camera(w, t, &p) {
             Some(c) => {
                 if out.iter().any(|o: &Camera| o.id == c.id) {
-                    w.problem(format!("{p}.id"), format!("duplicate camera id \"{}\"", c.id));
+                    w.problem(
+                        format!("{p}.id"),
+                        format!("duplicate camera id \"{}\"", c.id),
+                    );
                     ok = false;
                 }
                 out.push(c);
@@ -604,7 +620,10 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
     let host = w.required_string(t, p, "host");
     if let Some(h) = &host {
         if h.is_empty() || h.contains(['/', ' ', '@']) {
-            w.problem(join(p, "host"), format!("\"{h}\" is not a host name or address"));
+            w.problem(
+                join(p, "host"),
+                format!("\"{h}\" is not a host name or address"),
+            );
         }
     }
     let username = w.string(t, p, "username");
@@ -715,15 +734,27 @@ events = ["hikvision"]
     fn every_problem_is_reported_with_its_key_path() {
         let text = GOOD
             .replace("id = \"q1-p05-gw03\"", "id = \"Q1 GW\"\nfoo = 1")
-            .replace("url = \"mqtt://127.0.0.1:1883\"", "url = \"http://x\"\nkeep_alive_s = \"30\"")
+            .replace(
+                "url = \"mqtt://127.0.0.1:1883\"",
+                "url = \"http://x\"\nkeep_alive_s = \"30\"",
+            )
             + "\n[buffer]\nsync = \"sometimes\"\n";
         let p = problems(&text);
         let joined = p.join("\n");
-        assert!(joined.contains("gateway.id: \"Q1 GW\" may only contain"), "{joined}");
+        assert!(
+            joined.contains("gateway.id: \"Q1 GW\" may only contain"),
+            "{joined}"
+        );
         assert!(joined.contains("gateway.foo: unknown key"), "{joined}");
         assert!(joined.contains("mqtt.url: scheme \"http\""), "{joined}");
-        assert!(joined.contains("mqtt.keep_alive_s: must be an integer"), "{joined}");
-        assert!(joined.contains("buffer.sync: \"sometimes\" is not one of"), "{joined}");
+        assert!(
+            joined.contains("mqtt.keep_alive_s: must be an integer"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("buffer.sync: \"sometimes\" is not one of"),
+            "{joined}"
+        );
         assert_eq!(p.len(), 5, "{joined}");
     }
 
@@ -733,8 +764,14 @@ events = ["hikvision"]
             "{GOOD}\n[[camera]]\nid = \"cam01\"\nvendor = \"dahua\"\nhost = \"h\"\nwhatever = true\n"
         );
         let joined = problems(&text).join("\n");
-        assert!(joined.contains("camera[1].id: duplicate camera id"), "{joined}");
-        assert!(joined.contains("camera[1].whatever: unknown key"), "{joined}");
+        assert!(
+            joined.contains("camera[1].id: duplicate camera id"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("camera[1].whatever: unknown key"),
+            "{joined}"
+        );
     }
 
     #[test]
@@ -757,7 +794,10 @@ events = ["hikvision"]
         assert!(c.mqtt.tls);
         assert_eq!(c.mqtt.port, 8883);
         let joined = problems(&GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://u:p@h")).join("\n");
-        assert!(joined.contains("credentials do not belong in the URL"), "{joined}");
+        assert!(
+            joined.contains("credentials do not belong in the URL"),
+            "{joined}"
+        );
         assert!(!joined.contains("u:p"), "{joined}");
     }
 
@@ -768,8 +808,14 @@ events = ["hikvision"]
             "events = [\"hikvision\"]\nrtsp_url = \"http://x:554/\"\nsnapshot_url = \"http://x:99999/\"",
         );
         let joined = problems(&text).join("\n");
-        assert!(joined.contains("camera[0].rtsp_url: scheme \"http\""), "{joined}");
-        assert!(joined.contains("camera[0].snapshot_url: \"http://x:99999/\" has an invalid port"), "{joined}");
+        assert!(
+            joined.contains("camera[0].rtsp_url: scheme \"http\""),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("camera[0].snapshot_url: \"http://x:99999/\" has an invalid port"),
+            "{joined}"
+        );
     }
 
     #[test]
@@ -780,7 +826,14 @@ events = ["hikvision"]
         let text = text.replace("\n[security]\ncommand_keys = [\"AAAA\", \"!!\"]\n", "");
         let text = format!("[security]\ncommand_keys = [\"AAAA\", \"!!\"]\n{text}");
         let joined = problems(&text).join("\n");
-        assert!(joined.contains("security.command_keys[0]: an Ed25519 public key is 32 bytes, this is 3"), "{joined}");
-        assert!(joined.contains("security.command_keys[1]: not valid base64"), "{joined}");
+        assert!(
+            joined
+                .contains("security.command_keys[0]: an Ed25519 public key is 32 bytes, this is 3"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("security.command_keys[1]: not valid base64"),
+            "{joined}"
+        );
     }
 }

@@ -102,7 +102,10 @@ impl Uplink {
     fn options(&self) -> anyhow::Result<MqttOptions> {
         let m = &self.config.mqtt;
         let mut o = MqttOptions::new(
-            format!("camgw-{}-{}", self.config.gateway.ward, self.config.gateway.id),
+            format!(
+                "camgw-{}-{}",
+                self.config.gateway.ward, self.config.gateway.id
+            ),
             m.host.clone(),
             m.port,
         );
@@ -148,7 +151,10 @@ impl Uplink {
                 Err(e) => tracing::error!("mqtt settings unusable: {e:#}"),
             }
             let delay = backoff.next_delay(rand::random::<f64>());
-            tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting to the broker");
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "reconnecting to the broker"
+            );
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => return,
@@ -252,7 +258,9 @@ impl Uplink {
             };
             let class = rec.class();
             let payload = encode_record(&rec, format);
-            if let Err(e) = client.try_publish(&topics[class.index()], QoS::AtLeastOnce, false, payload) {
+            if let Err(e) =
+                client.try_publish(&topics[class.index()], QoS::AtLeastOnce, false, payload)
+            {
                 tracing::warn!("cannot queue a publish: {e}");
                 return false;
             }
@@ -269,7 +277,12 @@ impl Uplink {
         status_topic: &str,
     ) {
         if client
-            .try_publish(status_topic, QoS::AtLeastOnce, true, self.status_offline(Some("shutdown")))
+            .try_publish(
+                status_topic,
+                QoS::AtLeastOnce,
+                true,
+                self.status_offline(Some("shutdown")),
+            )
             .is_err()
         {
             return;
@@ -280,15 +293,19 @@ impl Uplink {
         let mut pending_status = 1usize;
         while pending_status > 0 {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Ok(Event::Outgoing(Outgoing::Publish(pkid))))) => session.on_outgoing_publish(pkid),
-                Ok(Some(Ok(Event::Incoming(Packet::PubAck(ack))))) => match session.on_puback(ack.pkid) {
-                    Some(Some((class, seq))) => {
-                        self.buffer.ack(class, seq);
-                        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(Ok(Event::Outgoing(Outgoing::Publish(pkid))))) => {
+                    session.on_outgoing_publish(pkid)
+                }
+                Ok(Some(Ok(Event::Incoming(Packet::PubAck(ack))))) => {
+                    match session.on_puback(ack.pkid) {
+                        Some(Some((class, seq))) => {
+                            self.buffer.ack(class, seq);
+                            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(None) => pending_status -= 1,
+                        None => {}
                     }
-                    Some(None) => pending_status -= 1,
-                    None => {}
-                },
+                }
                 Ok(Some(Ok(_))) => {}
                 _ => break,
             }

@@ -32,10 +32,14 @@ pub fn wait_port(port: u16, timeout: Duration) -> bool {
 }
 
 fn mosquitto_path() -> Option<PathBuf> {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 /// A broker on a free loopback port that a test can stop and restart.
@@ -90,7 +94,10 @@ impl Broker {
                     .expect("spawn mosquitto")
             }
             None => {
-                assert!(self.extra.is_empty(), "this test needs Mosquitto (TLS listener)");
+                assert!(
+                    self.extra.is_empty(),
+                    "this test needs Mosquitto (TLS listener)"
+                );
                 eprintln!("*** mosquitto not found: using camgw's embedded broker instead ***");
                 Command::new(BIN)
                     .args(["embedded-broker", "--port", &self.port.to_string()])
@@ -210,7 +217,9 @@ impl Subscriber {
                 panic!(
                     "timed out after {timeout:?} waiting for {what}; saw {} messages, last: {:?}",
                     self.seen.len(),
-                    self.seen.last().map(|m| (&m.topic, String::from_utf8_lossy(&m.payload)))
+                    self.seen
+                        .last()
+                        .map(|m| (&m.topic, String::from_utf8_lossy(&m.payload)))
                 );
             }
             if let Ok(m) = self.rx.recv_timeout(left.min(Duration::from_millis(200))) {
@@ -350,7 +359,11 @@ impl Agent {
     pub fn in_dir(dir: &Path, data_dir: PathBuf, broker_port: u16, extra: &str) -> Agent {
         let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config_path = dir.join("camgw.toml");
-        std::fs::write(&config_path, config_text(broker_port, ingest, &data_dir, extra)).unwrap();
+        std::fs::write(
+            &config_path,
+            config_text(broker_port, ingest, &data_dir, extra),
+        )
+        .unwrap();
         let mut a = Agent {
             dir: dir.to_path_buf(),
             data_dir,
@@ -385,7 +398,11 @@ impl Agent {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("agent exited with {status} at start:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "agent ingest never came up:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "agent ingest never came up:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -462,5 +479,8 @@ pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, serde_json:
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        code,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
