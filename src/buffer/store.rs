@@ -130,6 +130,21 @@ struct Inner {
     corrupt_total: u64,
     /// The flock on the buffer directory, released by `close`.
     lock: Option<File>,
+    /// Frames encoded in this batch, not yet written, per class.
+    pending: [Pending; 2],
+    /// Records whose write failed in this batch, with the error.
+    failed: Vec<(Vec<u64>, String)>,
+    scratch: Vec<u8>,
+    /// Segments sealed since the last sync that still need one.
+    sealed_dirty: Vec<File>,
+}
+
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    seqs: Vec<u64>,
+    /// The open segment's (bytes, records, last_seq) before these frames.
+    base: (u64, u64, u64),
 }
 
 fn class_dir(dir: &Path, class: Class) -> PathBuf {
@@ -467,6 +482,10 @@ fn recover(
         dropped_total: 0,
         corrupt_total: report.corrupt,
         lock: Some(lock),
+        pending: Default::default(),
+        failed: Vec::new(),
+        scratch: Vec::with_capacity(256),
+        sealed_dirty: Vec::new(),
     };
     Ok((inner, report))
 }
@@ -498,10 +517,17 @@ impl Inner {
 
     /// Seals the open segment of `class`.
     fn seal(&mut self, class: Class) {
+        self.flush_class(class);
         if let Some(s) = self.streams[class.index()].active_mut() {
             s.sealed = true;
         }
-        self.writers[class.index()] = None;
+        // A sealed segment with unsynced frames is synced with the next sync, like the open one.
+        if let Some(f) = self.writers[class.index()].take() {
+            if self.dirty[class.index()] {
+                self.sealed_dirty.push(f);
+                self.dirty[class.index()] = false;
+            }
+        }
     }
 
     fn open_segment(&mut self, class: Class, name: u64) -> io::Result<()> {
@@ -573,8 +599,9 @@ impl Inner {
                 ),
             };
             // The report must be durable before the victims go: sync it even in interval mode.
-            self.write_one(rec, after)
+            self.write_one(rec)
                 .map_err(|e| AppendError::Io(e.to_string()))?;
+            self.flush_class(Class::Alert);
             if let Some(f) = &self.writers[Class::Alert.index()] {
                 f.sync_data().map_err(|e| AppendError::Io(e.to_string()))?;
             }
@@ -587,10 +614,13 @@ impl Inner {
 
     /// Writes one frame to the open segment of its class (opening one if needed), without
     /// any space check.
-    fn write_one(&mut self, rec: NewRecord, after: &mut AfterWrite) -> io::Result<Appended> {
-        let _ = after;
+    /// Encodes one frame into the open segment's pending bytes (opening a segment if needed),
+    /// without any space check. The bytes reach the file in [`Inner::flush_class`], called
+    /// before the lock is released, so readers never see a record that is not written.
+    fn write_one(&mut self, rec: NewRecord) -> io::Result<Appended> {
         self.reserve_seq()?;
         let class = rec.body.class();
+        let ci = class.index();
         let record = Record {
             seq: self.next_seq,
             id: new_id(),
@@ -598,37 +628,65 @@ impl Inner {
             clock_synced: rec.clock_synced,
             body: rec.body,
         };
-        let mut buf = Vec::with_capacity(128);
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
         frame::encode_frame(&record, &mut buf)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let seg_max = self.opts.segment_bytes;
-        let need_new = match self.streams[class.index()].active() {
+        let need_new = match self.streams[ci].active() {
             None => true,
             Some(a) => a.bytes + buf.len() as u64 > seg_max && a.records > 0,
-        } || self.writers[class.index()].is_none();
+        } || self.writers[ci].is_none();
         if need_new {
-            self.open_segment(class, record.seq)?;
-        }
-        let ci = class.index();
-        let f = self.writers[ci].as_mut().expect("open segment");
-        let before = self.streams[ci].active().expect("open segment").bytes;
-        if let Err(e) = f.write_all(&buf) {
-            // Cut back to the last whole frame; if even that fails, start a fresh segment.
-            if f.set_len(before).is_err() {
-                self.seal(class);
+            if let Err(e) = self.open_segment(class, record.seq) {
+                self.scratch = buf;
+                return Err(e);
             }
-            return Err(e);
         }
         let seg = self.streams[ci].active_mut().expect("open segment");
+        if self.pending[ci].bytes.is_empty() {
+            self.pending[ci].base = (seg.bytes, seg.records, seg.last_seq);
+        }
         seg.records += 1;
         seg.last_seq = record.seq;
         seg.bytes += buf.len() as u64;
-        self.dirty[ci] = true;
+        self.pending[ci].bytes.extend_from_slice(&buf);
+        self.pending[ci].seqs.push(record.seq);
+        self.scratch = buf;
         self.next_seq += 1;
         Ok(Appended {
             seq: record.seq,
             id: record.id,
         })
+    }
+
+    /// Writes the pending frames of `class` with one `write`. On failure the file is cut back
+    /// to its last whole frame (or the segment sealed if even that fails), the index is
+    /// restored, and the records are listed in `failed`.
+    fn flush_class(&mut self, class: Class) {
+        let ci = class.index();
+        if self.pending[ci].bytes.is_empty() {
+            return;
+        }
+        let p = std::mem::take(&mut self.pending[ci]);
+        let f = self.writers[ci].as_mut().expect("pending frames have an open segment");
+        match f.write_all(&p.bytes) {
+            Ok(()) => self.dirty[ci] = true,
+            Err(e) => {
+                tracing::warn!(error = %e, records = p.seqs.len(), "buffer write failed");
+                let cut = f.set_len(p.base.0).is_ok();
+                if let Some(seg) = self.streams[ci].active_mut() {
+                    (seg.bytes, seg.records, seg.last_seq) = p.base;
+                }
+                if !cut {
+                    self.seal(class);
+                }
+                self.failed.push((p.seqs, e.to_string()));
+            }
+        }
+        let mut bytes = p.bytes;
+        bytes.clear();
+        self.pending[ci].bytes = bytes;
     }
 
     fn append(&mut self, rec: NewRecord, after: &mut AfterWrite) -> Result<Appended, AppendError> {
@@ -656,7 +714,7 @@ impl Inner {
             )));
         }
         self.make_room(estimate, after)?;
-        self.write_one(rec, after)
+        self.write_one(rec)
             .map_err(|e| AppendError::Io(e.to_string()))
     }
 
@@ -786,6 +844,7 @@ impl Inner {
 
     /// Dirty open segments, as handles the writer can sync without the lock.
     fn take_dirty(&mut self, after: &mut AfterWrite) {
+        after.sync.append(&mut self.sealed_dirty);
         for ci in 0..2 {
             if self.dirty[ci] {
                 if let Some(f) = self.writers[ci].as_ref().and_then(|f| f.try_clone().ok()) {
@@ -836,7 +895,6 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>) {
     let tick = interval.min(Duration::from_millis(250));
     let mut last_sync = Instant::now();
     let mut last_maint = Instant::now();
-    let mut pending_sync: Vec<File> = Vec::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let wait = tick.saturating_sub(last_maint.elapsed().min(last_sync.elapsed()));
@@ -858,6 +916,7 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>) {
         let mut after = AfterWrite::default();
         let mut results = Vec::with_capacity(batch.len());
         let mut flushes = Vec::new();
+        let must_sync = sync_mode == SyncMode::Always || closed || last_sync.elapsed() >= interval;
         {
             let mut inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
             for cmd in batch.drain(..) {
@@ -869,16 +928,23 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>) {
                     Cmd::Flush(reply) => flushes.push(reply),
                 }
             }
-            inner.take_dirty(&mut after);
+            inner.flush_class(Class::Event);
+            inner.flush_class(Class::Alert);
+            for (seqs, err) in inner.failed.drain(..) {
+                for (_, r) in results.iter_mut() {
+                    if r.as_ref().is_ok_and(|a| seqs.contains(&a.seq)) {
+                        *r = Err(AppendError::Io(err.clone()));
+                    }
+                }
+            }
+            if must_sync || !flushes.is_empty() {
+                inner.take_dirty(&mut after);
+            }
         }
-        pending_sync.append(&mut after.sync);
-        let must_sync = sync_mode == SyncMode::Always
-            || !flushes.is_empty()
-            || closed
-            || last_sync.elapsed() >= interval;
+        let must_sync = must_sync || !flushes.is_empty();
         let mut sync_err = None;
-        if must_sync && !pending_sync.is_empty() {
-            if let Err(e) = sync_all(&pending_sync) {
+        if must_sync && !after.sync.is_empty() {
+            if let Err(e) = sync_all(&after.sync) {
                 tracing::error!(error = %e, "fsync of the buffer failed");
                 sync_err = Some(e.to_string());
                 // The data may not be on disk: start new segments rather than trust these.
@@ -886,7 +952,7 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>) {
                 inner.seal(Class::Event);
                 inner.seal(Class::Alert);
             }
-            pending_sync.clear();
+            after.sync.clear();
         }
         if must_sync {
             last_sync = Instant::now();
