@@ -69,14 +69,29 @@ fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let runs = if quick { 1 } else { 5 };
     let scale = if quick { 10 } else { 1 };
-    println!("camgw buffer benchmarks (median of {runs} runs), dir {}", bench_dir().display());
+    println!(
+        "camgw buffer benchmarks (median of {runs} runs), dir {}",
+        bench_dir().display()
+    );
 
-    let r: Vec<_> = (0..runs).map(|_| append_rate(SyncMode::Interval, 16, 400_000 / scale)).collect();
-    println!("append, sync=interval, 16 writers: {:>10.0} events/s (target >= 200000)", median(r));
-    let r: Vec<_> = (0..runs).map(|_| append_rate(SyncMode::Always, 16, 40_000 / scale)).collect();
+    let r: Vec<_> = (0..runs)
+        .map(|_| append_rate(SyncMode::Interval, 16, 400_000 / scale))
+        .collect();
+    println!(
+        "append, sync=interval, 16 writers: {:>10.0} events/s (target >= 200000)",
+        median(r)
+    );
+    let r: Vec<_> = (0..runs)
+        .map(|_| append_rate(SyncMode::Always, 16, 40_000 / scale))
+        .collect();
     let always16 = median(r);
-    println!("append, sync=always,   16 writers: {:>10.0} events/s (target >= 20000)", always16);
-    let r: Vec<_> = (0..runs).map(|_| append_rate(SyncMode::Always, 1, 4_000 / scale)).collect();
+    println!(
+        "append, sync=always,   16 writers: {:>10.0} events/s (target >= 20000)",
+        always16
+    );
+    let r: Vec<_> = (0..runs)
+        .map(|_| append_rate(SyncMode::Always, 1, 4_000 / scale))
+        .collect();
     let serial = median(r);
     println!("append, sync=always,    1 writer : {:>10.0} events/s (serial fsync: the physical bound per writer)", serial);
     println!("group commit gain: {:.1}x", always16 / serial);
@@ -88,7 +103,11 @@ fn main() {
     {
         let (buf, _) = Buffer::open(dir.path(), opts.clone(), clock()).unwrap();
         let target = if quick { max / 16 } else { max - (2 << 20) };
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             while buf.stats().bytes < target {
                 let tasks: Vec<_> = (0..16)

@@ -22,12 +22,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn prefill(data: &std::path::Path, n: usize) {
     let opts = Options::new(64 << 20, SyncMode::Interval, Duration::from_millis(200));
-    let (buf, _) = Buffer::open(data, opts, Arc::new(FixedClock::new(1_796_000_000_000, true))).unwrap();
+    let (buf, _) = Buffer::open(
+        data,
+        opts,
+        Arc::new(FixedClock::new(1_796_000_000_000, true)),
+    )
+    .unwrap();
     for i in 0..n {
         buf.append_blocking(NewRecord {
             ts_ms: 1_796_000_000_000 + i as i64,
             clock_synced: true,
-            body: Body::motion(if i % 2 == 0 { "cam01" } else { "cam02" }, "ingest", "pulse"),
+            body: Body::motion(
+                if i % 2 == 0 { "cam01" } else { "cam02" },
+                "ingest",
+                "pulse",
+            ),
         })
         .unwrap();
     }
@@ -36,15 +45,22 @@ fn prefill(data: &std::path::Path, n: usize) {
 }
 
 /// A subscriber that timestamps every event's arrival by seq.
-fn timed_subscriber(port: u16) -> (Arc<Mutex<HashMap<u64, Instant>>>, std::sync::mpsc::Receiver<()>) {
+fn timed_subscriber(
+    port: u16,
+) -> (
+    Arc<Mutex<HashMap<u64, Instant>>>,
+    std::sync::mpsc::Receiver<()>,
+) {
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let s2 = seen.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut o = rumqttc::MqttOptions::new(format!("bench-sub-{}", free_port()), "127.0.0.1", port);
+        let mut o =
+            rumqttc::MqttOptions::new(format!("bench-sub-{}", free_port()), "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(30));
         let (c, mut conn) = rumqttc::Client::new(o, 1000);
-        c.subscribe("camgw/+/+/event", rumqttc::QoS::AtMostOnce).unwrap();
+        c.subscribe("camgw/+/+/event", rumqttc::QoS::AtMostOnce)
+            .unwrap();
         for ev in conn.iter() {
             match ev {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
@@ -53,7 +69,10 @@ fn timed_subscriber(port: u16) -> (Arc<Mutex<HashMap<u64, Instant>>>, std::sync:
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                     let now = Instant::now();
                     let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-                    s2.lock().unwrap().entry(v["seq"].as_u64().unwrap()).or_insert(now);
+                    s2.lock()
+                        .unwrap()
+                        .entry(v["seq"].as_u64().unwrap())
+                        .or_insert(now);
                 }
                 Ok(_) => {}
                 Err(_) => return,
@@ -72,7 +91,11 @@ fn wait_count(seen: &Mutex<HashMap<u64, Instant>>, n: usize, timeout: Duration) 
                 return *s.values().max().unwrap();
             }
         }
-        assert!(Instant::now() < deadline, "only {} of {n} arrived", seen.lock().unwrap().len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} arrived",
+            seen.lock().unwrap().len()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -83,7 +106,11 @@ fn main() {
     let n = if quick { 10_000 } else { 100_000 };
     println!(
         "camgw uplink benchmarks against {} (median of {runs} runs)",
-        if Broker::is_mosquitto() { "Mosquitto" } else { "the embedded broker (Mosquitto absent)" }
+        if Broker::is_mosquitto() {
+            "Mosquitto"
+        } else {
+            "the embedded broker (Mosquitto absent)"
+        }
     );
 
     let mut rates = Vec::new();
@@ -109,7 +136,10 @@ fn main() {
         rates.push(n as f64 / (last - first).as_secs_f64());
         hwm_drained.push(agent.rss_kb().1 as f64);
     }
-    println!("drain of {n} buffered events at QoS 1: {:>8.0} msg/s (target >= 20000)", median(rates));
+    println!(
+        "drain of {n} buffered events at QoS 1: {:>8.0} msg/s (target >= 20000)",
+        median(rates)
+    );
     println!(
         "peak RSS (VmHWM) with {n} events buffered: {:.1} MiB; after draining them: {:.1} MiB (target < 10 MiB)",
         median(hwm_buffered) / 1024.0,

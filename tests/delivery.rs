@@ -265,3 +265,55 @@ fn bad_input_gets_its_status_and_buffers_nothing() {
     sub.drain_for(Duration::from_millis(300));
     assert_eq!(event_seqs(&sub.seen).0, BTreeSet::from([first, next]));
 }
+
+#[test]
+fn a_silently_stalled_link_is_noticed_by_keep_alive_and_nothing_is_lost() {
+    let broker = Broker::start();
+    let proxy = StallProxy::start(broker.port);
+    let mut sub = Subscriber::new(broker.port, &format!("{T}/event"));
+    let agent = Agent::start(proxy.port, "");
+    let mut accepted = BTreeSet::new();
+    accepted.insert(agent.accepted("cam01"));
+    sub.wait_until(Duration::from_secs(10), "first event", |m| {
+        event_seqs(m).0.len() == 1
+    });
+    assert_eq!(proxy.connections(), 1);
+    proxy.stall();
+    let stalled = std::time::Instant::now();
+    for _ in 0..20 {
+        accepted.insert(agent.accepted("cam02"));
+    }
+    // keep_alive_s = 5: the agent must give up on the silent connection and reconnect.
+    sub.wait_until(Duration::from_secs(20), "events after the stall", |m| {
+        event_seqs(m).0.is_superset(&accepted)
+    });
+    let took = stalled.elapsed();
+    assert!(proxy.connections() >= 2, "the agent reconnected");
+    assert!(
+        agent.log().contains("broker connection lost"),
+        "{}",
+        agent.log()
+    );
+    eprintln!("stalled link noticed and recovered after {took:?} (keep-alive 5 s)");
+}
+
+#[test]
+fn telemetry_reports_the_buffer_at_qos_0() {
+    let mut broker = Broker::start();
+    let agent = Agent::start(broker.port, "telemetry_interval_s = 1\n--\n");
+    broker.stop();
+    for _ in 0..5 {
+        agent.accepted("cam01");
+    }
+    broker.restart();
+    let mut sub = Subscriber::new(broker.port, &format!("{T}/telemetry"));
+    sub.wait_until(Duration::from_secs(15), "telemetry", |m| !m.is_empty());
+    let t = sub.seen[0].json();
+    assert!(!sub.seen[0].retain);
+    assert!(t["buffer"]["bytes"].is_u64(), "{t}");
+    assert!(
+        t["uptime_s"].is_u64() && t["boot_id"].is_string() && t["rss_kb"].is_u64(),
+        "{t}"
+    );
+    assert!(t["clock_synced"].is_boolean());
+}

@@ -669,7 +669,9 @@ impl Inner {
             return;
         }
         let p = std::mem::take(&mut self.pending[ci]);
-        let f = self.writers[ci].as_mut().expect("pending frames have an open segment");
+        let f = self.writers[ci]
+            .as_mut()
+            .expect("pending frames have an open segment");
         match f.write_all(&p.bytes) {
             Ok(()) => self.dirty[ci] = true,
             Err(e) => {

@@ -501,3 +501,73 @@ pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, serde_json:
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// A loopback TCP proxy to the broker. `stall()` makes every open connection silently stop
+/// forwarding (sockets stay open: only a keep-alive can notice); new connections work.
+pub struct StallProxy {
+    pub port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stalled_upto: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl StallProxy {
+    pub fn start(target: u16) -> StallProxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let stalled_upto = Arc::new(AtomicU64::new(0));
+        let (acc, stl) = (accepted.clone(), stalled_upto.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let conn = acc.fetch_add(1, Ordering::SeqCst) + 1;
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let stl = stl.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Both);
+                                    return;
+                                }
+                                Ok(n) => n,
+                            };
+                            // A connection opened before the stall swallows everything, forever.
+                            if stl.load(Ordering::SeqCst) >= conn {
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        StallProxy {
+            port,
+            accepted,
+            stalled_upto,
+        }
+    }
+
+    /// Every connection accepted so far goes silent.
+    pub fn stall(&self) {
+        use std::sync::atomic::Ordering;
+        self.stalled_upto
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
