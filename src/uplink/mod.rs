@@ -184,6 +184,9 @@ impl Uplink {
         let _abort = AbortOnDrop(poller);
         let mut session = Session::new(window);
         let mut connected = false;
+        let keep_alive = self.config.mqtt.keep_alive;
+        let mut liveness = tokio::time::interval(Duration::from_millis(250));
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut telemetry = tokio::time::interval(self.config.mqtt.telemetry_interval);
         telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let status_topic = topic(&self.config, "status");
@@ -202,6 +205,9 @@ impl Uplink {
                     return true;
                 }
                 ev = rx.recv() => {
+                    if let Some(Ok(Event::Incoming(_))) = &ev {
+                        session.on_incoming();
+                    }
                     match ev {
                         Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
                             if ack.code != rumqttc::ConnectReturnCode::Success {
@@ -216,9 +222,10 @@ impl Uplink {
                             if client.try_publish(&status_topic, QoS::AtLeastOnce, true, self.status_online()).is_err() {
                                 return false;
                             }
-                            session.submitted(None);
+                            session.submitted(None, Instant::now());
                         }
                         Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),
+                        Some(Ok(Event::Outgoing(Outgoing::PingReq))) => session.on_ping_sent(Instant::now()),
                         Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                             if let Some(Some((class, seq))) = session.on_puback(ack.pkid) {
                                 self.buffer.ack(class, seq);
@@ -234,6 +241,12 @@ impl Uplink {
                     }
                 }
                 _ = self.buffer.notified(), if connected && session.can_send() => {}
+                _ = liveness.tick(), if connected => {
+                    if session.link_dead(Instant::now(), keep_alive) {
+                        tracing::warn!("broker connection lost: no answer from the broker (keep-alive {}s)", keep_alive.as_secs());
+                        return false;
+                    }
+                }
                 _ = telemetry.tick(), if connected => {
                     let _ = client.try_publish(topic(&self.config, "telemetry"), QoS::AtMostOnce, false, self.telemetry().to_string());
                 }
@@ -264,7 +277,7 @@ impl Uplink {
                 tracing::warn!("cannot queue a publish: {e}");
                 return false;
             }
-            session.submitted(Some((class, rec.seq)));
+            session.submitted(Some((class, rec.seq)), Instant::now());
         }
         true
     }
@@ -287,7 +300,7 @@ impl Uplink {
         {
             return;
         }
-        session.submitted(None);
+        session.submitted(None, Instant::now());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         // Wait until the offline status is acknowledged (records acked meanwhile count too).
         let mut pending_status = 1usize;

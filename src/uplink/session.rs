@@ -6,7 +6,7 @@
 //! was submitted ties each pkid to its record, and `PubAck(pkid)` to the record to acknowledge.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::record::Class;
 
@@ -16,9 +16,10 @@ pub type Item = Option<(Class, u64)>;
 #[derive(Debug)]
 pub struct Session {
     window: usize,
-    submitted: VecDeque<Item>,
-    by_pkid: HashMap<u16, Item>,
+    submitted: VecDeque<(Item, Instant)>,
+    by_pkid: HashMap<u16, (Item, Instant)>,
     inflight: usize,
+    ping_sent: Option<Instant>,
 }
 
 impl Session {
@@ -28,6 +29,7 @@ impl Session {
             submitted: VecDeque::new(),
             by_pkid: HashMap::new(),
             inflight: 0,
+            ping_sent: None,
         }
     }
 
@@ -40,12 +42,12 @@ impl Session {
         self.inflight
     }
 
-    /// A QoS 1 publish was handed to the client.
-    pub fn submitted(&mut self, item: Item) {
+    /// A QoS 1 publish was handed to the client at `now`.
+    pub fn submitted(&mut self, item: Item, now: Instant) {
         if item.is_some() {
             self.inflight += 1;
         }
-        self.submitted.push_back(item);
+        self.submitted.push_back((item, now));
     }
 
     /// The client wrote a publish with this packet id (0 for QoS 0, ignored).
@@ -53,18 +55,46 @@ impl Session {
         if pkid == 0 {
             return;
         }
-        if let Some(item) = self.submitted.pop_front() {
-            self.by_pkid.insert(pkid, item);
+        if let Some(entry) = self.submitted.pop_front() {
+            self.by_pkid.insert(pkid, entry);
         }
     }
 
     /// The broker acknowledged `pkid`: returns what it carried (`None` when unknown).
     pub fn on_puback(&mut self, pkid: u16) -> Option<Item> {
-        let item = self.by_pkid.remove(&pkid)?;
+        let (item, _) = self.by_pkid.remove(&pkid)?;
         if item.is_some() {
             self.inflight -= 1;
         }
         Some(item)
+    }
+
+    /// The client sent a PINGREQ.
+    pub fn on_ping_sent(&mut self, now: Instant) {
+        self.ping_sent.get_or_insert(now);
+    }
+
+    /// Anything arrived from the broker: the link is alive.
+    pub fn on_incoming(&mut self) {
+        self.ping_sent = None;
+    }
+
+    /// Whether the link should be declared dead at `now`: a PINGREQ unanswered for half the
+    /// keep-alive, or a publish unacknowledged for a whole keep-alive. Together these notice a
+    /// silently stalled link within 1.5x the keep-alive, where waiting for the client's next
+    /// ping would take 2x.
+    pub fn link_dead(&self, now: Instant, keep_alive: Duration) -> bool {
+        let ping_late = self
+            .ping_sent
+            .is_some_and(|t| now.duration_since(t) > keep_alive / 2);
+        let oldest = self
+            .submitted
+            .iter()
+            .map(|(_, t)| *t)
+            .chain(self.by_pkid.values().map(|(_, t)| *t))
+            .min();
+        let ack_late = oldest.is_some_and(|t| now.duration_since(t) > keep_alive);
+        ping_late || ack_late
     }
 }
 
@@ -107,10 +137,11 @@ mod tests {
 
     #[test]
     fn pubacks_are_tied_to_records_in_submission_order() {
+        let now = Instant::now();
         let mut s = Session::new(4);
-        s.submitted(None); // status
-        s.submitted(Some((Class::Event, 10)));
-        s.submitted(Some((Class::Alert, 11)));
+        s.submitted(None, now); // status
+        s.submitted(Some((Class::Event, 10)), now);
+        s.submitted(Some((Class::Alert, 11)), now);
         assert_eq!(s.inflight(), 2);
         s.on_outgoing_publish(1);
         s.on_outgoing_publish(0); // telemetry at QoS 0 in between
@@ -125,12 +156,42 @@ mod tests {
 
     #[test]
     fn window_limits_records_not_control_messages() {
+        let now = Instant::now();
         let mut s = Session::new(2);
-        s.submitted(Some((Class::Event, 1)));
-        s.submitted(None);
+        s.submitted(Some((Class::Event, 1)), now);
+        s.submitted(None, now);
         assert!(s.can_send());
-        s.submitted(Some((Class::Event, 2)));
+        s.submitted(Some((Class::Event, 2)), now);
         assert!(!s.can_send());
+    }
+
+    #[test]
+    fn an_unanswered_ping_kills_the_link_after_half_a_keep_alive() {
+        let t0 = Instant::now();
+        let ka = Duration::from_secs(10);
+        let mut s = Session::new(4);
+        assert!(
+            !s.link_dead(t0 + Duration::from_secs(100), ka),
+            "idle is not dead"
+        );
+        s.on_ping_sent(t0);
+        assert!(!s.link_dead(t0 + Duration::from_secs(4), ka));
+        assert!(s.link_dead(t0 + Duration::from_secs(6), ka));
+        s.on_incoming();
+        assert!(!s.link_dead(t0 + Duration::from_secs(6), ka));
+    }
+
+    #[test]
+    fn a_publish_unacknowledged_for_a_keep_alive_kills_the_link() {
+        let t0 = Instant::now();
+        let ka = Duration::from_secs(10);
+        let mut s = Session::new(4);
+        s.submitted(Some((Class::Event, 1)), t0);
+        s.on_outgoing_publish(1);
+        assert!(!s.link_dead(t0 + Duration::from_secs(9), ka));
+        assert!(s.link_dead(t0 + Duration::from_secs(11), ka));
+        s.on_puback(1);
+        assert!(!s.link_dead(t0 + Duration::from_secs(11), ka));
     }
 
     #[test]
