@@ -37,33 +37,73 @@ enum St {
     Acked,
 }
 
+/// The model mirrors the buffer's (deliberately conservative) ack frontier: just below the
+/// oldest record in flight, else the last record its cursor passed. Records acknowledged
+/// above it are remembered only in memory, so a restart sends them again.
 struct Model {
     recs: BTreeMap<u64, (Class, St)>,
+    last_read: [u64; 2],
 }
 
 impl Model {
-    /// What the buffer must hand out next: alerts first, each class in seq order.
-    fn next_unsent(&self) -> Option<u64> {
-        [Class::Alert, Class::Event].iter().find_map(|c| {
-            self.recs
-                .iter()
-                .find(|(_, (k, st))| k == c && *st == St::Unsent)
-                .map(|(s, _)| *s)
-        })
+    fn frontier(&self, class: Class) -> u64 {
+        self.recs
+            .iter()
+            .find(|(_, (k, st))| *k == class && *st == St::InFlight)
+            .map(|(s, _)| s - 1)
+            .unwrap_or(self.last_read[class.index()])
     }
 
-    fn frontier(&self, class: Class) -> u64 {
-        let mut f = 0;
-        for (s, (k, st)) in &self.recs {
-            if *k != class {
-                continue;
+    /// The buffer read `class` to its end, passing every record acknowledged out of order.
+    fn exhausted(&mut self, class: Class) {
+        let max_acked = self
+            .recs
+            .iter()
+            .filter(|(_, (k, st))| *k == class && *st == St::Acked)
+            .map(|(s, _)| *s)
+            .max()
+            .unwrap_or(0);
+        let lr = &mut self.last_read[class.index()];
+        *lr = (*lr).max(max_acked);
+    }
+
+    /// Mirrors one `next_unsent` call.
+    fn take_next(&mut self) -> Option<u64> {
+        for c in [Class::Alert, Class::Event] {
+            let next = self
+                .recs
+                .iter()
+                .find(|(_, (k, st))| *k == c && *st == St::Unsent)
+                .map(|(s, _)| *s);
+            match next {
+                Some(s) => {
+                    self.recs.get_mut(&s).unwrap().1 = St::InFlight;
+                    let lr = &mut self.last_read[c.index()];
+                    *lr = (*lr).max(s);
+                    return Some(s);
+                }
+                None => self.exhausted(c),
             }
-            if *st != St::Acked {
-                break;
-            }
-            f = *s;
         }
-        f
+        None
+    }
+
+    fn rewind(&mut self) {
+        for c in Class::ALL {
+            if let Some(min) = self
+                .recs
+                .iter()
+                .find(|(_, (k, st))| *k == c && *st == St::InFlight)
+                .map(|(s, _)| *s)
+            {
+                self.last_read[c.index()] = min - 1;
+            }
+        }
+        for v in self.recs.values_mut() {
+            if v.1 == St::InFlight {
+                v.1 = St::Unsent;
+            }
+        }
     }
 }
 
@@ -96,13 +136,13 @@ fn rec(alert: bool) -> NewRecord {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
 
     #[test]
     fn buffer_matches_the_model(ops in proptest::collection::vec(op(), 1..120)) {
         let dir = tempfile::tempdir().unwrap();
         let mut buf = open(dir.path());
-        let mut model = Model { recs: BTreeMap::new() };
+        let mut model = Model { recs: BTreeMap::new(), last_read: [0, 0] };
         let mut last_seq = 0;
         for op in ops {
             match op {
@@ -115,12 +155,11 @@ proptest! {
                 }
                 Op::Send(n) => {
                     for _ in 0..n {
-                        let want = model.next_unsent();
+                        let want = model.take_next();
                         let got = buf.next_unsent().map(|r| r.seq);
                         prop_assert_eq!(got, want);
-                        match got {
-                            Some(s) => model.recs.get_mut(&s).unwrap().1 = St::InFlight,
-                            None => break,
+                        if got.is_none() {
+                            break;
                         }
                     }
                 }
@@ -136,9 +175,7 @@ proptest! {
                 }
                 Op::Rewind => {
                     buf.rewind();
-                    for v in model.recs.values_mut() {
-                        if v.1 == St::InFlight { v.1 = St::Unsent; }
-                    }
+                    model.rewind();
                 }
                 Op::Restart => {
                     buf.close();
@@ -147,6 +184,7 @@ proptest! {
                     // forgotten (those records are sent again: at-least-once); the rest are gone.
                     model.recs.retain(|s, (c, _)| *s > fr[c.index()]);
                     for v in model.recs.values_mut() { v.1 = St::Unsent; }
+                    model.last_read = fr;
                     buf = open(dir.path());
                     let stats = buf.stats();
                     prop_assert_eq!(stats.events + stats.alerts, model.recs.len() as u64);
@@ -158,12 +196,9 @@ proptest! {
         }
         // Drain: everything not acknowledged comes out, in order.
         buf.rewind();
-        for v in model.recs.values_mut() {
-            if v.1 == St::InFlight { v.1 = St::Unsent; }
-        }
-        while let Some(want) = model.next_unsent() {
+        model.rewind();
+        while let Some(want) = model.take_next() {
             prop_assert_eq!(buf.next_unsent().map(|r| r.seq), Some(want));
-            model.recs.get_mut(&want).unwrap().1 = St::InFlight;
         }
         prop_assert_eq!(buf.next_unsent().map(|r| r.seq), None);
         buf.close();
