@@ -6,6 +6,7 @@
 //! - [`record`]: the alert/event `Record` and its wire encodings (JSON, postcard).
 //! - [`buffer`]: the durable, crash-safe segment buffer (its module doc is the spec).
 //! - [`uplink`]: the MQTT session: pure in-flight/packet-id state, backoff, the rumqttc task.
+//! - [`http`]: a small HTTP/1.1 client for cameras, with Basic and Digest auth.
 //! - [`ingest`]: the HTTP ingest server (`POST /v1/events`).
 //! - [`agent`]: `camgw run`: wires config, buffer, uplink and ingest; signals and shutdown.
 //! - [`demo`]: `camgw demo`: embedded broker, simulated cameras, station view.
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod http;
 pub mod ingest;
 pub mod record;
 pub mod uplink;
