@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::{Buffer, Options};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::health::Monitor;
 use crate::ingest::{self, Ingest};
 use crate::record::{format_id, new_id, Body, NewRecord};
-use crate::uplink::{Uplink, UplinkStats};
+use crate::uplink::{Retained, Uplink, UplinkStats};
 
 /// A running agent's handles, for callers that embed it (the demo, tests).
 pub struct Running {
@@ -24,6 +25,8 @@ pub struct Running {
     pub stats: Arc<UplinkStats>,
     pub ingest_addr: Option<std::net::SocketAddr>,
     pub boot_id: String,
+    pub retained: Arc<Retained>,
+    pub check_now: Arc<tokio::sync::Notify>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -100,7 +103,9 @@ pub async fn start(
     }
 
     let stats = Arc::new(UplinkStats::default());
+    let retained = Arc::new(Retained::default());
     let uplink = Uplink {
+        retained: retained.clone(),
         config: config.clone(),
         buffer: buffer.clone(),
         clock: clock.clone(),
@@ -110,11 +115,24 @@ pub async fn start(
     };
     let sd = shutdown.clone();
     tasks.push(tokio::spawn(uplink.run(sd)));
+
+    let check_now = Arc::new(tokio::sync::Notify::new());
+    let monitor = Monitor {
+        config: config.clone(),
+        buffer: buffer.clone(),
+        clock: clock.clone(),
+        retained: retained.clone(),
+        check_now: check_now.clone(),
+        progress: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    };
+    tasks.push(tokio::spawn(monitor.run(shutdown.clone())));
     Ok(Running {
         buffer,
         stats,
         ingest_addr,
         boot_id,
+        retained,
+        check_now,
         tasks,
     })
 }

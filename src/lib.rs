@@ -6,9 +6,11 @@
 //! - [`record`]: the alert/event `Record` and its wire encodings (JSON, postcard).
 //! - [`buffer`]: the durable, crash-safe segment buffer (its module doc is the spec).
 //! - [`uplink`]: the MQTT session: pure in-flight/packet-id state, backoff, the rumqttc task.
+//! - [`health`]: camera probes (TCP, snapshot, RTSP, ONVIF), pure image checks and hysteresis.
 //! - [`http`]: a small HTTP/1.1 client for cameras, with Basic and Digest auth.
 //! - [`ingest`]: the HTTP ingest server (`POST /v1/events`).
 //! - [`agent`]: `camgw run`: wires config, buffer, uplink and ingest; signals and shutdown.
+//! - [`sim`]: simulated cameras speaking the real wire formats (tests, demo).
 //! - [`demo`]: `camgw demo`: embedded broker, simulated cameras, station view.
 
 pub mod agent;
@@ -17,7 +19,10 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod record;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod uplink;

@@ -128,6 +128,11 @@ pub struct Health {
     pub timeout: Duration,
     pub fail_threshold: u32,
     pub recover_threshold: u32,
+    /// A camera clock further off than this is `clock_drift` (judged only while the
+    /// gateway's own clock is synchronised).
+    pub clock_drift_max: Duration,
+    /// Cameras probed at the same time, at most.
+    pub max_concurrent: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +173,9 @@ pub struct Camera {
     pub rtsp_url: Option<String>,
     pub onvif_url: Option<String>,
     pub events: Vec<EventSource>,
+    /// Whether the health monitor probes this camera (false for a camera that only sends
+    /// events and has nothing to probe).
+    pub probe: bool,
 }
 
 impl Config {

@@ -31,6 +31,8 @@ const HEALTH_KEYS: &[&str] = &[
     "timeout_ms",
     "fail_threshold",
     "recover_threshold",
+    "clock_drift_max_s",
+    "max_concurrent",
 ];
 const INGEST_KEYS: &[&str] = &["listen"];
 const SECURITY_KEYS: &[&str] = &["command_keys"];
@@ -45,6 +47,7 @@ const CAMERA_KEYS: &[&str] = &[
     "rtsp_url",
     "onvif_url",
     "events",
+    "probe",
 ];
 const TOP_KEYS: &[&str] = &[
     "gateway", "mqtt", "buffer", "health", "ingest", "security", "camera",
@@ -502,6 +505,8 @@ fn health(w: &mut Walker, root: &Table) -> Option<Health> {
         timeout: Duration::from_millis(w.int(t, p, "timeout_ms", 50, 600_000, 3000) as u64),
         fail_threshold: w.int(t, p, "fail_threshold", 1, 1000, 3) as u32,
         recover_threshold: w.int(t, p, "recover_threshold", 1, 1000, 2) as u32,
+        clock_drift_max: Duration::from_secs(w.int(t, p, "clock_drift_max_s", 1, 86_400, 30) as u64),
+        max_concurrent: w.int(t, p, "max_concurrent", 1, 256, 8) as usize,
     })
 }
 
@@ -667,7 +672,19 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
             format!("must be an array of strings, found {}", kind(other)),
         ),
     }
+    let probe = match t.get("probe") {
+        None => true,
+        Some(Value::Boolean(b)) => *b,
+        Some(other) => {
+            w.problem(
+                join(p, "probe"),
+                format!("must be true or false, found {}", kind(other)),
+            );
+            true
+        }
+    };
     Some(Camera {
+        probe,
         id: id?,
         vendor: vendor?,
         host: host?,

@@ -36,6 +36,65 @@ pub struct UplinkStats {
     pub delivered: AtomicU64,
 }
 
+/// Latest-value retained messages (camera health): not buffered, since only the newest value
+/// matters; every value is (re)published on each connect, and changes as they happen.
+#[derive(Default)]
+pub struct Retained {
+    inner: std::sync::Mutex<RetainedInner>,
+    notify: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct RetainedInner {
+    values: std::collections::BTreeMap<String, Vec<u8>>,
+    dirty: std::collections::BTreeSet<String>,
+}
+
+impl Retained {
+    /// Sets `topic` to `payload` (an empty payload clears the retained message).
+    pub fn set(&self, topic: String, payload: Vec<u8>) {
+        let mut g = self.inner.lock().unwrap();
+        if g.values.get(&topic) == Some(&payload) {
+            return;
+        }
+        g.values.insert(topic.clone(), payload);
+        g.dirty.insert(topic);
+        drop(g);
+        self.notify.notify_one();
+    }
+
+    pub fn get(&self, topic: &str) -> Option<Vec<u8>> {
+        self.inner.lock().unwrap().values.get(topic).cloned()
+    }
+
+    fn mark_all_dirty(&self) {
+        let mut g = self.inner.lock().unwrap();
+        let keys: Vec<String> = g.values.keys().cloned().collect();
+        g.dirty.extend(keys);
+    }
+
+    fn take_dirty(&self) -> Vec<(String, Vec<u8>)> {
+        let mut g = self.inner.lock().unwrap();
+        let dirty = std::mem::take(&mut g.dirty);
+        let out = dirty
+            .into_iter()
+            .filter_map(|t| g.values.get(&t).map(|v| (t, v.clone())))
+            .collect();
+        // Cleared topics are published once, then forgotten.
+        g.values.retain(|_, v| !v.is_empty());
+        out
+    }
+
+    /// Puts back what could not be published.
+    fn restore(&self, items: Vec<(String, Vec<u8>)>) {
+        let mut g = self.inner.lock().unwrap();
+        for (t, v) in items {
+            g.values.entry(t.clone()).or_insert(v);
+            g.dirty.insert(t);
+        }
+    }
+}
+
 /// Everything the uplink needs, fixed for its lifetime.
 pub struct Uplink {
     pub config: Arc<Config>,
@@ -44,6 +103,7 @@ pub struct Uplink {
     pub boot_id: String,
     pub started: Instant,
     pub stats: Arc<UplinkStats>,
+    pub retained: Arc<Retained>,
 }
 
 /// Topic names under `T = {prefix}/{ward}/{gateway}`.
@@ -223,6 +283,7 @@ impl Uplink {
                                 return false;
                             }
                             session.submitted(None, Instant::now());
+                            self.retained.mark_all_dirty();
                         }
                         Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),
                         Some(Ok(Event::Outgoing(Outgoing::PingReq))) => session.on_ping_sent(Instant::now()),
@@ -241,6 +302,7 @@ impl Uplink {
                     }
                 }
                 _ = self.buffer.notified(), if connected && session.can_send() => {}
+                _ = self.retained.notify.notified(), if connected => {}
                 _ = liveness.tick(), if connected => {
                     if session.link_dead(Instant::now(), keep_alive) {
                         tracing::warn!("broker connection lost: no answer from the broker (keep-alive {}s)", keep_alive.as_secs());
@@ -251,8 +313,24 @@ impl Uplink {
                     let _ = client.try_publish(topic(&self.config, "telemetry"), QoS::AtMostOnce, false, self.telemetry().to_string());
                 }
             }
-            if connected && !self.fill(&client, &mut session, &topics, format) {
-                return false;
+            if connected {
+                let items = self.retained.take_dirty();
+                let mut iter = items.into_iter();
+                while let Some((topic, payload)) = iter.next() {
+                    if client
+                        .try_publish(&topic, QoS::AtLeastOnce, true, payload.clone())
+                        .is_err()
+                    {
+                        let mut rest = vec![(topic, payload)];
+                        rest.extend(iter);
+                        self.retained.restore(rest);
+                        return false;
+                    }
+                    session.submitted(None, Instant::now());
+                }
+                if !self.fill(&client, &mut session, &topics, format) {
+                    return false;
+                }
             }
         }
     }

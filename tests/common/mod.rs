@@ -336,11 +336,13 @@ vendor = "hikvision"
 host = "127.0.0.1"
 username = "admin"
 password = "pa55-SECRET-word"
+probe = false
 
 [[camera]]
 id = "cam02"
 vendor = "dahua"
 host = "127.0.0.1"
+probe = false
 "#,
         data_dir.display()
     )

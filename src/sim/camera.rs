@@ -1,0 +1,390 @@
+//! One simulated camera: an HTTP port (snapshot, ONVIF) and an RTSP port on 127.0.0.1.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{digest, find};
+use crate::sim::jpeg::{frame, Scene};
+
+/// What the camera does; change it at any time through [`SimCamera::control`].
+#[derive(Debug, Clone)]
+pub struct SimControl {
+    pub user: String,
+    pub password: String,
+    /// The password the camera now accepts (differs from `password` after "someone changed it").
+    pub accepted_password: String,
+    pub scene: Scene,
+    pub frozen: bool,
+    /// Accept connections but never answer.
+    pub silent: bool,
+    /// RTSP PLAY succeeds but no RTP packet is ever sent.
+    pub no_frames: bool,
+    /// Close the connection after every 401 (many Dahua and Hikvision firmwares do).
+    pub close_after_401: bool,
+    /// Camera clock minus real time.
+    pub clock_offset_s: i64,
+    /// Alternate good and failing (HTTP 500) snapshots.
+    pub flap: bool,
+    pub manufacturer: String,
+    pub model: String,
+    pub reboots: u32,
+}
+
+impl SimControl {
+    pub fn new(password: &str) -> SimControl {
+        SimControl {
+            user: "admin".into(),
+            password: password.into(),
+            accepted_password: password.into(),
+            scene: Scene::Live,
+            frozen: false,
+            silent: false,
+            no_frames: false,
+            close_after_401: true,
+            clock_offset_s: 0,
+            flap: false,
+            manufacturer: "camgw-sim".into(),
+            model: "SIM-4MP".into(),
+            reboots: 0,
+        }
+    }
+}
+
+struct Shared {
+    ctl: Mutex<SimControl>,
+    counter: Mutex<u64>,
+}
+
+/// A running simulated camera. Dropping it stops it.
+pub struct SimCamera {
+    pub http_port: u16,
+    pub rtsp_port: u16,
+    shared: Arc<Shared>,
+    stop: Mutex<CancellationToken>,
+}
+
+impl SimCamera {
+    pub async fn start(ctl: SimControl) -> std::io::Result<SimCamera> {
+        let http = TcpListener::bind("127.0.0.1:0").await?;
+        let rtsp = TcpListener::bind("127.0.0.1:0").await?;
+        let cam = SimCamera {
+            http_port: http.local_addr()?.port(),
+            rtsp_port: rtsp.local_addr()?.port(),
+            shared: Arc::new(Shared {
+                ctl: Mutex::new(ctl),
+                counter: Mutex::new(0),
+            }),
+            stop: Mutex::new(CancellationToken::new()),
+        };
+        cam.serve(http, rtsp);
+        Ok(cam)
+    }
+
+    fn serve(&self, http: TcpListener, rtsp: TcpListener) {
+        let stop = self.stop.lock().unwrap().clone();
+        let (s1, s2) = (self.shared.clone(), self.shared.clone());
+        let st = stop.clone();
+        tokio::spawn(async move { accept_loop(http, st, s1, false).await });
+        tokio::spawn(async move { accept_loop(rtsp, stop, s2, true).await });
+    }
+
+    pub fn control(&self) -> std::sync::MutexGuard<'_, SimControl> {
+        self.shared.ctl.lock().unwrap()
+    }
+
+    pub fn snapshot_url(&self) -> String {
+        format!("http://127.0.0.1:{}/snapshot.jpg", self.http_port)
+    }
+    pub fn onvif_url(&self) -> String {
+        format!("http://127.0.0.1:{}/onvif/device_service", self.http_port)
+    }
+    pub fn rtsp_url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/live/main", self.rtsp_port)
+    }
+    pub fn http_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Unplugs the camera: both ports stop accepting (connections are refused).
+    pub fn set_down(&self) {
+        self.stop.lock().unwrap().cancel();
+    }
+
+    /// Plugs it back in on the same ports.
+    pub async fn set_up(&self) -> std::io::Result<()> {
+        *self.stop.lock().unwrap() = CancellationToken::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let h = TcpListener::bind(("127.0.0.1", self.http_port)).await;
+            let r = TcpListener::bind(("127.0.0.1", self.rtsp_port)).await;
+            match (h, r) {
+                (Ok(h), Ok(r)) => {
+                    self.serve(h, r);
+                    return Ok(());
+                }
+                (Err(e), _) | (_, Err(e)) if tokio::time::Instant::now() > deadline => {
+                    return Err(e)
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+}
+
+impl Drop for SimCamera {
+    fn drop(&mut self) {
+        self.stop.lock().unwrap().cancel();
+    }
+}
+
+async fn accept_loop(l: TcpListener, stop: CancellationToken, shared: Arc<Shared>, rtsp: bool) {
+    loop {
+        let s = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = l.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+        };
+        let (sh, st) = (shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = st.cancelled() => {}
+                _ = async { if rtsp { rtsp_conn(s, sh).await } else { http_conn(s, sh).await } } => {}
+            }
+        });
+    }
+}
+
+/// Reads one request: (method, path, headers, body).
+async fn read_request(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(String, String, Vec<(String, String)>, Vec<u8>)> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let mut lines = head.split("\r\n");
+            let mut first = lines.next()?.split_whitespace();
+            let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = s.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            buf.drain(..end + 4 + len);
+            return Some((method, path, headers, body));
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > 1 << 20 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn authorized(ctl: &SimControl, h: &[(String, String)], method: &str) -> bool {
+    header(h, "authorization").is_some_and(|a| digest::verify(a, &ctl.accepted_password, method))
+}
+
+fn challenge() -> String {
+    format!(
+        r#"Digest realm="camgw-sim", qop="auth", nonce="{:016x}", opaque="5ccc""#,
+        rand::random::<u64>()
+    )
+}
+
+async fn http_conn(mut s: TcpStream, sh: Arc<Shared>) {
+    let mut buf = Vec::new();
+    while let Some((method, path, headers, body)) = read_request(&mut s, &mut buf).await {
+        let ctl = sh.ctl.lock().unwrap().clone();
+        if ctl.silent {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return;
+        }
+        let (status, ctype, payload, close) = if path.starts_with("/onvif/") {
+            onvif_answer(&sh, &ctl, &body)
+        } else if path.starts_with("/snapshot") {
+            if !authorized(&ctl, &headers, &method) {
+                let resp = format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {}\r\nContent-Length: 0\r\n{}\r\n", challenge(), if ctl.close_after_401 { "Connection: close\r\n" } else { "" });
+                if s.write_all(resp.as_bytes()).await.is_err() || ctl.close_after_401 {
+                    return;
+                }
+                continue;
+            }
+            let n = {
+                let mut c = sh.counter.lock().unwrap();
+                *c += 1;
+                *c
+            };
+            if ctl.flap && n % 2 == 0 {
+                (500, "text/plain", b"encoder error".to_vec(), false)
+            } else {
+                (
+                    200,
+                    "image/jpeg",
+                    frame(ctl.scene, if ctl.frozen { 42 } else { n }),
+                    false,
+                )
+            }
+        } else {
+            (404, "text/plain", b"not found".to_vec(), false)
+        };
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+            payload.len()
+        );
+        if s.write_all(head.as_bytes()).await.is_err()
+            || s.write_all(&payload).await.is_err()
+            || close
+        {
+            return;
+        }
+    }
+}
+
+fn onvif_answer(sh: &Shared, ctl: &SimControl, body: &[u8]) -> (u16, &'static str, Vec<u8>, bool) {
+    let text = String::from_utf8_lossy(body);
+    let now = time::OffsetDateTime::now_utc() + time::Duration::seconds(ctl.clock_offset_s);
+    let env = |inner: String| {
+        format!(r#"<?xml version="1.0" encoding="UTF-8"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="http://www.w3.org/2003/05/soap-envelope" xmlns:tds="http://www.onvif.org/ver10/device/wsdl" xmlns:tt="http://www.onvif.org/ver10/schema" xmlns:ter="http://www.onvif.org/ver10/error"><SOAP-ENV:Body>{inner}</SOAP-ENV:Body></SOAP-ENV:Envelope>"#).into_bytes()
+    };
+    let ct = "application/soap+xml; charset=utf-8";
+    if text.contains("GetSystemDateAndTime") {
+        let inner = format!(
+            "<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime><tt:DateTimeType>NTP</tt:DateTimeType><tt:DaylightSavings>false</tt:DaylightSavings><tt:UTCDateTime><tt:Time><tt:Hour>{}</tt:Hour><tt:Minute>{}</tt:Minute><tt:Second>{}</tt:Second></tt:Time><tt:Date><tt:Year>{}</tt:Year><tt:Month>{}</tt:Month><tt:Day>{}</tt:Day></tt:Date></tt:UTCDateTime></tds:SystemDateAndTime></tds:GetSystemDateAndTimeResponse>",
+            now.hour(), now.minute(), now.second(), now.year(), u8::from(now.month()), now.day()
+        );
+        return (200, ct, env(inner), false);
+    }
+    // Everything else needs a valid UsernameToken within the camera's clock window.
+    if !token_ok(ctl, &text, now) {
+        let fault = "<SOAP-ENV:Fault><SOAP-ENV:Code><SOAP-ENV:Value>SOAP-ENV:Sender</SOAP-ENV:Value><SOAP-ENV:Subcode><SOAP-ENV:Value>ter:NotAuthorized</SOAP-ENV:Value></SOAP-ENV:Subcode></SOAP-ENV:Code><SOAP-ENV:Reason><SOAP-ENV:Text xml:lang=\"en\">Sender not Authorized</SOAP-ENV:Text></SOAP-ENV:Reason></SOAP-ENV:Fault>";
+        return (400, ct, env(fault.into()), false);
+    }
+    if text.contains("GetDeviceInformation") {
+        let inner = format!("<tds:GetDeviceInformationResponse><tds:Manufacturer>{}</tds:Manufacturer><tds:Model>{}</tds:Model><tds:FirmwareVersion>V5.7.3 build 221010</tds:FirmwareVersion><tds:SerialNumber>SIM0001</tds:SerialNumber><tds:HardwareId>88</tds:HardwareId></tds:GetDeviceInformationResponse>", ctl.manufacturer, ctl.model);
+        return (200, ct, env(inner), false);
+    }
+    if text.contains("SystemReboot") {
+        sh.ctl.lock().unwrap().reboots += 1;
+        return (200, ct, env("<tds:SystemRebootResponse><tds:Message>Rebooting in 30 seconds</tds:Message></tds:SystemRebootResponse>".into()), false);
+    }
+    (400, ct, env("<SOAP-ENV:Fault><SOAP-ENV:Code><SOAP-ENV:Value>SOAP-ENV:Sender</SOAP-ENV:Value></SOAP-ENV:Code></SOAP-ENV:Fault>".into()), false)
+}
+
+fn token_ok(ctl: &SimControl, text: &str, camera_now: time::OffsetDateTime) -> bool {
+    let Ok(t) = crate::health::onvif::texts(text.as_bytes()) else {
+        return false;
+    };
+    let get = |k: &str| t.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let (Some(user), Some(pw), Some(nonce), Some(created)) = (
+        get("Username"),
+        get("Password"),
+        get("Nonce"),
+        get("Created"),
+    ) else {
+        return false;
+    };
+    use base64::Engine as _;
+    let Ok(nonce) = base64::engine::general_purpose::STANDARD.decode(nonce.trim()) else {
+        return false;
+    };
+    let Some(created_ms) = crate::clock::parse_rfc3339_ms(created.trim()) else {
+        return false;
+    };
+    let skew = (created_ms / 1000 - camera_now.unix_timestamp()).abs();
+    user == ctl.user
+        && skew <= 10
+        && crate::health::onvif::password_digest(&nonce, created.trim(), &ctl.accepted_password)
+            == pw.trim()
+}
+
+const SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=camgw-sim\r\nt=0 0\r\na=control:*\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=0\r\nm=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/16000/1\r\na=control:trackID=1\r\n";
+
+async fn rtsp_conn(mut s: TcpStream, sh: Arc<Shared>) {
+    let mut buf = Vec::new();
+    let mut playing = false;
+    let mut seq: u16 = 0;
+    loop {
+        let req = if playing {
+            tokio::select! {
+                r = read_request(&mut s, &mut buf) => r,
+                _ = tokio::time::sleep(Duration::from_millis(40)) => {
+                    if !sh.ctl.lock().unwrap().no_frames {
+                        seq = seq.wrapping_add(1);
+                        let mut pkt = vec![b'$', 0, 0, 20, 0x80, 96];
+                        pkt.extend_from_slice(&seq.to_be_bytes());
+                        pkt.extend_from_slice(&[0u8; 16]);
+                        if s.write_all(&pkt).await.is_err() { return; }
+                    }
+                    continue;
+                }
+            }
+        } else {
+            read_request(&mut s, &mut buf).await
+        };
+        let Some((method, url, headers, _)) = req else {
+            return;
+        };
+        let ctl = sh.ctl.lock().unwrap().clone();
+        if ctl.silent {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return;
+        }
+        let cseq = header(&headers, "cseq").unwrap_or("0").to_string();
+        let base = url
+            .split("/trackID")
+            .next()
+            .unwrap_or(&url)
+            .trim_end_matches('/')
+            .to_string();
+        if method != "OPTIONS" && !authorized(&ctl, &headers, &method) {
+            let resp = format!(
+                "RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\nWWW-Authenticate: {}\r\n\r\n",
+                challenge()
+            );
+            if s.write_all(resp.as_bytes()).await.is_err() || ctl.close_after_401 {
+                return;
+            }
+            continue;
+        }
+        let resp = match method.as_str() {
+            "OPTIONS" => format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n\r\n"),
+            "DESCRIBE" => format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\nContent-Base: {base}/\r\nContent-Length: {}\r\n\r\n{SDP}", SDP.len()),
+            "SETUP" => format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 12345678;timeout=60\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"),
+            "PLAY" => {
+                playing = true;
+                format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 12345678\r\nRange: npt=0.000-\r\n\r\n")
+            }
+            "TEARDOWN" => {
+                let _ = s.write_all(format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n\r\n").as_bytes()).await;
+                return;
+            }
+            _ => format!("RTSP/1.0 501 Not Implemented\r\nCSeq: {cseq}\r\n\r\n"),
+        };
+        if s.write_all(resp.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Synthetic camera pictures: a textured scene with a running clock overlay (so consecutive
+//! live frames differ), or a covered lens (black with faint noise).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scene {
+    Live,
+    Black,
+}
+
+pub const W: u16 = 640;
+pub const H: u16 = 480;
+
+/// Frame number `n` of a scene, as JPEG bytes.
+pub fn frame(scene: Scene, n: u64) -> Vec<u8> {
+    let (w, h) = (W as usize, H as usize);
+    let mut px = vec![0u8; w * h];
+    match scene {
+        Scene::Live => {
+            for y in 0..h {
+                for x in 0..w {
+                    // A static "street": gradients and blocks.
+                    let v = (x * 255 / w) as u32 / 2
+                        + (y * 255 / h) as u32 / 3
+                        + if (x / 40 + y / 40) % 2 == 0 { 40 } else { 0 };
+                    px[y * w + x] = v.min(255) as u8;
+                }
+            }
+            // The clock overlay: 8 digit cells whose pattern follows n.
+            let mut t = n;
+            for cell in 0..8 {
+                let digit = (t % 10) as usize;
+                t /= 10;
+                let x0 = 16 + cell * 40;
+                for y in 16..64 {
+                    for x in x0..x0 + 32 {
+                        let on = ((x - x0) / 8 + (y - 16) / 8 + digit) % 3 == 0;
+                        px[y * w + x] = if on { 250 } else { 10 };
+                    }
+                }
+            }
+        }
+        Scene::Black => {
+            let mut s = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            for p in px.iter_mut() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                *p = 3 + ((s >> 60) as u8 & 3);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, 80)
+        .encode(&px, W, H, jpeg_encoder::ColorType::Luma)
+        .expect("encoding a synthetic frame");
+    out
+}
