@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::sim::{SimCamera, SimControl};
 
 /// Runs an embedded MQTT 3.1.1 broker on `127.0.0.1:port` until killed.
 pub fn embedded_broker(port: u16) -> anyhow::Result<()> {
@@ -137,6 +138,29 @@ fn station_line(
     let leaf = topic.rsplit('/').next()?;
     let t = format!("{:>5.1}s", start.elapsed().as_secs_f64());
     let _ = connected_at;
+    if topic.contains("/camera/") && leaf == "health" {
+        let problems: Vec<String> = v["problems"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Some((
+            format!(
+                "{t} STATION  health {} is {}{}",
+                v["camera"].as_str().unwrap_or("?"),
+                v["state"].as_str().unwrap_or("?").to_uppercase(),
+                if problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", problems.join(", "))
+                }
+            ),
+            None,
+        ));
+    }
     Some(match leaf {
         "status" => (
             format!(
@@ -165,10 +189,12 @@ fn station_line(
         ),
         "alert" => (
             format!(
-                "{t} STATION  ALERT {} camera {} {}",
+                "{t} STATION  ALERT {} camera {} (seq {}, at {}) {}",
                 v["kind"].as_str().unwrap_or("?"),
                 v["camera"].as_str().unwrap_or("-"),
-                v["detail"]
+                v["seq"],
+                v["ts"].as_str().unwrap_or("?"),
+                v["detail"]["problems"]
             ),
             None,
         ),
@@ -236,8 +262,25 @@ async fn station(
     }
 }
 
-fn demo_config(dir: &Path, broker_port: u16, ingest_port: u16) -> anyhow::Result<Config> {
-    let text = format!(
+fn camera_block(id: &str, vendor: &str, cam: &SimCamera) -> String {
+    format!(
+        "\n[[camera]]\nid = \"{id}\"\nvendor = \"{vendor}\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"{DEMO_PASSWORD}\"\nhttp_base = \"{}\"\nsnapshot_url = \"{}\"\nrtsp_url = \"{}\"\nonvif_url = \"{}\"\n",
+        cam.http_base(),
+        cam.snapshot_url(),
+        cam.rtsp_url(),
+        cam.onvif_url()
+    )
+}
+
+const DEMO_PASSWORD: &str = "demo-Secret-1";
+
+fn demo_config(
+    dir: &Path,
+    broker_port: u16,
+    ingest_port: u16,
+    cams: &[(&str, &str, &SimCamera)],
+) -> anyhow::Result<Config> {
+    let mut text = format!(
         r#"
 [gateway]
 id = "demo-gw01"
@@ -249,34 +292,31 @@ url = "mqtt://127.0.0.1:{broker_port}"
 keep_alive_s = 5
 reconnect_min_ms = 200
 reconnect_max_s = 1
-telemetry_interval_s = 4
+telemetry_interval_s = 10
 
 [buffer]
 sync = "always"
 
+[health]
+interval_s = 1
+timeout_ms = 800
+fail_threshold = 2
+recover_threshold = 2
+
 [ingest]
 listen = "127.0.0.1:{ingest_port}"
-
-[[camera]]
-id = "cam01"
-vendor = "hikvision"
-host = "127.0.0.1"
-password = "demo-secret"
-
-[[camera]]
-id = "cam02"
-vendor = "dahua"
-host = "127.0.0.1"
-password = "demo-secret"
 "#,
         dir.display()
     );
+    for (id, vendor, cam) in cams {
+        text.push_str(&camera_block(id, vendor, cam));
+    }
     Config::parse(&text).map_err(|e| anyhow::anyhow!("demo config: {:?}", e.problems))
 }
 
 /// `camgw demo`.
 pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
-    let total = Duration::from_secs(seconds.unwrap_or(16).max(8));
+    let total = Duration::from_secs(seconds.unwrap_or(40).max(10));
     let at = |f: f64| total.mul_f64(f);
     let start = Instant::now();
     let tmp = std::env::temp_dir().join(format!("camgw-demo-{}", std::process::id()));
@@ -286,7 +326,26 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
     println!("camgw demo: embedded broker on 127.0.0.1:{broker_port}, gateway ingest on 127.0.0.1:{ingest_port}, data in {}", tmp.display());
     println!("Lines marked GATEWAY are what the gateway does; lines marked STATION are what the ward station receives.\n");
     let mut broker = BrokerProcess::start(broker_port).await?;
-    let config = demo_config(&tmp, broker_port, ingest_port)?;
+    let sims = [
+        SimCamera::start(SimControl::new(DEMO_PASSWORD)).await?,
+        SimCamera::start(SimControl::new(DEMO_PASSWORD)).await?,
+        SimCamera::start(SimControl::new(DEMO_PASSWORD)).await?,
+        SimCamera::start(SimControl::new(DEMO_PASSWORD)).await?,
+    ];
+    let cams = [
+        ("cam01", "hikvision", &sims[0]),
+        ("cam02", "dahua", &sims[1]),
+        ("cam03", "onvif", &sims[2]),
+        ("cam04", "generic", &sims[3]),
+    ];
+    println!(
+        "Simulated cameras: {}\n",
+        cams.iter()
+            .map(|(id, v, c)| format!("{id} ({v}, http {} rtsp {})", c.http_port, c.rtsp_port))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let config = demo_config(&tmp, broker_port, ingest_port, &cams)?;
     let ward = config.gateway.ward.clone();
     let stop = CancellationToken::new();
     let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
@@ -311,7 +370,7 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
         async move { post_json(ingest, "/v1/events", &body).await }
     };
 
-    sleep_until(at(0.12)).await;
+    sleep_until(at(0.1)).await;
     for (cam, state) in [("cam01", "start"), ("cam01", "end"), ("cam02", "pulse")] {
         let (code, body) = post(cam, state).await?;
         println!(
@@ -326,12 +385,25 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
         }
     }
 
-    sleep_until(at(0.3)).await;
+    sleep_until(at(0.15)).await;
+    println!(
+        "{} DEMO     cam02 loses power (its ports stop answering)",
+        t()
+    );
+    sims[1].set_down();
+    sleep_until(at(0.2)).await;
+    println!("{} DEMO     cam03's encoder hangs (the same picture every time); someone covers cam04's lens", t());
+    sims[2].control().frozen = true;
+    sims[3].control().scene = crate::sim::jpeg::Scene::Black;
+
+    sleep_until(at(0.35)).await;
     println!("{} DEMO     broker outage: stopping the broker", t());
     broker.stop().await;
-    sleep_until(at(0.36)).await;
+    sleep_until(at(0.4)).await;
+    println!("{} DEMO     cam02 gets power back (while the broker is down: its camera_up alert is buffered)", t());
+    sims[1].set_up().await?;
     for i in 0..6 {
-        let cam = if i % 2 == 0 { "cam01" } else { "cam02" };
+        let cam = if i % 2 == 0 { "cam01" } else { "cam03" };
         let (code, body) = post(cam, "pulse").await?;
         if let Some(seq) = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
@@ -339,12 +411,20 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
         {
             accepted.insert(seq);
         }
-        println!("{} GATEWAY  camera {cam} motion during the outage: {code} {body} (buffered: {} events)", t(), agent.buffer.stats().events);
-        tokio::time::sleep(at(0.03)).await;
+        println!("{} GATEWAY  camera {cam} motion during the outage: {code} {body} (buffered: {} events, {} alerts)", t(), agent.buffer.stats().events, agent.buffer.stats().alerts);
+        tokio::time::sleep(at(0.02)).await;
     }
     sleep_until(at(0.6)).await;
-    println!("{} DEMO     broker back: restarting it", t());
+    println!(
+        "{} DEMO     broker back: restarting it; the gateway replays what it buffered, in order",
+        t()
+    );
     broker.restart().await?;
+
+    sleep_until(at(0.75)).await;
+    println!("{} DEMO     cam03 restarted, cam04 uncovered", t());
+    sims[2].control().frozen = false;
+    sims[3].control().scene = crate::sim::jpeg::Scene::Live;
 
     sleep_until(at(0.9)).await;
     println!("{} DEMO     stopping the gateway (clean shutdown)", t());

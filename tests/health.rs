@@ -157,6 +157,7 @@ fn each_failure_a_camera_shows_is_named_by_one_probe_round() {
     cam.control().silent = false;
 
     cam.set_down();
+    assert!(rt.block_on(cam.wait_down()));
     let r = round(&rt, &cam, &mut mem, "s3cret", &clock);
     assert_eq!(
         problems(&r),
@@ -293,4 +294,35 @@ fn a_flapping_camera_does_not_flood_the_station() {
         .map(|a| a["kind"].as_str().unwrap().to_string())
         .collect();
     assert!(kinds.is_empty(), "alerts while flapping: {kinds:?}");
+}
+
+#[test]
+fn a_frozen_camera_is_degraded_and_recovers_with_one_alert_each() {
+    let rt = rt();
+    let cam = rt
+        .block_on(SimCamera::start(SimControl::new("pw")))
+        .unwrap();
+    let broker = Broker::start();
+    let mut sub = Subscriber::new(broker.port, &format!("{T}/#"));
+    let extra = format!("--\n[health]\ninterval_s = 1\ntimeout_ms = 700\nfail_threshold = 2\nrecover_threshold = 2\n{}", camera_block("cam09", &cam, "pw"));
+    let _agent = Agent::start(broker.port, &extra);
+    sub.wait_until(Duration::from_secs(15), "health up", |m| {
+        health_of_msgs(m).last().is_some_and(|h| h["state"] == "up")
+    });
+    cam.control().frozen = true;
+    sub.wait_until(Duration::from_secs(15), "camera_degraded", |m| {
+        m.iter()
+            .any(|m| m.leaf() == "alert" && m.json()["kind"] == "camera_degraded")
+            && health_of_msgs(m)
+                .last()
+                .is_some_and(|h| h["state"] == "degraded")
+    });
+    let a = alerts(&sub, "camera_degraded").pop().unwrap();
+    assert_eq!(a["detail"]["problems"], serde_json::json!(["frozen"]));
+    cam.control().frozen = false;
+    sub.wait_until(Duration::from_secs(15), "camera_up", |m| {
+        m.iter()
+            .any(|m| m.leaf() == "alert" && m.json()["kind"] == "camera_up")
+    });
+    assert_eq!(alerts(&sub, "camera_degraded").len(), 1);
 }

@@ -114,6 +114,24 @@ impl SimCamera {
         self.stop.lock().unwrap().cancel();
     }
 
+    /// Waits (at most 5 s) until both ports refuse connections after [`SimCamera::set_down`].
+    pub async fn wait_down(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            let h = TcpStream::connect(("127.0.0.1", self.http_port))
+                .await
+                .is_err();
+            let r = TcpStream::connect(("127.0.0.1", self.rtsp_port))
+                .await
+                .is_err();
+            if h && r {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
     /// Plugs it back in on the same ports.
     pub async fn set_up(&self) -> std::io::Result<()> {
         *self.stop.lock().unwrap() = CancellationToken::new();
