@@ -375,7 +375,9 @@ impl Monitor {
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    r = probe_round(&cam, &mut mem, h.timeout, self.clock.as_ref(), h.clock_drift_max) => r,
+                    // Boxed: the round's state (I/O buffers) exists only while it runs, at most
+                    // `max_concurrent` at a time, not once per camera for the agent's life.
+                    r = Box::pin(probe_round(&cam, &mut mem, h.timeout, self.clock.as_ref(), h.clock_drift_max)) => r,
                 }
             };
             self.progress

@@ -29,6 +29,8 @@ pub struct SimControl {
     pub clock_offset_s: i64,
     /// Alternate good and failing (HTTP 500) snapshots.
     pub flap: bool,
+    /// Serve snapshots without authentication (for comparisons with tools lacking Digest).
+    pub open_snapshots: bool,
     pub manufacturer: String,
     pub model: String,
     pub reboots: u32,
@@ -47,6 +49,7 @@ impl SimControl {
             close_after_401: true,
             clock_offset_s: 0,
             flap: false,
+            open_snapshots: false,
             manufacturer: "camgw-sim".into(),
             model: "SIM-4MP".into(),
             reboots: 0,
@@ -243,7 +246,7 @@ async fn http_conn(mut s: TcpStream, sh: Arc<Shared>) {
         let (status, ctype, payload, close) = if path.starts_with("/onvif/") {
             onvif_answer(&sh, &ctl, &body)
         } else if path.starts_with("/snapshot") {
-            if !authorized(&ctl, &headers, &method) {
+            if !ctl.open_snapshots && !authorized(&ctl, &headers, &method) {
                 let resp = format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {}\r\nContent-Length: 0\r\n{}\r\n", challenge(), if ctl.close_after_401 { "Connection: close\r\n" } else { "" });
                 if s.write_all(resp.as_bytes()).await.is_err() || ctl.close_after_401 {
                     return;

@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_camgw");
 
+/// The agent binary to run: `CAMGW_BIN` when set (benchmarks point it at the firmware
+/// build), else the one cargo built for this test.
+pub fn agent_bin() -> String {
+    std::env::var("CAMGW_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -386,7 +392,7 @@ impl Agent {
             .append(true)
             .open(self.dir.join("agent.log"))
             .unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(agent_bin())
             .args(["run", "--config"])
             .arg(&self.config_path)
             .env("CAMGW_LOG", "debug")
