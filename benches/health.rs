@@ -64,28 +64,6 @@ fn camera_toml(i: usize, c: &SimCamera, all: bool) -> String {
     t
 }
 
-/// Builds the firmware binary (no demo, no embedded broker) that gateways run, and points
-/// the harness at it, unless CAMGW_BIN already names one.
-fn use_firmware_binary() {
-    if std::env::var_os("CAMGW_BIN").is_some() {
-        return;
-    }
-    let root = env!("CARGO_MANIFEST_DIR");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--no-default-features",
-            "--target-dir",
-        ])
-        .arg(format!("{root}/target/firmware"))
-        .current_dir(root)
-        .status()
-        .expect("cargo build of the firmware binary");
-    assert!(status.success());
-    std::env::set_var("CAMGW_BIN", format!("{root}/target/firmware/release/camgw"));
-}
-
 fn main() {
     use_firmware_binary();
     let quick = std::env::args().any(|a| a == "quick");

@@ -101,6 +101,7 @@ fn wait_count(seen: &Mutex<HashMap<u64, Instant>>, n: usize, timeout: Duration) 
 }
 
 fn main() {
+    use_firmware_binary();
     let quick = std::env::args().any(|a| a == "quick");
     let runs = if quick { 1 } else { 3 };
     let n = if quick { 10_000 } else { 100_000 };

@@ -12,6 +12,28 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_camgw");
 
+/// Builds the firmware binary (no demo, no embedded broker) that gateways run, and points
+/// the harness at it, unless CAMGW_BIN already names one.
+pub fn use_firmware_binary() {
+    if std::env::var_os("CAMGW_BIN").is_some() {
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--no-default-features",
+            "--target-dir",
+        ])
+        .arg(format!("{root}/target/firmware"))
+        .current_dir(root)
+        .status()
+        .expect("cargo build of the firmware binary");
+    assert!(status.success());
+    std::env::set_var("CAMGW_BIN", format!("{root}/target/firmware/release/camgw"));
+}
+
 /// The agent binary to run: `CAMGW_BIN` when set (benchmarks point it at the firmware
 /// build), else the one cargo built for this test.
 pub fn agent_bin() -> String {
