@@ -1,44 +1,69 @@
-//! `camgw run`: builds the agent from a validated config and runs it until shutdown.
+//! `camgw run`: the supervisor. It owns what lives for the whole process (the buffer, the
+//! retained health, the command outbox, the replay memory) and (re)starts the parts that a
+//! config decides (ingest, uplink, health monitor). Config changes (signed `set_config`, or
+//! SIGHUP re-reading the file) are validated like `check-config`, applied as a whole by
+//! restarting the parts with the new config, and rolled back to the last good config when
+//! new MQTT settings cannot reach a broker within `security.rollback_timeout_s`.
 //!
 //! Order at start: open (recover) the buffer and report what recovery skipped, bind the
-//! ingest listener, start the uplink. At shutdown: stop ingest, let the uplink publish the
-//! offline status, then flush and close the buffer.
+//! ingest listener, start the uplink and the health monitor. At shutdown: stop ingest, let the
+//! uplink publish the offline status, then flush and close the buffer.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, Options};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::health::Monitor;
+use crate::health::{health_topic, Monitor};
 use crate::ingest::{self, Ingest};
 use crate::record::{format_id, new_id, Body, NewRecord};
-use crate::uplink::{Retained, Uplink, UplinkStats};
+use crate::remote;
+use crate::uplink::{Outbox, Retained, Uplink, UplinkStats};
 
-/// A running agent's handles, for callers that embed it (the demo, tests).
-pub struct Running {
+/// What lives across reconfigurations.
+pub struct Shared {
     pub buffer: Buffer,
-    pub stats: Arc<UplinkStats>,
-    pub ingest_addr: Option<std::net::SocketAddr>,
+    pub clock: Arc<dyn Clock>,
     pub boot_id: String,
+    pub started: Instant,
+    pub stats: Arc<UplinkStats>,
     pub retained: Arc<Retained>,
+    pub outbox: Arc<Outbox>,
+    pub commands: mpsc::Sender<Vec<u8>>,
+    pub final_shutdown: Arc<AtomicBool>,
     pub check_now: Arc<tokio::sync::Notify>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Probe rounds completed, all cameras together.
+    pub progress: Arc<AtomicU64>,
 }
 
-/// Starts every part of the agent; they stop when `shutdown` is cancelled and
-/// [`Running::finish`] is awaited.
-pub async fn start(
-    config: Config,
+impl Shared {
+    /// Appends an alert (logging, not failing, when the buffer refuses).
+    pub async fn alert(&self, kind: &str, camera: Option<&str>, detail: serde_json::Value) {
+        let rec = NewRecord {
+            ts_ms: self.clock.now_ms(),
+            clock_synced: self.clock.synced(),
+            body: Body::alert(kind, camera, detail),
+        };
+        if let Err(e) = self.buffer.append(rec).await {
+            tracing::error!("cannot record the {kind} alert: {e}");
+        }
+    }
+}
+
+/// Opens the buffer (reporting what recovery skipped) and everything else that outlives a
+/// config; returns the receiving end of the command queue.
+pub async fn open_shared(
+    config: &Config,
     clock: Arc<dyn Clock>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Running> {
-    let config = Arc::new(config);
-    let boot_id = format_id(new_id());
+) -> anyhow::Result<(Shared, mpsc::Receiver<Vec<u8>>)> {
     let data_dir = &config.gateway.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
@@ -54,17 +79,24 @@ pub async fn start(
         segments = recovery.segments,
         "buffer opened"
     );
+    let (tx, rx) = mpsc::channel(16);
+    let shared = Shared {
+        buffer,
+        clock,
+        boot_id: format_id(new_id()),
+        started: Instant::now(),
+        stats: Arc::new(UplinkStats::default()),
+        retained: Arc::new(Retained::default()),
+        outbox: Arc::new(Outbox::default()),
+        commands: tx,
+        final_shutdown: Arc::new(AtomicBool::new(false)),
+        check_now: Arc::new(tokio::sync::Notify::new()),
+        progress: Arc::new(AtomicU64::new(0)),
+    };
     if recovery.anything_skipped() {
-        tracing::warn!(
-            corrupt = recovery.corrupt,
-            torn_bytes = recovery.torn_bytes,
-            strays = ?recovery.strays,
-            "buffer recovery skipped damaged data"
-        );
-        let alert = NewRecord {
-            ts_ms: clock.now_ms(),
-            clock_synced: clock.synced(),
-            body: Body::alert(
+        tracing::warn!(corrupt = recovery.corrupt, torn_bytes = recovery.torn_bytes, strays = ?recovery.strays, "buffer recovery skipped damaged data");
+        shared
+            .alert(
                 "buffer_corrupt",
                 None,
                 serde_json::json!({
@@ -74,26 +106,35 @@ pub async fn start(
                     "empty_segments_removed": recovery.empty_removed,
                     "pending": recovery.pending,
                 }),
-            ),
-        };
-        if let Err(e) = buffer.append(alert).await {
-            tracing::error!("cannot record the buffer_corrupt alert: {e}");
-        }
+            )
+            .await;
     }
+    Ok((shared, rx))
+}
 
+/// The parts a config decides.
+pub struct Parts {
+    pub config: Arc<Config>,
+    pub ingest_addr: Option<std::net::SocketAddr>,
+    token: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result<Parts> {
+    let token = CancellationToken::new();
     let mut tasks = Vec::new();
     let mut ingest_addr = None;
     if let Some(ing) = &config.ingest {
-        let listener = TcpListener::bind(ing.listen)
+        let listener = bind_retrying(ing.listen)
             .await
             .with_context(|| format!("cannot listen on {} (ingest.listen)", ing.listen))?;
         ingest_addr = Some(listener.local_addr()?);
         let state = Ingest {
             config: config.clone(),
-            buffer: buffer.clone(),
-            clock: clock.clone(),
+            buffer: shared.buffer.clone(),
+            clock: shared.clock.clone(),
         };
-        let sd = shutdown.clone();
+        let sd = token.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = ingest::serve(listener, state, sd).await {
                 tracing::error!("ingest server failed: {e}");
@@ -101,79 +142,374 @@ pub async fn start(
         }));
         tracing::info!(addr = %ingest_addr.unwrap(), "ingest listening");
     }
-
-    let stats = Arc::new(UplinkStats::default());
-    let retained = Arc::new(Retained::default());
     let uplink = Uplink {
-        retained: retained.clone(),
         config: config.clone(),
-        buffer: buffer.clone(),
-        clock: clock.clone(),
-        boot_id: boot_id.clone(),
-        started: Instant::now(),
-        stats: stats.clone(),
+        buffer: shared.buffer.clone(),
+        clock: shared.clock.clone(),
+        boot_id: shared.boot_id.clone(),
+        started: shared.started,
+        stats: shared.stats.clone(),
+        retained: shared.retained.clone(),
+        outbox: shared.outbox.clone(),
+        commands: Some(shared.commands.clone()),
+        final_shutdown: shared.final_shutdown.clone(),
     };
-    let sd = shutdown.clone();
-    tasks.push(tokio::spawn(uplink.run(sd)));
-
-    let check_now = Arc::new(tokio::sync::Notify::new());
+    tasks.push(tokio::spawn(uplink.run(token.clone())));
     let monitor = Monitor {
         config: config.clone(),
-        buffer: buffer.clone(),
-        clock: clock.clone(),
-        retained: retained.clone(),
-        check_now: check_now.clone(),
-        progress: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        buffer: shared.buffer.clone(),
+        clock: shared.clock.clone(),
+        retained: shared.retained.clone(),
+        check_now: shared.check_now.clone(),
+        progress: shared.progress.clone(),
     };
-    tasks.push(tokio::spawn(monitor.run(shutdown.clone())));
-    Ok(Running {
-        buffer,
-        stats,
+    tasks.push(tokio::spawn(monitor.run(token.clone())));
+    Ok(Parts {
+        config,
         ingest_addr,
-        boot_id,
-        retained,
-        check_now,
+        token,
         tasks,
     })
 }
 
-impl Running {
-    /// Waits for every task to stop (after `shutdown` was cancelled), then flushes and closes
-    /// the buffer.
-    pub async fn finish(self) {
+/// A listener re-bound right after the previous one closed may briefly find the port busy.
+async fn bind_retrying(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for _ in 0..20 {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last.unwrap())
+}
+
+impl Parts {
+    pub async fn stop(self) {
+        self.token.cancel();
         for t in self.tasks {
             let _ = t.await;
         }
-        let b = self.buffer.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = b.flush_blocking() {
-                tracing::error!("final buffer flush failed: {e}");
-            }
-            b.close();
-        })
-        .await;
     }
 }
 
-/// `camgw run`: runs until SIGTERM or SIGINT.
-pub async fn run(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    let running = start(config, clock, shutdown.clone()).await?;
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
-    shutdown.cancel();
-    running.finish().await;
-    tracing::info!("stopped");
-    Ok(())
+/// A running agent's handles, for callers that embed it (the demo, tests).
+pub struct Running {
+    pub buffer: Buffer,
+    pub stats: Arc<UplinkStats>,
+    pub ingest_addr: Option<std::net::SocketAddr>,
+    pub boot_id: String,
+    pub retained: Arc<Retained>,
+    pub check_now: Arc<tokio::sync::Notify>,
+    parts: Parts,
+    _commands: mpsc::Receiver<Vec<u8>>,
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Starts every part of the agent (without remote commands); it stops when `shutdown` is
+/// cancelled and [`Running::finish`] is awaited.
+pub async fn start(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let (shared, rx) = open_shared(&config, clock).await?;
+    let parts = start_parts(Arc::new(config), &shared).await?;
+    let (fin, token) = (shared.final_shutdown.clone(), parts.token.clone());
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        fin.store(true, Ordering::SeqCst);
+        token.cancel();
+    });
+    Ok(Running {
+        buffer: shared.buffer.clone(),
+        stats: shared.stats.clone(),
+        ingest_addr: parts.ingest_addr,
+        boot_id: shared.boot_id.clone(),
+        retained: shared.retained.clone(),
+        check_now: shared.check_now.clone(),
+        parts,
+        _commands: rx,
+    })
+}
+
+async fn close_buffer(b: Buffer) {
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(e) = b.flush_blocking() {
+            tracing::error!("final buffer flush failed: {e}");
+        }
+        b.close();
+    })
+    .await;
+}
+
+impl Running {
+    /// Waits for every part to stop (after `shutdown` was cancelled), then flushes and closes
+    /// the buffer.
+    pub async fn finish(self) {
+        self.parts.stop().await;
+        close_buffer(self.buffer).await;
+    }
+}
+
+/// Where a config change came from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    Command,
+    Sighup,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Command => "set_config",
+            Source::Sighup => "sighup",
+        }
+    }
+}
+
+/// The supervisor's state.
+pub struct Supervisor {
+    pub shared: Shared,
+    pub parts: Option<Parts>,
+    pub config_path: PathBuf,
+    /// The text of the config in force (for `get_config`).
+    pub config_text: String,
+    pub replay: remote::replay::Replay,
+}
+
+impl Supervisor {
+    pub fn config(&self) -> Arc<Config> {
+        self.parts.as_ref().expect("parts running").config.clone()
+    }
+
+    /// Applies a validated config as a whole, or nothing of it. Returns a description of the
+    /// change, or why it was not applied (after rolling back).
+    pub async fn apply(
+        &mut self,
+        new: Config,
+        text: String,
+        source: Source,
+    ) -> Result<serde_json::Value, String> {
+        let old = self.config();
+        for (what, a, b) in [
+            ("gateway.id", &old.gateway.id, &new.gateway.id),
+            ("gateway.ward", &old.gateway.ward, &new.gateway.ward),
+        ] {
+            if a != b {
+                return Err(self
+                    .reject(
+                        source,
+                        vec![format!(
+                            "{what}: cannot change while running (change the file and restart)"
+                        )],
+                    )
+                    .await);
+            }
+        }
+        if old.gateway.data_dir != new.gateway.data_dir {
+            return Err(self.reject(source, vec!["gateway.data_dir: cannot change while running (change the file and restart)".into()]).await);
+        }
+        let old_text = std::mem::replace(&mut self.config_text, text.clone());
+        if let Source::Command = source {
+            if let Err(e) = write_config(&self.config_path, &old_text, &text) {
+                self.config_text = old_text;
+                return Err(format!(
+                    "cannot write {}: {e:#}",
+                    self.config_path.display()
+                ));
+            }
+        }
+        let mqtt_changed = old.mqtt != new.mqtt;
+        let added: Vec<String> = new
+            .cameras
+            .iter()
+            .filter(|c| old.camera(&c.id).is_none())
+            .map(|c| c.id.clone())
+            .collect();
+        let removed: Vec<String> = old
+            .cameras
+            .iter()
+            .filter(|c| new.camera(&c.id).is_none())
+            .map(|c| c.id.clone())
+            .collect();
+        let changed: Vec<String> = new
+            .cameras
+            .iter()
+            .filter(|c| old.camera(&c.id).is_some_and(|o| o != *c))
+            .map(|c| c.id.clone())
+            .collect();
+        let connects_before = self.shared.stats.connects.load(Ordering::SeqCst);
+        let new = Arc::new(new);
+        self.parts.take().expect("parts running").stop().await;
+        for id in &removed {
+            self.shared.retained.set(health_topic(&old, id), Vec::new());
+        }
+        let started = start_parts(new.clone(), &self.shared).await;
+        let failure = match started {
+            Err(e) => Some(format!("{e:#}")),
+            Ok(parts) => {
+                self.parts = Some(parts);
+                if mqtt_changed
+                    && !self
+                        .wait_connected(connects_before, new.security.rollback_timeout)
+                        .await
+                {
+                    Some(format!(
+                        "the new MQTT settings did not reach a broker within {} s",
+                        new.security.rollback_timeout.as_secs()
+                    ))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(why) = failure {
+            tracing::error!("config change failed, rolling back: {why}");
+            if let Some(p) = self.parts.take() {
+                p.stop().await;
+            }
+            if let Source::Command = source {
+                if let Err(e) = write_config(&self.config_path, &text, &old_text) {
+                    tracing::error!("cannot restore {}: {e:#}", self.config_path.display());
+                }
+            }
+            self.config_text = old_text;
+            match start_parts(old.clone(), &self.shared).await {
+                Ok(p) => self.parts = Some(p),
+                Err(e) => {
+                    // Nothing left to fall back to: let the service manager restart us.
+                    tracing::error!("cannot restart with the last good config: {e:#}");
+                    std::process::exit(1);
+                }
+            }
+            self.shared
+                .alert(
+                    "config_rolled_back",
+                    None,
+                    serde_json::json!({"source": source.name(), "reason": why}),
+                )
+                .await;
+            return Err(format!("rolled back to the last good config: {why}"));
+        }
+        let detail = serde_json::json!({
+            "source": source.name(),
+            "cameras_added": added,
+            "cameras_removed": removed,
+            "cameras_changed": changed,
+            "mqtt_changed": mqtt_changed,
+        });
+        tracing::info!(%detail, "config applied");
+        self.shared
+            .alert("config_applied", None, detail.clone())
+            .await;
+        Ok(detail)
+    }
+
+    async fn reject(&self, source: Source, problems: Vec<String>) -> String {
+        tracing::warn!(?problems, "config rejected");
+        self.shared
+            .alert(
+                "config_rejected",
+                None,
+                serde_json::json!({"source": source.name(), "problems": problems}),
+            )
+            .await;
+        format!("config rejected: {}", problems.join("; "))
+    }
+
+    async fn wait_connected(&self, before: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.shared.stats.connects.load(Ordering::SeqCst) > before {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Validates `text` like `check-config` and applies it.
+    pub async fn apply_text(
+        &mut self,
+        text: String,
+        source: Source,
+    ) -> Result<serde_json::Value, String> {
+        match Config::parse(&text) {
+            Ok(c) => self.apply(c, text, source).await,
+            Err(inv) => Err(self
+                .reject(source, inv.problems.iter().map(|p| p.to_string()).collect())
+                .await),
+        }
+    }
+}
+
+/// Replaces the config file: the previous text goes to `FILE.prev` (the last good config),
+/// the new one is written to a temp file, fsynced, renamed over FILE, and the directory synced.
+fn write_config(path: &Path, old: &str, new: &str) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let write = |target: &Path, text: &str| -> anyhow::Result<()> {
+        use std::io::Write;
+        let tmp = target.with_extension("tmp");
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, target)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    };
+    let mut prev = path.as_os_str().to_owned();
+    prev.push(".prev");
+    write(Path::new(&prev), old)?;
+    write(path, new)
+}
+
+/// `camgw run`: runs until SIGTERM or SIGINT; SIGHUP reloads the config file.
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    let text = std::fs::read_to_string(&config_path).unwrap_or_default();
+    let (shared, mut commands) = open_shared(&config, clock.clone()).await?;
+    let replay = remote::replay::Replay::open(&config.gateway.data_dir, clock.now_ms())
+        .context("cannot open the command replay memory")?;
+    let parts = start_parts(Arc::new(config), &shared).await?;
+    let mut sup = Supervisor {
+        shared,
+        parts: Some(parts),
+        config_path: config_path.clone(),
+        config_text: text,
+        replay,
+    };
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!(file = %config_path.display(), "SIGHUP: reloading the config");
+                match std::fs::read_to_string(&config_path) {
+                    Ok(text) => { let _ = sup.apply_text(text, Source::Sighup).await; }
+                    Err(e) => { sup.reject(Source::Sighup, vec![format!("(file): cannot read {}: {e}", config_path.display())]).await; }
+                }
+            }
+            Some(payload) = commands.recv() => remote::handle(&mut sup, &payload).await,
+        }
     }
+    tracing::info!("shutting down");
+    sup.shared.final_shutdown.store(true, Ordering::SeqCst);
+    if let Some(p) = sup.parts.take() {
+        p.stop().await;
+    }
+    close_buffer(sup.shared.buffer.clone()).await;
+    tracing::info!("stopped");
     Ok(())
 }

@@ -9,6 +9,8 @@
 //! - [`health`]: camera probes (TCP, snapshot, RTSP, ONVIF), pure image checks and hysteresis.
 //! - [`http`]: a small HTTP/1.1 client for cameras, with Basic and Digest auth.
 //! - [`ingest`]: the HTTP ingest server (`POST /v1/events`).
+//! - [`remote`]: signed commands (Ed25519 envelope, replay memory), ops, config apply/rollback.
+//! - [`station`]: the ward-station side: `keygen` and `cmd`.
 //! - [`agent`]: `camgw run`: wires config, buffer, uplink and ingest; signals and shutdown.
 //! - [`sim`]: simulated cameras speaking the real wire formats (tests, demo).
 //! - [`demo`]: `camgw demo`: embedded broker, simulated cameras, station view.
@@ -23,6 +25,9 @@ pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod record;
+pub mod remote;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "station")]
+pub mod station;
 pub mod uplink;

@@ -33,6 +33,42 @@ enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// Write an Ed25519 key pair for signing commands: PREFIX.key (secret) and PREFIX.pub.
+    #[cfg(feature = "station")]
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Station side: sign a command, publish it, wait for and print the result.
+    #[cfg(feature = "station")]
+    Cmd {
+        /// The secret key from `camgw keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Broker URL, mqtt://host:port or mqtts://host:port.
+        #[arg(long)]
+        mqtt: String,
+        #[arg(long)]
+        ward: String,
+        #[arg(long)]
+        gateway: String,
+        /// Seconds to wait for the result (exit 3 after that).
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
+        /// How long the signed command stays valid.
+        #[arg(long, default_value_t = 300)]
+        ttl_s: u64,
+        #[arg(long, default_value = "camgw")]
+        topic_prefix: String,
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long, env = "CAMGW_MQTT_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// The command, e.g. '{"op":"get_config"}'.
+        command: String,
+    },
     /// An embedded MQTT broker on 127.0.0.1 (used by the demo, and by tests where Mosquitto is absent).
     #[cfg(feature = "demo")]
     #[command(hide = true)]
@@ -100,11 +136,71 @@ fn main() -> ExitCode {
             };
             init_logging();
             let clock = Arc::new(camgw::clock::SystemClock);
-            match runtime().block_on(camgw::agent::run(cfg, clock)) {
+            match runtime().block_on(camgw::agent::run(config, cfg, clock)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("camgw: {e:#}");
                     ExitCode::from(1)
+                }
+            }
+        }
+        #[cfg(feature = "station")]
+        Command::Keygen { out } => {
+            match camgw::station::keygen(&out) {
+                Ok(public) => {
+                    println!("{public}");
+                    eprintln!("wrote {0}.key (keep it secret) and {0}.pub (put it in security.command_keys)", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("camgw keygen: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        #[cfg(feature = "station")]
+        Command::Cmd {
+            key,
+            mqtt,
+            ward,
+            gateway,
+            timeout_s,
+            ttl_s,
+            topic_prefix,
+            username,
+            password,
+            ca_file,
+            command,
+        } => {
+            let args = camgw::station::CmdArgs {
+                key: &key,
+                mqtt: &mqtt,
+                ward: &ward,
+                gateway: &gateway,
+                command: &command,
+                timeout: std::time::Duration::from_secs(timeout_s),
+                topic_prefix: &topic_prefix,
+                ttl: std::time::Duration::from_secs(ttl_s),
+                username: username.as_deref(),
+                password: password.as_deref(),
+                ca_file: ca_file.as_deref(),
+            };
+            match runtime().block_on(camgw::station::cmd(args)) {
+                Ok(camgw::station::CmdOutcome::Result(v)) => {
+                    println!("{v}");
+                    if v["ok"] == true {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Ok(camgw::station::CmdOutcome::Timeout) => {
+                    eprintln!("camgw cmd: no result within {timeout_s} s");
+                    ExitCode::from(3)
+                }
+                Err(e) => {
+                    eprintln!("camgw cmd: {e:#}");
+                    ExitCode::from(2)
                 }
             }
         }

@@ -144,6 +144,11 @@ pub struct Ingest {
 pub struct Security {
     /// Raw 32-byte Ed25519 public keys.
     pub command_keys: Vec<[u8; 32]>,
+    /// After a config change that touches `[mqtt]`, the new settings must reach a broker
+    /// within this time, or the last good config comes back.
+    pub rollback_timeout: Duration,
+    /// A command issued further in the future than this (by the gateway's clock) is refused.
+    pub max_clock_skew: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

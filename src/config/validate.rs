@@ -35,7 +35,7 @@ const HEALTH_KEYS: &[&str] = &[
     "max_concurrent",
 ];
 const INGEST_KEYS: &[&str] = &["listen"];
-const SECURITY_KEYS: &[&str] = &["command_keys"];
+const SECURITY_KEYS: &[&str] = &["command_keys", "rollback_timeout_s", "max_clock_skew_s"];
 const CAMERA_KEYS: &[&str] = &[
     "id",
     "vendor",
@@ -563,7 +563,13 @@ fn security(w: &mut Walker, root: &Table) -> Option<Security> {
             format!("must be an array of strings, found {}", kind(other)),
         ),
     }
-    Some(Security { command_keys: keys })
+    let rollback = w.int(t, "security", "rollback_timeout_s", 1, 3600, 60);
+    let skew = w.int(t, "security", "max_clock_skew_s", 0, 86_400, 300);
+    Some(Security {
+        command_keys: keys,
+        rollback_timeout: Duration::from_secs(rollback as u64),
+        max_clock_skew: Duration::from_secs(skew as u64),
+    })
 }
 
 fn cameras(w: &mut Walker, root: &Table) -> Option<Vec<Camera>> {

@@ -95,6 +95,28 @@ impl Retained {
     }
 }
 
+/// Messages to publish once, QoS 1, not retained and not buffered (command results).
+#[derive(Default)]
+pub struct Outbox {
+    queue: std::sync::Mutex<std::collections::VecDeque<(String, Vec<u8>)>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Outbox {
+    pub fn push(&self, topic: String, payload: Vec<u8>) {
+        self.queue.lock().unwrap().push_back((topic, payload));
+        self.notify.notify_one();
+    }
+
+    fn pop(&self) -> Option<(String, Vec<u8>)> {
+        self.queue.lock().unwrap().pop_front()
+    }
+
+    fn push_front(&self, item: (String, Vec<u8>)) {
+        self.queue.lock().unwrap().push_front(item);
+    }
+}
+
 /// Everything the uplink needs, fixed for its lifetime.
 pub struct Uplink {
     pub config: Arc<Config>,
@@ -104,6 +126,12 @@ pub struct Uplink {
     pub started: Instant,
     pub stats: Arc<UplinkStats>,
     pub retained: Arc<Retained>,
+    pub outbox: Arc<Outbox>,
+    /// Payloads received on `T/cmd`, for the command handler.
+    pub commands: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    /// Set when the agent itself stops (publish the offline status); unset when only this
+    /// connection is being replaced by a reconfiguration.
+    pub final_shutdown: Arc<AtomicBool>,
 }
 
 /// Topic names under `T = {prefix}/{ward}/{gateway}`.
@@ -250,6 +278,7 @@ impl Uplink {
         let mut telemetry = tokio::time::interval(self.config.mqtt.telemetry_interval);
         telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let status_topic = topic(&self.config, "status");
+        let cmd_topic = topic(&self.config, "cmd");
         let format = self.config.mqtt.payload;
         let topics = [
             record_topic(&self.config, Class::Event),
@@ -259,8 +288,14 @@ impl Uplink {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    if connected {
+                    if connected && self.final_shutdown.load(Ordering::SeqCst) {
                         self.say_goodbye(&client, &mut rx, &mut session, &status_topic).await;
+                    } else if connected {
+                        let _ = client.try_disconnect();
+                        let _ = tokio::time::timeout(Duration::from_millis(300), async {
+                            while let Some(Ok(_)) = rx.recv().await {}
+                        })
+                        .await;
                     }
                     return true;
                 }
@@ -284,6 +319,16 @@ impl Uplink {
                             }
                             session.submitted(None, Instant::now());
                             self.retained.mark_all_dirty();
+                            if self.commands.is_some() {
+                                let _ = client.try_subscribe(&cmd_topic, QoS::AtLeastOnce);
+                            }
+                        }
+                        Some(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == cmd_topic => {
+                            if let Some(tx) = &self.commands {
+                                if tx.try_send(p.payload.to_vec()).is_err() {
+                                    tracing::warn!("command queue full: a command was dropped");
+                                }
+                            }
                         }
                         Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),
                         Some(Ok(Event::Outgoing(Outgoing::PingReq))) => session.on_ping_sent(Instant::now()),
@@ -303,6 +348,7 @@ impl Uplink {
                 }
                 _ = self.buffer.notified(), if connected && session.can_send() => {}
                 _ = self.retained.notify.notified(), if connected => {}
+                _ = self.outbox.notify.notified(), if connected => {}
                 _ = liveness.tick(), if connected => {
                     if session.link_dead(Instant::now(), keep_alive) {
                         tracing::warn!("broker connection lost: no answer from the broker (keep-alive {}s)", keep_alive.as_secs());
@@ -324,6 +370,16 @@ impl Uplink {
                         let mut rest = vec![(topic, payload)];
                         rest.extend(iter);
                         self.retained.restore(rest);
+                        return false;
+                    }
+                    session.submitted(None, Instant::now());
+                }
+                while let Some((topic, payload)) = self.outbox.pop() {
+                    if client
+                        .try_publish(&topic, QoS::AtLeastOnce, false, payload.clone())
+                        .is_err()
+                    {
+                        self.outbox.push_front((topic, payload));
                         return false;
                     }
                     session.submitted(None, Instant::now());

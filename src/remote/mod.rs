@@ -1,0 +1,243 @@
+//! Remote configuration and commands over MQTT: verify the signed envelope (pure, in
+//! [`envelope`]), refuse replays durably ([`replay`]), run the op, answer on `T/cmd/result`
+//! with `{"id","op","ok",…}` (and `"error"` saying why when not ok). A refused command
+//! changes nothing.
+//!
+//! Ops: `get_config` (passwords redacted), `set_config` (`config`: TOML text; validated like
+//! `check-config`, applied as a whole or rolled back), `check_now` (probe every camera now and
+//! return their health), `reboot_camera` (`camera`: ONVIF SystemReboot; a relay power-cycle
+//! when the board has one, see the board issue), `buffer_stats`, `get_health`.
+
+pub mod envelope;
+pub mod replay;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::agent::{Source, Supervisor};
+use crate::health::{health_topic, onvif};
+use crate::http::{self, Creds, Url};
+
+/// The config text with every `password` value replaced by `"***"`.
+pub fn redact(text: &str) -> String {
+    fn walk(v: &mut toml::Value) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t.iter_mut() {
+                    if k == "password" {
+                        *v = toml::Value::String("***".into());
+                    } else {
+                        walk(v);
+                    }
+                }
+            }
+            toml::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    match text.parse::<toml::Table>() {
+        Ok(t) => {
+            let mut v = toml::Value::Table(t);
+            walk(&mut v);
+            toml::to_string(&v).unwrap_or_default()
+        }
+        Err(_) => String::new(),
+    }
+}
+
+fn publish_result(sup: &Supervisor, result: Value) {
+    let topic = format!("{}/cmd/result", sup.config().topic_root());
+    sup.shared
+        .outbox
+        .push(topic, result.to_string().into_bytes());
+}
+
+/// Handles one `T/cmd` payload.
+pub async fn handle(sup: &mut Supervisor, payload: &[u8]) {
+    let config = sup.config();
+    let now = sup.shared.clock.now_ms();
+    let verified = envelope::verify(
+        payload,
+        &config.security.command_keys,
+        &config.gateway.id,
+        &config.gateway.ward,
+        now,
+        config.security.max_clock_skew.as_millis() as i64,
+    );
+    let v = match verified {
+        Ok(v) if sup.replay.contains(&v.id, now) => {
+            let why = envelope::Refusal::Replayed(v.id.clone());
+            tracing::warn!(id = %v.id, "command refused: {why}");
+            publish_result(
+                sup,
+                json!({"id": v.id, "ok": false, "error": why.to_string()}),
+            );
+            return;
+        }
+        Ok(v) => v,
+        Err((id, why)) => {
+            let mut error = why.to_string();
+            if !sup.shared.clock.synced()
+                && matches!(
+                    why,
+                    envelope::Refusal::Expired(_) | envelope::Refusal::FromTheFuture(..)
+                )
+            {
+                error.push_str(" (note: the gateway clock is not NTP-synchronised)");
+            }
+            tracing::warn!(?id, "command refused: {error}");
+            publish_result(sup, json!({"id": id, "ok": false, "error": error}));
+            return;
+        }
+    };
+    // Remember the id durably before acting, so a crash cannot reopen it for a replay.
+    if let Err(e) = sup.replay.insert(&v.id, v.expires_ms, now) {
+        tracing::error!("cannot record the command id: {e}");
+        publish_result(
+            sup,
+            json!({"id": v.id, "ok": false, "error": format!("cannot record the command id durably: {e}")}),
+        );
+        return;
+    }
+    let op = v.command["op"].as_str().unwrap_or("").to_string();
+    tracing::info!(id = %v.id, %op, "command accepted");
+    let outcome: Result<Value, String> = match op.as_str() {
+        "get_config" => Ok(json!({"config": redact(&sup.config_text)})),
+        "set_config" => match v.command["config"].as_str() {
+            Some(text) => sup.apply_text(text.to_string(), Source::Command).await.map(|d| json!({"applied": d})),
+            None => Err("set_config needs \"config\": the TOML text".into()),
+        },
+        "check_now" => Ok(check_now(sup).await),
+        "get_health" => Ok(json!({"health": health_map(sup)})),
+        "buffer_stats" => Ok(json!({"buffer": sup.shared.buffer.stats(), "inflight": sup.shared.buffer.inflight()})),
+        "reboot_camera" => reboot_camera(sup, v.command["camera"].as_str()).await,
+        other => Err(format!("unknown op \"{other}\" (known: get_config, set_config, check_now, get_health, buffer_stats, reboot_camera)")),
+    };
+    let mut result = json!({"id": v.id, "op": op});
+    match outcome {
+        Ok(Value::Object(m)) => {
+            result["ok"] = true.into();
+            for (k, val) in m {
+                result[k] = val;
+            }
+        }
+        Ok(other) => {
+            result["ok"] = true.into();
+            result["result"] = other;
+        }
+        Err(e) => {
+            result["ok"] = false.into();
+            result["error"] = e.into();
+        }
+    }
+    publish_result(sup, result);
+}
+
+fn health_map(sup: &Supervisor) -> Value {
+    let config = sup.config();
+    let mut m = serde_json::Map::new();
+    for c in &config.cameras {
+        let v = sup
+            .shared
+            .retained
+            .get(&health_topic(&config, &c.id))
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(
+                || json!({"camera": c.id, "state": if c.probe { "unknown" } else { "not_probed" }}),
+            );
+        m.insert(c.id.clone(), v);
+    }
+    Value::Object(m)
+}
+
+async fn check_now(sup: &Supervisor) -> Value {
+    let config = sup.config();
+    let probed = config.cameras.iter().filter(|c| c.probe).count() as u64;
+    let before = sup.shared.progress.load(Ordering::SeqCst);
+    sup.shared.check_now.notify_waiters();
+    // Every probe is bounded by the timeout; rounds run max_concurrent at a time.
+    let waves = probed.div_ceil(config.health.max_concurrent as u64).max(1) as u32;
+    let deadline =
+        tokio::time::Instant::now() + config.health.timeout * 4 * waves + Duration::from_secs(1);
+    while sup.shared.progress.load(Ordering::SeqCst) < before + probed
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    json!({"probed": probed, "health": health_map(sup)})
+}
+
+async fn reboot_camera(sup: &Supervisor, camera: Option<&str>) -> Result<Value, String> {
+    let config = sup.config();
+    let id = camera.ok_or("reboot_camera needs \"camera\"")?;
+    let cam = config
+        .camera(id)
+        .ok_or_else(|| format!("unknown camera \"{id}\""))?;
+    let url = cam
+        .onvif_url
+        .as_deref()
+        .and_then(|u| Url::parse(u).ok())
+        .ok_or_else(|| {
+            format!(
+                "camera \"{id}\" has no relay on this board and no onvif_url to reboot it through"
+            )
+        })?;
+    let (user, pass) = match (&cam.username, &cam.password) {
+        (Some(u), Some(p)) => (u.clone(), p.expose().to_string()),
+        _ => {
+            return Err(format!(
+                "camera \"{id}\" has no credentials for ONVIF SystemReboot"
+            ))
+        }
+    };
+    let created = crate::clock::rfc3339_ms(sup.shared.clock.now_ms());
+    let created = format!("{}Z", &created[..19]);
+    let nonce: [u8; 16] = rand::random();
+    let header = onvif::security_header(&user, &pass, &nonce, &created);
+    let body = onvif::envelope(
+        Some(&header),
+        r#"<SystemReboot xmlns="http://www.onvif.org/ver10/device/wsdl"/>"#,
+    );
+    let ct = "application/soap+xml; charset=utf-8; action=\"http://www.onvif.org/ver10/device/wsdl/SystemReboot\"".to_string();
+    let r = tokio::time::timeout(
+        config.health.timeout * 2,
+        http::request_auth(
+            &url,
+            "POST",
+            &[("Content-Type", ct)],
+            body.as_bytes(),
+            Some(Creds {
+                user: &user,
+                password: &pass,
+            }),
+            1 << 20,
+        ),
+    )
+    .await
+    .map_err(|_| "the camera did not answer SystemReboot in time".to_string())?
+    .map_err(|e| format!("SystemReboot: {e}"))?;
+    if r.status != 200 || onvif::is_auth_fault(&r.body) {
+        return Err(format!("SystemReboot answered HTTP {}", r.status));
+    }
+    let message = onvif::texts(&r.body)
+        .ok()
+        .and_then(|t| t.into_iter().find(|(k, _)| k == "Message").map(|(_, v)| v))
+        .unwrap_or_default();
+    Ok(json!({"camera": id, "method": "onvif", "message": message}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_every_password_and_keeps_the_rest() {
+        let text = "[gateway]\nid = \"g\"\n[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword = \"mqtt-pw\"\n[[camera]]\nid = \"c\"\npassword = \"cam-pw\"\n";
+        let r = redact(text);
+        assert!(!r.contains("mqtt-pw") && !r.contains("cam-pw"), "{r}");
+        assert_eq!(r.matches("***").count(), 2);
+        assert!(r.contains("username = \"u\""));
+    }
+}

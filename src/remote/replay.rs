@@ -1,0 +1,116 @@
+//! Durable replay memory: every accepted command id is remembered until its expiry, on disk
+//! (`{data_dir}/commands.seen`, one `expires_ms id` line each, fsynced before the command
+//! runs), so restarting the agent does not reopen the window for a replay.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+pub struct Replay {
+    path: PathBuf,
+    seen: HashMap<String, i64>,
+    lines: usize,
+}
+
+impl Replay {
+    pub fn open(data_dir: &Path, now_ms: i64) -> io::Result<Replay> {
+        let path = data_dir.join("commands.seen");
+        let mut seen = HashMap::new();
+        let mut lines = 0;
+        if let Ok(text) = fs::read_to_string(&path) {
+            for line in text.lines() {
+                lines += 1;
+                // A torn last line (crash mid-append) is skipped.
+                if let Some((exp, id)) = line.split_once(' ') {
+                    if let Ok(exp) = exp.parse::<i64>() {
+                        if exp > now_ms && !id.is_empty() {
+                            seen.insert(id.to_string(), exp);
+                        }
+                    }
+                }
+            }
+        }
+        let mut r = Replay { path, seen, lines };
+        if r.lines > 2 * r.seen.len() + 64 {
+            r.compact()?;
+        }
+        Ok(r)
+    }
+
+    pub fn contains(&self, id: &str, now_ms: i64) -> bool {
+        self.seen.get(id).is_some_and(|&exp| exp > now_ms)
+    }
+
+    /// Remembers `id` durably. Call before acting on the command.
+    pub fn insert(&mut self, id: &str, expires_ms: i64, now_ms: i64) -> io::Result<()> {
+        let clean: String = id.chars().filter(|c| !c.is_whitespace()).collect();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        f.write_all(format!("{expires_ms} {clean}\n").as_bytes())?;
+        f.sync_data()?;
+        self.seen.insert(clean, expires_ms);
+        self.lines += 1;
+        self.seen.retain(|_, &mut e| e > now_ms);
+        if self.lines > 2 * self.seen.len() + 64 {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self) -> io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            for (id, exp) in &self.seen {
+                writeln!(f, "{exp} {id}")?;
+            }
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &self.path)?;
+        if let Some(d) = self.path.parent() {
+            File::open(d)?.sync_all()?;
+        }
+        self.lines = self.seen.len();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_survive_a_reopen_until_they_expire() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = Replay::open(d.path(), 0).unwrap();
+        r.insert("a", 1000, 0).unwrap();
+        assert!(r.contains("a", 10));
+        let r = Replay::open(d.path(), 10).unwrap();
+        assert!(r.contains("a", 10));
+        let r = Replay::open(d.path(), 2000).unwrap();
+        assert!(!r.contains("a", 2000));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_compaction_keeps_live_ids() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("commands.seen"), "5000 keep\n10 old\n50").unwrap();
+        let mut r = Replay::open(d.path(), 100).unwrap();
+        assert!(r.contains("keep", 100) && !r.contains("old", 100));
+        for i in 0..200 {
+            r.insert(&format!("x{i}"), 150, 100).unwrap();
+        }
+        let r = Replay::open(d.path(), 200).unwrap();
+        assert!(r.contains("keep", 200));
+        assert!(
+            std::fs::read_to_string(d.path().join("commands.seen"))
+                .unwrap()
+                .lines()
+                .count()
+                < 210
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! The ward-station side, in the same binary: `camgw keygen` makes an Ed25519 key pair,
+//! `camgw cmd` signs a command, publishes it on `T/cmd`, and waits for `T/cmd/result`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use base64::Engine as _;
+use ed25519_dalek::SigningKey;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+
+use crate::remote::envelope;
+
+/// Writes `PREFIX.key` (base64 secret, mode 0600) and `PREFIX.pub` (one line, base64 public
+/// key, the form `security.command_keys` takes). Returns the public key line.
+pub fn keygen(prefix: &Path) -> anyhow::Result<String> {
+    let secret: [u8; 32] = rand::random();
+    let key = SigningKey::from_bytes(&secret);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key_path = with_suffix(prefix, "key");
+    let pub_path = with_suffix(prefix, "pub");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .with_context(|| {
+            format!(
+                "cannot create {} (it must not exist yet)",
+                key_path.display()
+            )
+        })?;
+    f.write_all(format!("{}\n", b64.encode(secret)).as_bytes())?;
+    f.sync_all()?;
+    let public = b64.encode(key.verifying_key().to_bytes());
+    std::fs::write(&pub_path, format!("{public}\n"))
+        .with_context(|| format!("cannot write {}", pub_path.display()))?;
+    Ok(public)
+}
+
+fn with_suffix(prefix: &Path, ext: &str) -> std::path::PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    s.into()
+}
+
+pub fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| anyhow!("{} is not a camgw key (base64 expected)", path.display()))?;
+    let secret: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| anyhow!("{} is not a camgw key (32 bytes expected)", path.display()))?;
+    Ok(SigningKey::from_bytes(&secret))
+}
+
+pub struct CmdArgs<'a> {
+    pub key: &'a Path,
+    pub mqtt: &'a str,
+    pub ward: &'a str,
+    pub gateway: &'a str,
+    pub command: &'a str,
+    pub timeout: Duration,
+    pub topic_prefix: &'a str,
+    pub ttl: Duration,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a str>,
+    pub ca_file: Option<&'a Path>,
+}
+
+/// The outcome of `camgw cmd`.
+pub enum CmdOutcome {
+    Result(serde_json::Value),
+    Timeout,
+}
+
+pub async fn cmd(a: CmdArgs<'_>) -> anyhow::Result<CmdOutcome> {
+    let key = load_key(a.key)?;
+    let command: serde_json::Value =
+        serde_json::from_str(a.command).context("the command is not valid JSON")?;
+    if command.get("op").and_then(|o| o.as_str()).is_none() {
+        bail!("the command must be a JSON object with an \"op\", like {{\"op\":\"get_config\"}}");
+    }
+    let id = crate::record::format_id(crate::record::new_id());
+    let now = crate::clock::SystemClock;
+    let signed = envelope::new_signed(
+        &id,
+        a.gateway,
+        a.ward,
+        crate::clock::Clock::now_ms(&now),
+        a.ttl.as_millis() as i64,
+        command,
+    );
+    let payload = envelope::sign(&key, &signed);
+    let (tls, host, port) = parse_mqtt_url(a.mqtt)?;
+    let mut o = MqttOptions::new(format!("camgw-cmd-{}", &id[..8]), host, port);
+    o.set_keep_alive(Duration::from_secs(10));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some(u) = a.username {
+        o.set_credentials(u, a.password.unwrap_or(""));
+    }
+    if tls {
+        let m = crate::config::Mqtt {
+            tls: true,
+            host: String::new(),
+            port,
+            username: None,
+            password: None,
+            ca_file: a.ca_file.map(Into::into),
+            cert_file: None,
+            key_file: None,
+            keep_alive: Duration::from_secs(10),
+            topic_prefix: String::new(),
+            payload: crate::config::PayloadFormat::Json,
+            max_inflight: 1,
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(1),
+            telemetry_interval: Duration::from_secs(60),
+        };
+        o.set_transport(Transport::Tls(crate::uplink::tls::client_config(&m)?));
+    }
+    let root = format!("{}/{}/{}", a.topic_prefix, a.ward, a.gateway);
+    let (client, mut el) = AsyncClient::new(o, 16);
+    let deadline = tokio::time::Instant::now() + a.timeout;
+    client
+        .subscribe(format!("{root}/cmd/result"), QoS::AtLeastOnce)
+        .await?;
+    loop {
+        let ev = match tokio::time::timeout_at(deadline, el.poll()).await {
+            Err(_) => return Ok(CmdOutcome::Timeout),
+            Ok(Err(e)) => bail!("MQTT connection to {} failed: {e}", a.mqtt),
+            Ok(Ok(ev)) => ev,
+        };
+        match ev {
+            Event::Incoming(Packet::SubAck(_)) => {
+                client
+                    .publish(
+                        format!("{root}/cmd"),
+                        QoS::AtLeastOnce,
+                        false,
+                        payload.clone(),
+                    )
+                    .await?;
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                    if v["id"] == id.as_str() {
+                        let _ = client.disconnect().await;
+                        return Ok(CmdOutcome::Result(v));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn parse_mqtt_url(url: &str) -> anyhow::Result<(bool, String, u16)> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| anyhow!("--mqtt must look like mqtt://host:port"))?;
+    let tls = match scheme {
+        "mqtt" => false,
+        "mqtts" => true,
+        other => bail!("--mqtt scheme {other} is not mqtt:// or mqtts://"),
+    };
+    let hostport = rest.trim_end_matches('/');
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse().map_err(|_| anyhow!("bad port in --mqtt"))?,
+        ),
+        None => (hostport.to_string(), if tls { 8883 } else { 1883 }),
+    };
+    Ok((tls, host, port))
+}
