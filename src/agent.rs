@@ -42,6 +42,8 @@ pub struct Shared {
     pub check_now: Arc<tokio::sync::Notify>,
     /// Probe rounds completed, all cameras together.
     pub progress: Arc<AtomicU64>,
+    pub uplink_beat: Arc<crate::watchdog::Beat>,
+    pub health_beat: Arc<crate::watchdog::Beat>,
 }
 
 impl Shared {
@@ -92,6 +94,8 @@ pub async fn open_shared(
         final_shutdown: Arc::new(AtomicBool::new(false)),
         check_now: Arc::new(tokio::sync::Notify::new()),
         progress: Arc::new(AtomicU64::new(0)),
+        uplink_beat: Arc::new(crate::watchdog::Beat::default()),
+        health_beat: Arc::new(crate::watchdog::Beat::default()),
     };
     if recovery.anything_skipped() {
         tracing::warn!(corrupt = recovery.corrupt, torn_bytes = recovery.torn_bytes, strays = ?recovery.strays, "buffer recovery skipped damaged data");
@@ -153,6 +157,7 @@ pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result
         outbox: shared.outbox.clone(),
         commands: Some(shared.commands.clone()),
         final_shutdown: shared.final_shutdown.clone(),
+        beat: shared.uplink_beat.clone(),
     };
     tasks.push(tokio::spawn(uplink.run(token.clone())));
     let monitor = Monitor {
@@ -162,6 +167,7 @@ pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result
         retained: shared.retained.clone(),
         check_now: shared.check_now.clone(),
         progress: shared.progress.clone(),
+        beat: shared.health_beat.clone(),
     };
     tasks.push(tokio::spawn(monitor.run(token.clone())));
     Ok(Parts {
@@ -490,6 +496,20 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let watchdog_stop = CancellationToken::new();
+    if let Some(every) = crate::watchdog::interval() {
+        let loops = vec![
+            ("buffer", sup.shared.buffer.beat()),
+            ("uplink", sup.shared.uplink_beat.clone()),
+            ("health", sup.shared.health_beat.clone()),
+        ];
+        tokio::spawn(crate::watchdog::run(loops, every, watchdog_stop.clone()));
+        tracing::info!(
+            every_ms = every.as_millis() as u64,
+            "systemd watchdog enabled"
+        );
+    }
+    crate::watchdog::notify("READY=1");
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -505,6 +525,8 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down");
+    crate::watchdog::notify("STOPPING=1");
+    watchdog_stop.cancel();
     sup.shared.final_shutdown.store(true, Ordering::SeqCst);
     if let Some(p) = sup.parts.take() {
         p.stop().await;

@@ -11,6 +11,7 @@
 //! - [`ingest`]: the HTTP ingest server (`POST /v1/events`).
 //! - [`remote`]: signed commands (Ed25519 envelope, replay memory), ops, config apply/rollback.
 //! - [`station`]: the ward-station side: `keygen` and `cmd`.
+//! - [`watchdog`]: systemd notify (READY, WATCHDOG only while every loop progresses).
 //! - [`agent`]: `camgw run`: wires config, buffer, uplink and ingest; signals and shutdown.
 //! - [`sim`]: simulated cameras speaking the real wire formats (tests, demo).
 //! - [`demo`]: `camgw demo`: embedded broker, simulated cameras, station view.
@@ -31,3 +32,4 @@ pub mod sim;
 #[cfg(feature = "station")]
 pub mod station;
 pub mod uplink;
+pub mod watchdog;

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::BIN;
 
 fn write(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
@@ -34,7 +32,7 @@ events = ["hikvision"]
 fn check_config_accepts_a_valid_file_with_exit_0() {
     let d = tempfile::tempdir().unwrap();
     let p = write(d.path(), GOOD);
-    let out = Command::new(BIN)
+    let out = common::camgw_command(BIN)
         .arg("check-config")
         .arg(&p)
         .output()
@@ -56,7 +54,7 @@ fn check_config_prints_one_line_per_problem_as_file_key_path_message_and_exits_1
         .replace("mqtt://127.0.0.1:1883", "tcp://127.0.0.1:1883")
         .replace("vendor = \"hikvision\"", "vendor = \"acme\"");
     let p = write(d.path(), &text);
-    let out = Command::new(BIN)
+    let out = common::camgw_command(BIN)
         .arg("check-config")
         .arg(&p)
         .output()
@@ -88,7 +86,7 @@ fn run_with_an_invalid_config_exits_2_before_starting() {
         d.path(),
         &GOOD.replace("[mqtt]", "[mqtt]\nkeep_alive_s = -1"),
     );
-    let out = Command::new(BIN)
+    let out = common::camgw_command(BIN)
         .args(["run", "--config"])
         .arg(&p)
         .output()
@@ -103,7 +101,7 @@ fn run_with_an_invalid_config_exits_2_before_starting() {
 
 #[test]
 fn a_missing_config_file_is_a_clear_problem() {
-    let out = Command::new(BIN)
+    let out = common::camgw_command(BIN)
         .args(["check-config", "/nonexistent/camgw.toml"])
         .output()
         .unwrap();
@@ -117,7 +115,10 @@ fn a_missing_config_file_is_a_clear_problem() {
 
 #[test]
 fn version_prints_the_package_version() {
-    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let out = common::camgw_command(BIN)
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8(out.stdout)
         .unwrap()

@@ -21,7 +21,7 @@ struct Station {
 
 fn station() -> Station {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let out = common::camgw_command(BIN)
         .arg("keygen")
         .arg("--out")
         .arg(dir.path().join("ward"))
@@ -56,7 +56,7 @@ fn signed(id: &str, command: serde_json::Value) -> Signed {
 
 /// `camgw cmd` as the station runs it: (exit code, result JSON).
 fn cmd(st: &Station, port: u16, json: &str, timeout_s: u64) -> (i32, serde_json::Value) {
-    let out = Command::new(BIN)
+    let out = common::camgw_command(BIN)
         .args(["cmd", "--key"])
         .arg(st.dir.path().join("ward.key"))
         .args([

@@ -113,6 +113,8 @@ pub struct Buffer {
 struct Shared {
     inner: Mutex<Inner>,
     notify: tokio::sync::Notify,
+    /// Bumped by every turn of the writer thread (at least every 250 ms).
+    beat: Arc<crate::watchdog::Beat>,
 }
 
 struct Inner {
@@ -254,6 +256,7 @@ impl Buffer {
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
             notify: tokio::sync::Notify::new(),
+            beat: Arc::new(crate::watchdog::Beat::default()),
         });
         let (tx, rx) = mpsc::channel();
         let s2 = shared.clone();
@@ -360,6 +363,11 @@ impl Buffer {
             dropped_total: inner.dropped_total,
             corrupt_total: inner.corrupt_total,
         }
+    }
+
+    /// The writer thread's heartbeat, for the watchdog.
+    pub fn beat(&self) -> Arc<crate::watchdog::Beat> {
+        self.shared.beat.clone()
     }
 
     /// Records read but not acknowledged.
@@ -899,6 +907,7 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>) {
     let mut last_maint = Instant::now();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
+        shared.beat.bump();
         let wait = tick.saturating_sub(last_maint.elapsed().min(last_sync.elapsed()));
         let closed = match rx.recv_timeout(wait) {
             Ok(cmd) => {

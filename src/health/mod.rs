@@ -331,6 +331,8 @@ pub struct Monitor {
     /// `check_now` wakes every camera's loop at once.
     pub check_now: Arc<tokio::sync::Notify>,
     pub progress: Arc<std::sync::atomic::AtomicU64>,
+    /// Bumped every second while no probe round has overrun its bound.
+    pub beat: Arc<crate::watchdog::Beat>,
 }
 
 impl Monitor {
@@ -339,12 +341,29 @@ impl Monitor {
             self.config.health.max_concurrent,
         ));
         let mut tasks = Vec::new();
+        let running: Running = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
         let this = Arc::new(self);
         for cam in this.config.cameras.iter().filter(|c| c.probe).cloned() {
-            let (this, sem, sd) = (this.clone(), sem.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(
-                async move { this.camera_loop(cam, sem, sd).await },
-            ));
+            let (this, sem, sd, run) =
+                (this.clone(), sem.clone(), shutdown.clone(), running.clone());
+            tasks.push(tokio::spawn(async move {
+                this.camera_loop(cam, sem, sd, run).await
+            }));
+        }
+        // Heartbeat for the watchdog: a round that overran every probe's bound means a loop
+        // is stuck.
+        let bound = this.config.health.timeout * 4 + Duration::from_secs(5);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    let overrun = running.lock().unwrap().values().any(|t: &Instant| t.elapsed() > bound);
+                    if !overrun {
+                        this.beat.bump();
+                    }
+                }
+            }
         }
         for t in tasks {
             let _ = t.await;
@@ -356,6 +375,7 @@ impl Monitor {
         cam: Camera,
         sem: Arc<tokio::sync::Semaphore>,
         shutdown: CancellationToken,
+        running: Running,
     ) {
         let h = &self.config.health;
         let mut hyst = Hysteresis::new(h.fail_threshold, h.recover_threshold, self.clock.now_ms());
@@ -373,6 +393,10 @@ impl Monitor {
                 let Ok(_permit) = sem.acquire().await else {
                     return;
                 };
+                running
+                    .lock()
+                    .unwrap()
+                    .insert(cam.id.clone(), Instant::now());
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     // Boxed: the round's state (I/O buffers) exists only while it runs, at most
@@ -380,6 +404,7 @@ impl Monitor {
                     r = Box::pin(probe_round(&cam, &mut mem, h.timeout, self.clock.as_ref(), h.clock_drift_max)) => r,
                 }
             };
+            running.lock().unwrap().remove(&cam.id);
             self.progress
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let now = self.clock.now_ms();
@@ -412,6 +437,9 @@ impl Monitor {
         }
     }
 }
+
+/// Cameras mid-round, and since when.
+type Running = Arc<std::sync::Mutex<BTreeMap<String, Instant>>>;
 
 /// Latest detail per camera, for `get_health`-style queries (kept small).
 pub type Details = BTreeMap<String, Map<String, Value>>;

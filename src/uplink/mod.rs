@@ -132,6 +132,8 @@ pub struct Uplink {
     /// Set when the agent itself stops (publish the offline status); unset when only this
     /// connection is being replaced by a reconfiguration.
     pub final_shutdown: Arc<AtomicBool>,
+    /// Bumped at least every second while the uplink loop runs.
+    pub beat: Arc<crate::watchdog::Beat>,
 }
 
 /// Topic names under `T = {prefix}/{ward}/{gateway}`.
@@ -273,6 +275,8 @@ impl Uplink {
         let mut session = Session::new(window);
         let mut connected = false;
         let keep_alive = self.config.mqtt.keep_alive;
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut liveness = tokio::time::interval(Duration::from_millis(250));
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut telemetry = tokio::time::interval(self.config.mqtt.telemetry_interval);
@@ -349,6 +353,7 @@ impl Uplink {
                 _ = self.buffer.notified(), if connected && session.can_send() => {}
                 _ = self.retained.notify.notified(), if connected => {}
                 _ = self.outbox.notify.notified(), if connected => {}
+                _ = heartbeat.tick() => self.beat.bump(),
                 _ = liveness.tick(), if connected => {
                     if session.link_dead(Instant::now(), keep_alive) {
                         tracing::warn!("broker connection lost: no answer from the broker (keep-alive {}s)", keep_alive.as_secs());

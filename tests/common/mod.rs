@@ -34,6 +34,47 @@ pub fn use_firmware_binary() {
     std::env::set_var("CAMGW_BIN", format!("{root}/target/firmware/release/camgw"));
 }
 
+/// A `Command` for a camgw binary, through qemu-user when it was cross-built for another
+/// architecture (`cargo test --target aarch64-unknown-linux-gnu` runs the tests under the
+/// runner from .cargo/config.toml, but the binaries they spawn need the emulator too).
+pub fn camgw_command(bin: &str) -> Command {
+    match foreign_arch(bin) {
+        Some((qemu, sysroot)) => {
+            let mut c = Command::new(qemu);
+            if let Some(root) = sysroot {
+                c.arg("-L").arg(root);
+            }
+            c.arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
+/// (emulator, sysroot) when `bin` is an ELF for another machine than this one.
+fn foreign_arch(bin: &str) -> Option<(&'static str, Option<&'static str>)> {
+    let mut head = [0u8; 20];
+    std::fs::File::open(bin).ok()?.read_exact(&mut head).ok()?;
+    let machine = u16::from_le_bytes([head[18], head[19]]);
+    let (host, qemu, root): (u16, _, _) = match machine {
+        183 => (183, "qemu-aarch64", "/usr/aarch64-linux-gnu"),
+        40 => (40, "qemu-arm", "/usr/arm-linux-gnueabihf"),
+        _ => return None,
+    };
+    let native = match std::env::consts::ARCH {
+        "aarch64" => 183,
+        "arm" => 40,
+        _ => 0,
+    };
+    if host == native {
+        return None;
+    }
+    Some((
+        qemu,
+        Some(root).filter(|r| std::path::Path::new(r).exists()),
+    ))
+}
+
 /// The agent binary to run: `CAMGW_BIN` when set (benchmarks point it at the firmware
 /// build), else the one cargo built for this test.
 pub fn agent_bin() -> String {
@@ -127,7 +168,7 @@ impl Broker {
                     "this test needs Mosquitto (TLS listener)"
                 );
                 eprintln!("*** mosquitto not found: using camgw's embedded broker instead ***");
-                Command::new(BIN)
+                camgw_command(BIN)
                     .args(["embedded-broker", "--port", &self.port.to_string()])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -414,7 +455,7 @@ impl Agent {
             .append(true)
             .open(self.dir.join("agent.log"))
             .unwrap();
-        let child = Command::new(agent_bin())
+        let child = camgw_command(&agent_bin())
             .args(["run", "--config"])
             .arg(&self.config_path)
             .env("CAMGW_LOG", "debug")
