@@ -12,7 +12,9 @@ const T: &str = "camgw/w-test/gw-test";
 #[test]
 fn birth_is_retained_and_clean_shutdown_publishes_offline_and_exits_0() {
     let broker = Broker::start();
+    let mut early = Subscriber::new(broker.port, &format!("{T}/status"));
     let mut agent = Agent::start(broker.port, "");
+    early.wait_until(Duration::from_secs(10), "birth", |m| !m.is_empty());
     // A subscriber arriving after the birth still gets it: it is retained.
     let mut sub = Subscriber::new(broker.port, &format!("{T}/status"));
     sub.wait_until(Duration::from_secs(10), "retained birth", |m| !m.is_empty());

@@ -51,24 +51,29 @@ pub fn camgw_command(bin: &str) -> Command {
     }
 }
 
-/// (emulator, sysroot) when `bin` is an ELF for another machine than this one.
+/// (emulator, sysroot) when `bin` cannot be executed directly here (cross-built, and no
+/// binfmt_misc registration). Under qemu-user the test process itself believes it is ARM, so
+/// the only reliable test is to try once.
 fn foreign_arch(bin: &str) -> Option<(&'static str, Option<&'static str>)> {
-    let mut head = [0u8; 20];
-    std::fs::File::open(bin).ok()?.read_exact(&mut head).ok()?;
-    let machine = u16::from_le_bytes([head[18], head[19]]);
-    let (host, qemu, root): (u16, _, _) = match machine {
-        183 => (183, "qemu-aarch64", "/usr/aarch64-linux-gnu"),
-        40 => (40, "qemu-arm", "/usr/arm-linux-gnueabihf"),
-        _ => return None,
-    };
-    let native = match std::env::consts::ARCH {
-        "aarch64" => 183,
-        "arm" => 40,
-        _ => 0,
-    };
-    if host == native {
+    static DIRECT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let direct = *DIRECT.get_or_init(|| {
+        Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if direct {
         return None;
     }
+    let mut head = [0u8; 20];
+    std::fs::File::open(bin).ok()?.read_exact(&mut head).ok()?;
+    let (qemu, root) = match u16::from_le_bytes([head[18], head[19]]) {
+        183 => ("qemu-aarch64", "/usr/aarch64-linux-gnu"),
+        40 => ("qemu-arm", "/usr/arm-linux-gnueabihf"),
+        _ => return None,
+    };
     Some((
         qemu,
         Some(root).filter(|r| std::path::Path::new(r).exists()),
@@ -79,6 +84,16 @@ fn foreign_arch(bin: &str) -> Option<(&'static str, Option<&'static str>)> {
 /// build), else the one cargo built for this test.
 pub fn agent_bin() -> String {
     std::env::var("CAMGW_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
+/// Waits scale by `CAMGW_TEST_TIME_SCALE` (CI sets it for the suite under qemu, where
+/// everything runs several times slower).
+pub fn scaled(d: Duration) -> Duration {
+    let k: f64 = std::env::var("CAMGW_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    d.mul_f64(k.max(1.0))
 }
 
 pub fn free_port() -> u16 {
@@ -276,6 +291,7 @@ impl Subscriber {
 
     /// Collects messages until `done(&seen)` holds; panics after `timeout`.
     pub fn wait_until(&mut self, timeout: Duration, what: &str, done: impl Fn(&[Msg]) -> bool) {
+        let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             if done(&self.seen) {
@@ -363,6 +379,8 @@ pub struct Agent {
     pub config_path: PathBuf,
     pub ingest: SocketAddr,
     pub broker_port: u16,
+    /// Extra environment for the agent process.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -428,6 +446,16 @@ impl Agent {
     }
 
     pub fn in_dir(dir: &Path, data_dir: PathBuf, broker_port: u16, extra: &str) -> Agent {
+        Agent::in_dir_env(dir, data_dir, broker_port, extra, Vec::new())
+    }
+
+    pub fn in_dir_env(
+        dir: &Path,
+        data_dir: PathBuf,
+        broker_port: u16,
+        extra: &str,
+        env: Vec<(String, String)>,
+    ) -> Agent {
         let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config_path = dir.join("camgw.toml");
         std::fs::write(
@@ -441,6 +469,7 @@ impl Agent {
             config_path,
             ingest,
             broker_port,
+            env,
             child: None,
             _tmp: None,
         };
@@ -459,12 +488,13 @@ impl Agent {
             .args(["run", "--config"])
             .arg(&self.config_path)
             .env("CAMGW_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + scaled(Duration::from_secs(15));
         while TcpStream::connect(self.ingest).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("agent exited with {status} at start:\n{}", self.log());
