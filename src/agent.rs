@@ -128,6 +128,8 @@ pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result
     let token = CancellationToken::new();
     let mut tasks = Vec::new();
     let mut ingest_addr = None;
+    let hub = crate::events::Hub::new(config.clone(), shared.buffer.clone(), shared.clock.clone());
+    tasks.push(tokio::spawn(hub.clone().run(token.clone())));
     if let Some(ing) = &config.ingest {
         let listener = bind_retrying(ing.listen)
             .await
@@ -137,6 +139,7 @@ pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result
             config: config.clone(),
             buffer: shared.buffer.clone(),
             clock: shared.clock.clone(),
+            hub: hub.clone(),
         };
         let sd = token.clone();
         tasks.push(tokio::spawn(async move {
@@ -168,6 +171,7 @@ pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result
         check_now: shared.check_now.clone(),
         progress: shared.progress.clone(),
         beat: shared.health_beat.clone(),
+        hub: hub.clone(),
     };
     tasks.push(tokio::spawn(monitor.run(token.clone())));
     Ok(Parts {

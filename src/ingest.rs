@@ -28,6 +28,8 @@ pub struct Ingest {
     pub config: Arc<Config>,
     pub buffer: Buffer,
     pub clock: Arc<dyn Clock>,
+    /// Cameras that push their events here (Hikvision "HTTP listening").
+    pub hub: Arc<crate::events::Hub>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +125,65 @@ async fn post_event(State(ing): State<Ingest>, req: Request) -> Response {
     }
 }
 
+/// `POST /v1/hikvision/{camera}`: a Hikvision camera configured to push its
+/// `EventNotificationAlert`s here (plain XML, or multipart with the XML and a picture).
+async fn post_hikvision(
+    State(ing): State<Ingest>,
+    axum::extract::Path(camera): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    if ing.config.camera(&camera).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown camera \"{camera}\""),
+        );
+    }
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = match axum::body::to_bytes(req.into_body(), 4 * MAX_BODY * 16).await {
+        Ok(b) => b,
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+    };
+    let mut xmls: Vec<Vec<u8>> = Vec::new();
+    match crate::events::multipart::boundary(&ct) {
+        Some(b) => {
+            let mut p = crate::events::multipart::Parser::new(&b);
+            p.push(&bytes);
+            p.push(format!("\r\n--{b}--\r\n").as_bytes());
+            while let Some(part) = p.pull() {
+                if part
+                    .header("content-type")
+                    .is_none_or(|t| t.contains("xml"))
+                {
+                    xmls.push(part.body);
+                }
+            }
+        }
+        None => xmls.push(bytes.to_vec()),
+    }
+    let mut handled = 0;
+    for x in xmls {
+        if ing.hub.hikvision(&camera, &x).await.is_ok() {
+            handled += 1;
+        }
+    }
+    if handled == 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "no EventNotificationAlert in the body",
+        );
+    }
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"handled": handled})),
+    )
+        .into_response()
+}
+
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint (POST /v1/events)")
 }
@@ -130,6 +191,7 @@ async fn not_found() -> Response {
 pub fn router(ing: Ingest) -> Router {
     Router::new()
         .route("/v1/events", post(post_event))
+        .route("/v1/hikvision/{camera}", post(post_hikvision))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "use POST") })
         .with_state(ing)

@@ -6,6 +6,7 @@
 //! - [`record`]: the alert/event `Record` and its wire encodings (JSON, postcard).
 //! - [`buffer`]: the durable, crash-safe segment buffer (its module doc is the spec).
 //! - [`uplink`]: the MQTT session: pure in-flight/packet-id state, backoff, the rumqttc task.
+//! - [`events`]: camera event streams (Hikvision, Dahua), pure multipart parser and coalescer.
 //! - [`health`]: camera probes (TCP, snapshot, RTSP, ONVIF), pure image checks and hysteresis.
 //! - [`http`]: a small HTTP/1.1 client for cameras, with Basic and Digest auth.
 //! - [`ingest`]: the HTTP ingest server (`POST /v1/events`).
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod ingest;

@@ -63,6 +63,7 @@ pub struct Invalid {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    pub events: Events,
     pub gateway: Gateway,
     pub mqtt: Mqtt,
     pub buffer: BufferConfig,
@@ -133,6 +134,17 @@ pub struct Health {
     pub clock_drift_max: Duration,
     /// Cameras probed at the same time, at most.
     pub max_concurrent: usize,
+}
+
+/// Motion-event handling (`[events]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Events {
+    /// Motion reported without an end (Hikvision VMD) ends after this much silence.
+    pub motion_silence: Duration,
+    /// Starts (and pulses) closer together than this are merged.
+    pub min_spacing: Duration,
+    /// An event stream silent this long (no event, no heartbeat) is reconnected.
+    pub read_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -50,8 +50,9 @@ const CAMERA_KEYS: &[&str] = &[
     "probe",
 ];
 const TOP_KEYS: &[&str] = &[
-    "gateway", "mqtt", "buffer", "health", "ingest", "security", "camera",
+    "gateway", "mqtt", "buffer", "health", "ingest", "security", "camera", "events",
 ];
+const EVENTS_KEYS: &[&str] = &["motion_silence_s", "min_spacing_ms", "read_timeout_s"];
 
 /// Boards that need no file in `boards/`.
 const BUILTIN_BOARDS: &[&str] = &["none", "sim"];
@@ -303,6 +304,7 @@ pub fn validate(text: &str) -> Result<Config, Invalid> {
     let ingest = ingest(&mut w, &root);
     let security = security(&mut w, &root);
     let cameras = cameras(&mut w, &root);
+    let events = events(&mut w, &root);
 
     match (gateway, mqtt, buffer, health, ingest, security, cameras) {
         (
@@ -314,6 +316,7 @@ pub fn validate(text: &str) -> Result<Config, Invalid> {
             Some(security),
             Some(cameras),
         ) if problems.is_empty() => Ok(Config {
+            events,
             gateway,
             mqtt,
             buffer,
@@ -493,6 +496,18 @@ fn buffer(w: &mut Walker, root: &Table) -> Option<BufferConfig> {
         sync: sync?,
         sync_interval: Duration::from_millis(interval as u64),
     })
+}
+
+fn events(w: &mut Walker, root: &Table) -> Events {
+    let empty = Table::new();
+    let t = w.section(root, "events", false).unwrap_or(&empty);
+    let p = "events";
+    w.unknown_keys(p, t, EVENTS_KEYS);
+    Events {
+        motion_silence: Duration::from_secs(w.int(t, p, "motion_silence_s", 1, 3600, 10) as u64),
+        min_spacing: Duration::from_millis(w.int(t, p, "min_spacing_ms", 0, 600_000, 1000) as u64),
+        read_timeout: Duration::from_secs(w.int(t, p, "read_timeout_s", 2, 3600, 30) as u64),
+    }
 }
 
 fn health(w: &mut Walker, root: &Table) -> Option<Health> {

@@ -40,7 +40,7 @@ pub struct Round {
 }
 
 impl Round {
-    fn fail(&mut self, p: Problem, why: impl Into<String>) {
+    pub fn fail(&mut self, p: Problem, why: impl Into<String>) {
         self.problems.insert(p);
         let key = p.name();
         let why = why.into();
@@ -333,6 +333,8 @@ pub struct Monitor {
     pub progress: Arc<std::sync::atomic::AtomicU64>,
     /// Bumped every second while no probe round has overrun its bound.
     pub beat: Arc<crate::watchdog::Beat>,
+    /// Event-stream state (stream down, video loss) joins the probe results.
+    pub hub: Arc<crate::events::Hub>,
 }
 
 impl Monitor {
@@ -405,6 +407,17 @@ impl Monitor {
                 }
             };
             running.lock().unwrap().remove(&cam.id);
+            let mut round = round;
+            let (stream_down, video_loss) = self.hub.problems(&cam.id);
+            if let Some(why) = stream_down {
+                round.fail(Problem::EventStream, why);
+            }
+            if video_loss {
+                round.fail(
+                    Problem::VideoLoss,
+                    "the camera reports video loss on its input",
+                );
+            }
             self.progress
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let now = self.clock.now_ms();

@@ -60,6 +60,10 @@ impl SimControl {
 struct Shared {
     ctl: Mutex<SimControl>,
     counter: Mutex<u64>,
+    /// Raw bytes for the open Hikvision alertStream / Dahua attach responses; an empty
+    /// message cuts the streams.
+    hik: tokio::sync::broadcast::Sender<Vec<u8>>,
+    dahua: tokio::sync::broadcast::Sender<Vec<u8>>,
 }
 
 /// A running simulated camera. Dropping it stops it.
@@ -80,6 +84,8 @@ impl SimCamera {
             shared: Arc::new(Shared {
                 ctl: Mutex::new(ctl),
                 counter: Mutex::new(0),
+                hik: tokio::sync::broadcast::channel(256).0,
+                dahua: tokio::sync::broadcast::channel(256).0,
             }),
             stop: Mutex::new(CancellationToken::new()),
         };
@@ -110,6 +116,34 @@ impl SimCamera {
     }
     pub fn http_base(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Connected event-stream clients: (Hikvision alertStream, Dahua attach).
+    pub fn event_listeners(&self) -> (usize, usize) {
+        (
+            self.shared.hik.receiver_count(),
+            self.shared.dahua.receiver_count(),
+        )
+    }
+
+    /// A Hikvision `EventNotificationAlert` on the alertStream.
+    pub fn hik_event(&self, event_type: &str, state: &str) {
+        let _ = self.shared.hik.send(hik_part(event_type, state));
+    }
+
+    /// A Dahua event on the attach stream, e.g. ("VideoMotion", "Start").
+    pub fn dahua_event(&self, code: &str, action: &str) {
+        let _ = self.shared.dahua.send(dahua_part(code, action));
+    }
+
+    /// Sends the first half of a part, then cuts every event stream.
+    pub fn cut_event_streams_mid_part(&self) {
+        let h = hik_part("VMD", "active");
+        let d = dahua_part("VideoMotion", "Start");
+        let _ = self.shared.hik.send(h[..h.len() / 2].to_vec());
+        let _ = self.shared.dahua.send(d[..d.len() / 2].to_vec());
+        let _ = self.shared.hik.send(Vec::new());
+        let _ = self.shared.dahua.send(Vec::new());
     }
 
     /// Unplugs the camera: both ports stop accepting (connections are refused).
@@ -242,6 +276,48 @@ async fn http_conn(mut s: TcpStream, sh: Arc<Shared>) {
         if ctl.silent {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return;
+        }
+        let stream = if path.starts_with("/ISAPI/Event/notification/alertStream") {
+            Some((
+                "multipart/mixed; boundary=boundary",
+                sh.hik.subscribe(),
+                true,
+            ))
+        } else if path.starts_with("/cgi-bin/eventManager.cgi") {
+            Some((
+                "multipart/x-mixed-replace; boundary=myboundary",
+                sh.dahua.subscribe(),
+                false,
+            ))
+        } else {
+            None
+        };
+        if let Some((ct, mut rx, hik)) = stream {
+            if !authorized(&ctl, &headers, &method) {
+                let resp = format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", challenge());
+                let _ = s.write_all(resp.as_bytes()).await;
+                return;
+            }
+            let head =
+                format!("HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nConnection: close\r\n\r\n");
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut hb = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                let bytes = tokio::select! {
+                    m = rx.recv() => match m {
+                        Ok(b) if b.is_empty() => return,
+                        Ok(b) => b,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return,
+                    },
+                    _ = hb.tick() => if hik { hik_part("videoloss", "inactive") } else { dahua_heartbeat() },
+                };
+                if s.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
         }
         let (status, ctype, payload, close) = if path.starts_with("/onvif/") {
             onvif_answer(&sh, &ctl, &body)
@@ -408,4 +484,27 @@ async fn rtsp_conn(mut s: TcpStream, sh: Arc<Shared>) {
             return;
         }
     }
+}
+
+fn hik_part(event_type: &str, state: &str) -> Vec<u8> {
+    let now = time::OffsetDateTime::now_utc();
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<EventNotificationAlert version=\"2.0\" xmlns=\"http://www.hikvision.com/ver20/XMLSchema\">\r\n<ipAddress>127.0.0.1</ipAddress>\r\n<channelID>1</channelID>\r\n<dateTime>{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+07:00</dateTime>\r\n<activePostCount>1</activePostCount>\r\n<eventType>{event_type}</eventType>\r\n<eventState>{state}</eventState>\r\n<eventDescription>{event_type} alarm</eventDescription>\r\n</EventNotificationAlert>\r\n",
+        now.year(), u8::from(now.month()), now.day(), (now.hour() + 7) % 24, now.minute(), now.second()
+    );
+    format!("--boundary\r\nContent-Type: application/xml; charset=\"UTF-8\"\r\nContent-Length: {}\r\n\r\n{xml}", xml.len()).into_bytes()
+}
+
+fn dahua_part(code: &str, action: &str) -> Vec<u8> {
+    let body = format!("Code={code};action={action};index=0");
+    format!(
+        "--myboundary\r\nContent-Type: text/plain\r\nContent-Length:{}\r\n\r\n{body}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn dahua_heartbeat() -> Vec<u8> {
+    b"--myboundary\r\nContent-Type: text/plain\r\nContent-Length:9\r\n\r\nHeartbeat\r\n\r\n"
+        .to_vec()
 }

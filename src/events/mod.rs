@@ -1,0 +1,376 @@
+//! Motion events from the cameras: Hikvision ISAPI `alertStream` (and its push variant on the
+//! ingest server), Dahua/KBVision/Imou `eventManager.cgi?action=attach`. ONVIF pull-point
+//! subscriptions and GPIO inputs are the next steps (see the events issue).
+//!
+//! Per camera and source a task keeps the long-lived multipart stream open (Digest auth, a
+//! fresh connection after the first 401), feeds the pure [`multipart::Parser`], turns parts
+//! into signals ([`hikvision`], [`dahua`]), and the signals into events through the pure
+//! [`coalesce::Coalescer`]. A read timeout (`events.read_timeout_s`, longer than twice the
+//! cameras' heartbeat) notices a silent stream; any failure reconnects with capped backoff.
+//! The stream's state (connected, video loss) goes into the camera's health. The camera's own
+//! timestamp goes in the event detail; `ts` is the gateway's.
+
+pub mod camtime;
+pub mod coalesce;
+pub mod dahua;
+pub mod hikvision;
+pub mod multipart;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::Buffer;
+use crate::clock::{rfc3339_ms, Clock};
+use crate::config::{Camera, Config, EventSource};
+use crate::http::{self, Creds, Url};
+use crate::record::{Body, NewRecord};
+use crate::uplink::session::Backoff;
+use coalesce::{Coalescer, Input, Output};
+
+/// What health needs to know about a camera's event stream.
+#[derive(Debug, Clone, Default)]
+pub struct StreamState {
+    pub connected: bool,
+    pub last_error: Option<String>,
+    pub video_loss: bool,
+    pub last_heartbeat_ms: Option<i64>,
+}
+
+/// Shared by the stream tasks, the ingest push endpoint and the health monitor.
+pub struct Hub {
+    pub config: Arc<Config>,
+    pub buffer: Buffer,
+    pub clock: Arc<dyn Clock>,
+    pub states: Mutex<HashMap<(String, &'static str), StreamState>>,
+    coalescers: Mutex<HashMap<(String, &'static str), Coalescer>>,
+    last_tamper: Mutex<HashMap<String, i64>>,
+}
+
+/// Tamper alerts from one camera are raised at most this often.
+const TAMPER_SPACING_MS: i64 = 60_000;
+
+impl Hub {
+    pub fn new(config: Arc<Config>, buffer: Buffer, clock: Arc<dyn Clock>) -> Arc<Hub> {
+        Arc::new(Hub {
+            config,
+            buffer,
+            clock,
+            states: Mutex::new(HashMap::new()),
+            coalescers: Mutex::new(HashMap::new()),
+            last_tamper: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn coalescer_input(
+        &self,
+        camera: &str,
+        source: &'static str,
+        input: Input,
+        now: i64,
+    ) -> Option<Output> {
+        let e = &self.config.events;
+        let silence = (source == "hikvision").then_some(e.motion_silence.as_millis() as i64);
+        let mut map = self.coalescers.lock().unwrap();
+        let c = map
+            .entry((camera.to_string(), source))
+            .or_insert_with(|| Coalescer::new(e.min_spacing.as_millis() as i64, silence));
+        c.input(input, now)
+    }
+
+    async fn emit(&self, camera: &str, source: &str, out: Output, detail: serde_json::Value) {
+        let rec = NewRecord {
+            ts_ms: self.clock.now_ms(),
+            clock_synced: self.clock.synced(),
+            body: Body::Event {
+                kind: "motion".into(),
+                camera: camera.into(),
+                source: source.into(),
+                state: out.state().into(),
+                detail: detail.to_string(),
+            },
+        };
+        if let Err(e) = self.buffer.append(rec).await {
+            tracing::error!(camera, "cannot buffer a motion event: {e}");
+        }
+    }
+
+    async fn tamper(&self, camera: &str, source: &str, detail: serde_json::Value) {
+        let now = self.clock.now_ms();
+        {
+            let mut last = self.last_tamper.lock().unwrap();
+            if last
+                .get(camera)
+                .is_some_and(|t| now - t < TAMPER_SPACING_MS)
+            {
+                return;
+            }
+            last.insert(camera.to_string(), now);
+        }
+        let rec = NewRecord {
+            ts_ms: now,
+            clock_synced: self.clock.synced(),
+            body: Body::alert(
+                "tamper",
+                Some(camera),
+                json!({"source": source, "camera_event": detail}),
+            ),
+        };
+        if let Err(e) = self.buffer.append(rec).await {
+            tracing::error!(camera, "cannot buffer a tamper alert: {e}");
+        }
+    }
+
+    fn state(&self, camera: &str, source: &'static str, f: impl FnOnce(&mut StreamState)) {
+        let mut s = self.states.lock().unwrap();
+        f(s.entry((camera.to_string(), source)).or_default());
+    }
+
+    /// Health problems from a camera's event streams: (stream down?, video loss?).
+    pub fn problems(&self, camera: &str) -> (Option<String>, bool) {
+        let s = self.states.lock().unwrap();
+        let mut down = None;
+        let mut loss = false;
+        for ((cam, src), st) in s.iter() {
+            if cam == camera {
+                if !st.connected {
+                    down = Some(format!(
+                        "{src} event stream: {}",
+                        st.last_error
+                            .clone()
+                            .unwrap_or_else(|| "not connected".into())
+                    ));
+                }
+                loss |= st.video_loss;
+            }
+        }
+        (down, loss)
+    }
+
+    /// One Hikvision `EventNotificationAlert` (from the stream or pushed to ingest).
+    pub async fn hikvision(&self, camera: &str, xml: &[u8]) -> Result<(), String> {
+        let a = hikvision::parse(xml)?;
+        let now = self.clock.now_ms();
+        let detail = json!({
+            "event": a.event_type,
+            "channel": a.channel,
+            "camera_time": a.date_time,
+            "camera_ts": a.date_time.as_deref().and_then(camtime::parse).map(rfc3339_ms),
+        });
+        match hikvision::classify(&a) {
+            hikvision::Signal::Motion => {
+                if let Some(o) = self.coalescer_input(camera, "hikvision", Input::Active, now) {
+                    self.emit(camera, "hikvision", o, detail).await;
+                }
+            }
+            hikvision::Signal::Tamper => self.tamper(camera, "hikvision", detail).await,
+            hikvision::Signal::VideoLoss(on) => {
+                self.state(camera, "hikvision", |s| s.video_loss = on)
+            }
+            hikvision::Signal::Heartbeat => self.state(camera, "hikvision", |s| {
+                s.video_loss = false;
+                s.last_heartbeat_ms = Some(now);
+            }),
+            hikvision::Signal::Other(_) => {}
+        }
+        Ok(())
+    }
+
+    /// One Dahua event part.
+    pub async fn dahua(&self, camera: &str, body: &[u8]) -> Result<(), String> {
+        let e = dahua::parse(body)?;
+        let now = self.clock.now_ms();
+        let detail = json!({"event": e.code, "action": e.action, "channel": e.index});
+        let input = match dahua::classify(&e) {
+            dahua::Signal::MotionStart => Some(Input::Active),
+            dahua::Signal::MotionStop => Some(Input::Inactive),
+            dahua::Signal::Tamper => {
+                self.tamper(camera, "dahua", detail.clone()).await;
+                None
+            }
+            dahua::Signal::VideoLoss(on) => {
+                self.state(camera, "dahua", |s| s.video_loss = on);
+                None
+            }
+            dahua::Signal::Heartbeat => {
+                self.state(camera, "dahua", |s| s.last_heartbeat_ms = Some(now));
+                None
+            }
+            dahua::Signal::Other(_) => None,
+        };
+        if let Some(i) = input {
+            if let Some(o) = self.coalescer_input(camera, "dahua", i, now) {
+                self.emit(camera, "dahua", o, detail).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends motion that went silent (Hikvision sends no end).
+    pub async fn tick(&self) {
+        let now = self.clock.now_ms();
+        let ended: Vec<(String, &'static str)> = {
+            let mut map = self.coalescers.lock().unwrap();
+            map.iter_mut()
+                .filter_map(|(k, c)| c.tick(now).map(|_| k.clone()))
+                .collect()
+        };
+        for (camera, source) in ended {
+            self.emit(&camera, source, Output::End, json!({"reason": "silence"}))
+                .await;
+        }
+    }
+
+    /// The stream tasks for every camera and source, plus the silence ticker, until shutdown.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tasks = Vec::new();
+        for cam in &self.config.cameras {
+            for src in &cam.events {
+                let source: &'static str = match src {
+                    EventSource::Hikvision => "hikvision",
+                    EventSource::Dahua => "dahua",
+                    // ONVIF pull-point events: not yet (see the events issue).
+                    EventSource::Onvif => continue,
+                };
+                self.state(&cam.id, source, |s| {
+                    s.last_error = Some("connecting".into())
+                });
+                let (hub, cam, sd) = (self.clone(), cam.clone(), shutdown.clone());
+                tasks.push(tokio::spawn(async move {
+                    hub.stream_loop(cam, source, sd).await
+                }));
+            }
+        }
+        let mut t = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = t.tick() => self.tick().await,
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn stream_loop(
+        self: Arc<Self>,
+        cam: Camera,
+        source: &'static str,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            let r = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.stream_once(&cam, source, &mut backoff) => r,
+            };
+            let why = r
+                .err()
+                .unwrap_or_else(|| "the camera closed the stream".into());
+            tracing::warn!(camera = %cam.id, source, "event stream lost: {why}");
+            self.state(&cam.id, source, |s| {
+                s.connected = false;
+                s.last_error = Some(why);
+            });
+            let delay = backoff.next_delay(rand::random::<f64>());
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn stream_once(
+        &self,
+        cam: &Camera,
+        source: &'static str,
+        backoff: &mut Backoff,
+    ) -> Result<(), String> {
+        let path = match source {
+            "hikvision" => "/ISAPI/Event/notification/alertStream",
+            _ => "/cgi-bin/eventManager.cgi?action=attach&codes=[All]&heartbeat=5",
+        };
+        let url = Url::parse(&format!("{}{path}", cam.http_base.trim_end_matches('/')))
+            .map_err(|e| format!("http_base: {e}"))?;
+        let creds = match (&cam.username, &cam.password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.expose().to_string())),
+            _ => None,
+        };
+        let timeout = self.config.events.read_timeout;
+        let open = |auth: Option<String>| {
+            let url = url.clone();
+            async move {
+                let hs: Vec<(&str, String)> =
+                    auth.map(|a| vec![("Authorization", a)]).unwrap_or_default();
+                tokio::time::timeout(timeout, http::open(&url, "GET", &hs, &[]))
+                    .await
+                    .map_err(|_| "no answer in time".to_string())?
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let (mut s, mut status, mut headers, mut rest) = open(None).await?;
+        if status == 401 {
+            let (u, p) = creds
+                .as_ref()
+                .ok_or("the camera wants credentials and none are configured")?;
+            let auth = http::answer_challenge(
+                &headers,
+                Creds {
+                    user: u,
+                    password: p,
+                },
+                "GET",
+                &url.path,
+            )
+            .ok_or("no usable auth challenge")?;
+            (s, status, headers, rest) = open(Some(auth)).await?;
+        }
+        if status == 401 || status == 403 {
+            return Err(format!("credentials refused (HTTP {status})"));
+        }
+        if status != 200 {
+            return Err(format!("HTTP {status}"));
+        }
+        let ct = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let boundary = multipart::boundary(&ct)
+            .ok_or_else(|| format!("not a multipart stream (Content-Type {ct:?})"))?;
+        let mut parser = multipart::Parser::new(&boundary);
+        parser.push(&rest);
+        rest.clear();
+        self.state(&cam.id, source, |st| {
+            st.connected = true;
+            st.last_error = None;
+        });
+        backoff.reset();
+        tracing::info!(camera = %cam.id, source, "event stream connected");
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            while let Some(part) = parser.pull() {
+                let r = match source {
+                    "hikvision" => self.hikvision(&cam.id, &part.body).await,
+                    _ => self.dahua(&cam.id, &part.body).await,
+                };
+                if let Err(e) = r {
+                    tracing::debug!(camera = %cam.id, "ignored an event part: {e}");
+                }
+            }
+            let n = tokio::time::timeout(timeout, s.read(&mut buf))
+                .await
+                .map_err(|_| format!("silent for {} s (no event or heartbeat)", timeout.as_secs()))?
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the camera closed the stream".into());
+            }
+            parser.push(&buf[..n]);
+        }
+    }
+}
