@@ -108,9 +108,7 @@ impl Parser {
             };
             let after = m + self.marker.len();
             // The rest of the boundary line (`--` marks the end of the stream).
-            let Some(nl) = self.buf[after..].iter().position(|&b| b == b'\n') else {
-                return None;
-            };
+            let nl = self.buf[after..].iter().position(|&b| b == b'\n')?;
             let line_end = after + nl + 1;
             if self.buf[after..].starts_with(b"--") {
                 self.buf.drain(..line_end);
