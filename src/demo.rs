@@ -263,8 +263,12 @@ async fn station(
 }
 
 fn camera_block(id: &str, vendor: &str, cam: &SimCamera) -> String {
+    let events = match vendor {
+        "hikvision" | "dahua" => format!("events = [\"{vendor}\"]\n"),
+        _ => String::new(),
+    };
     format!(
-        "\n[[camera]]\nid = \"{id}\"\nvendor = \"{vendor}\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"{DEMO_PASSWORD}\"\nhttp_base = \"{}\"\nsnapshot_url = \"{}\"\nrtsp_url = \"{}\"\nonvif_url = \"{}\"\n",
+        "\n[[camera]]\nid = \"{id}\"\nvendor = \"{vendor}\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"{DEMO_PASSWORD}\"\nhttp_base = \"{}\"\nsnapshot_url = \"{}\"\nrtsp_url = \"{}\"\nonvif_url = \"{}\"\n{events}",
         cam.http_base(),
         cam.snapshot_url(),
         cam.rtsp_url(),
@@ -296,6 +300,9 @@ telemetry_interval_s = 10
 
 [buffer]
 sync = "always"
+
+[events]
+motion_silence_s = 3
 
 [health]
 interval_s = 1
@@ -385,6 +392,12 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
         }
     }
 
+    println!("{} DEMO     cam01 (Hikvision) sees motion on its alertStream; cam02 (Dahua) reports VideoMotion Start/Stop", t());
+    sims[0].hik_event("VMD", "active");
+    sims[1].dahua_event("VideoMotion", "Start");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    sims[1].dahua_event("VideoMotion", "Stop");
+
     sleep_until(at(0.15)).await;
     println!(
         "{} DEMO     cam02 loses power (its ports stop answering)",
@@ -440,10 +453,12 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
     let got: Vec<u64> = seen.lock().unwrap().events.clone();
     let unique: BTreeSet<u64> = got.iter().copied().collect();
     let missing: Vec<_> = accepted.difference(&unique).collect();
+    let from_cameras = unique.len().saturating_sub(accepted.len() - missing.len());
     println!(
-        "\nSummary: {} events accepted by the gateway, {} received by the station ({} duplicates), {} missing; {} acknowledged by the broker.",
+        "\nSummary: {} events posted to ingest, {} received by the station in all ({} from the cameras' own event streams, {} duplicates), {} missing; {} records acknowledged by the broker.",
         accepted.len(),
         unique.len(),
+        from_cameras,
         got.len() - unique.len(),
         missing.len(),
         delivered
