@@ -485,6 +485,11 @@ pub async fn run(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: a SIGHUP (or SIGTERM) arriving during start-up must not kill the agent
+    // with the default action.
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let text = std::fs::read_to_string(&config_path).unwrap_or_default();
     let (shared, mut commands) = open_shared(&config, clock.clone()).await?;
     let replay = remote::replay::Replay::open(&config.gateway.data_dir, clock.now_ms())
@@ -497,9 +502,6 @@ pub async fn run(
         config_text: text,
         replay,
     };
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let watchdog_stop = CancellationToken::new();
     if let Some(every) = crate::watchdog::interval() {
         let loops = vec![

@@ -398,8 +398,11 @@ fn a_config_pointing_at_a_dead_broker_is_rolled_back_within_the_timeout() {
 fn sighup_reloads_the_file_with_the_same_validation() {
     let st = station();
     let broker = Broker::start();
+    let mut sub = Subscriber::new(broker.port, &format!("{T}/+"));
     let agent = Agent::start(broker.port, &format!("--\n{}", security(&st)));
-    let mut sub = Subscriber::new(broker.port, &format!("{T}/alert"));
+    sub.wait_until(Duration::from_secs(10), "the agent's birth", |m| {
+        m.iter().any(|m| m.leaf() == "status")
+    });
     let before = std::fs::read_to_string(&agent.config_path).unwrap();
     std::fs::write(&agent.config_path, format!("{before}\n[[camera]]\nid = \"cam08\"\nvendor = \"generic\"\nhost = \"127.0.0.1\"\nprobe = false\n")).unwrap();
     // SAFETY: kill(2) on our own child.
