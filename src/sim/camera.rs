@@ -278,26 +278,24 @@ async fn http_conn(mut s: TcpStream, sh: Arc<Shared>) {
             return;
         }
         let stream = if path.starts_with("/ISAPI/Event/notification/alertStream") {
-            Some((
-                "multipart/mixed; boundary=boundary",
-                sh.hik.subscribe(),
-                true,
-            ))
+            Some(("multipart/mixed; boundary=boundary", true))
         } else if path.starts_with("/cgi-bin/eventManager.cgi") {
-            Some((
-                "multipart/x-mixed-replace; boundary=myboundary",
-                sh.dahua.subscribe(),
-                false,
-            ))
+            Some(("multipart/x-mixed-replace; boundary=myboundary", false))
         } else {
             None
         };
-        if let Some((ct, mut rx, hik)) = stream {
+        if let Some((ct, hik)) = stream {
             if !authorized(&ctl, &headers, &method) {
                 let resp = format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", challenge());
                 let _ = s.write_all(resp.as_bytes()).await;
                 return;
             }
+            // Subscribed only once streaming, so `event_listeners` counts real streams.
+            let mut rx = if hik {
+                sh.hik.subscribe()
+            } else {
+                sh.dahua.subscribe()
+            };
             let head =
                 format!("HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nConnection: close\r\n\r\n");
             if s.write_all(head.as_bytes()).await.is_err() {
