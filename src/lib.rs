@@ -35,3 +35,18 @@ pub mod sim;
 pub mod station;
 pub mod uplink;
 pub mod watchdog;
+
+/// Test data shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod testdata {
+    /// A capture from `../shared/fixtures/` (see its SOURCES.md), or `None` with a message
+    /// when that folder is absent.
+    pub fn fixture(name: &str) -> Option<Vec<u8>> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures")
+            .join(name);
+        std::fs::read(&p)
+            .map_err(|_| eprintln!("fixture {} absent: skipped", p.display()))
+            .ok()
+    }
+}

@@ -55,15 +55,7 @@ pub fn classify(a: &Alert) -> Signal {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Option<Vec<u8>> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures")
-            .join(name);
-        std::fs::read(&p)
-            .map_err(|_| eprintln!("fixture {} absent: skipped", p.display()))
-            .ok()
-    }
+    use crate::testdata::fixture;
 
     #[test]
     fn vmd_active_from_the_isapi_example_is_motion() {

@@ -291,15 +291,7 @@ pub async fn probe(url: &Url, creds: Option<Creds<'_>>, now_ms: impl Fn() -> i64
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Option<Vec<u8>> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures")
-            .join(name);
-        std::fs::read(&p)
-            .map_err(|_| eprintln!("fixture {} absent: skipped", p.display()))
-            .ok()
-    }
+    use crate::testdata::fixture;
 
     #[test]
     fn the_onvif_guide_password_digest_vector_holds() {

@@ -364,19 +364,7 @@ pub async fn probe(url: &Url, creds: Option<(&str, &str)>, deadline: Instant) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Option<Vec<u8>> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures")
-            .join(name);
-        match std::fs::read(&p) {
-            Ok(b) => Some(b),
-            Err(_) => {
-                eprintln!("fixture {} absent: skipped", p.display());
-                None
-            }
-        }
-    }
+    use crate::testdata::fixture;
 
     fn parse_one(bytes: &[u8]) -> Item {
         let mut r = Reader::default();
