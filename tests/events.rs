@@ -195,3 +195,69 @@ fn a_hikvision_camera_pushing_to_ingest_delivers_motion() {
     );
     assert_eq!(e["detail"]["camera_ts"], "2026-11-29T03:00:00.000Z");
 }
+
+#[test]
+fn onvif_pull_point_motion_renewal_and_unsubscribe() {
+    let rt = rt();
+    let mut ctl = SimControl::new("ov-pw");
+    ctl.onvif_lease_s = 4; // renewed every ~2 s
+    ctl.clock_offset_s = -3 * 365 * 86_400; // a camera clock years off: leases still work
+    let sim = rt.block_on(SimCamera::start(ctl)).unwrap();
+    let broker = Broker::start();
+    let mut sub = Subscriber::new(broker.port, &format!("{T}/+"));
+    let block = format!(
+        "\n[[camera]]\nid = \"cam07\"\nvendor = \"onvif\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"ov-pw\"\nonvif_url = \"{}\"\nevents = [\"onvif\"]\nprobe = false\n",
+        sim.onvif_url()
+    );
+    let mut agent = Agent::start(broker.port, &format!("--\n{block}"));
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
+    while sim.control().subscriptions == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no subscription:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let motion = "tns1:RuleEngine/CellMotionDetector/Motion";
+    sim.onvif_event(motion, "IsMotion", "true", true); // Initialized: state only, no event
+    sim.onvif_event(motion, "IsMotion", "true", false);
+    sim.onvif_event("tns1:VideoSource/MotionAlarm", "State", "false", false);
+    sim.onvif_event(
+        "tns1:VideoSource/GlobalSceneChange/ImagingService",
+        "State",
+        "true",
+        false,
+    );
+    sub.wait_until(Duration::from_secs(15), "start, end and tamper", |m| {
+        m.iter().filter(|m| m.leaf() == "event").count() >= 2
+            && m.iter().any(|m| m.json()["kind"] == "tamper")
+    });
+    let ev = motions(&sub, "cam07");
+    assert_eq!(
+        ev.len(),
+        2,
+        "the Initialized notification made no event: {ev:?}"
+    );
+    assert_eq!(
+        (ev[0]["state"].as_str(), ev[1]["state"].as_str()),
+        (Some("start"), Some("end"))
+    );
+    assert_eq!(ev[0]["source"], "onvif");
+    assert_eq!(
+        ev[0]["detail"]["event"],
+        "RuleEngine/CellMotionDetector/Motion"
+    );
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
+    while sim.control().renews < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the subscription was not renewed:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sim.control().subscriptions, 1, "renewed, not re-created");
+    assert_eq!(agent.term().code(), Some(0));
+    assert!(sim.control().unsubscribes >= 1, "unsubscribed at shutdown");
+}

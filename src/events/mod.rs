@@ -1,6 +1,6 @@
 //! Motion events from the cameras: Hikvision ISAPI `alertStream` (and its push variant on the
-//! ingest server), Dahua/KBVision/Imou `eventManager.cgi?action=attach`. ONVIF pull-point
-//! subscriptions and GPIO inputs are the next steps (see the events issue).
+//! ingest server), Dahua/KBVision/Imou `eventManager.cgi?action=attach`, and ONVIF pull-point
+//! subscriptions ([`onvif`], the task in `pullpoint`). GPIO inputs come with board support.
 //!
 //! Per camera and source a task keeps the long-lived multipart stream open (Digest auth, a
 //! fresh connection after the first 401), feeds the pure [`multipart::Parser`], turns parts
@@ -15,6 +15,8 @@ pub mod coalesce;
 pub mod dahua;
 pub mod hikvision;
 pub mod multipart;
+pub mod onvif;
+mod pullpoint;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,9 @@ pub struct Hub {
     pub states: Mutex<HashMap<(String, &'static str), StreamState>>,
     coalescers: Mutex<HashMap<(String, &'static str), Coalescer>>,
     last_tamper: Mutex<HashMap<String, i64>>,
+    /// Live ONVIF pull-point subscriptions, to unsubscribe at shutdown.
+    /// (subscription address, camera clock offset in ms).
+    onvif_subs: Mutex<HashMap<String, (Url, i64)>>,
 }
 
 /// Tamper alerts from one camera are raised at most this often.
@@ -63,6 +68,7 @@ impl Hub {
             states: Mutex::new(HashMap::new()),
             coalescers: Mutex::new(HashMap::new()),
             last_tamper: Mutex::new(HashMap::new()),
+            onvif_subs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -233,8 +239,7 @@ impl Hub {
                 let source: &'static str = match src {
                     EventSource::Hikvision => "hikvision",
                     EventSource::Dahua => "dahua",
-                    // ONVIF pull-point events: not yet (see the events issue).
-                    EventSource::Onvif => continue,
+                    EventSource::Onvif => "onvif",
                 };
                 self.state(&cam.id, source, |s| {
                     s.last_error = Some("connecting".into())
@@ -266,8 +271,17 @@ impl Hub {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             let r = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = self.stream_once(&cam, source, &mut backoff) => r,
+                _ = shutdown.cancelled() => {
+                    self.onvif_unsubscribe(&cam).await;
+                    return;
+                }
+                r = async {
+                    if source == "onvif" {
+                        self.onvif_once(&cam, &mut backoff).await
+                    } else {
+                        self.stream_once(&cam, source, &mut backoff).await
+                    }
+                } => r,
             };
             let why = r
                 .err()

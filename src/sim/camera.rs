@@ -34,6 +34,11 @@ pub struct SimControl {
     pub manufacturer: String,
     pub model: String,
     pub reboots: u32,
+    /// ONVIF pull-point lease the camera grants, and what it has seen.
+    pub onvif_lease_s: i64,
+    pub subscriptions: u32,
+    pub renews: u32,
+    pub unsubscribes: u32,
 }
 
 impl SimControl {
@@ -53,6 +58,10 @@ impl SimControl {
             manufacturer: "camgw-sim".into(),
             model: "SIM-4MP".into(),
             reboots: 0,
+            onvif_lease_s: 60,
+            subscriptions: 0,
+            renews: 0,
+            unsubscribes: 0,
         }
     }
 }
@@ -64,6 +73,9 @@ struct Shared {
     /// message cuts the streams.
     hik: tokio::sync::broadcast::Sender<Vec<u8>>,
     dahua: tokio::sync::broadcast::Sender<Vec<u8>>,
+    /// ONVIF notifications waiting for the next PullMessages.
+    onvif_queue: Mutex<std::collections::VecDeque<String>>,
+    onvif_notify: tokio::sync::Notify,
 }
 
 /// A running simulated camera. Dropping it stops it.
@@ -86,6 +98,8 @@ impl SimCamera {
                 counter: Mutex::new(0),
                 hik: tokio::sync::broadcast::channel(256).0,
                 dahua: tokio::sync::broadcast::channel(256).0,
+                onvif_queue: Mutex::new(Default::default()),
+                onvif_notify: tokio::sync::Notify::new(),
             }),
             stop: Mutex::new(CancellationToken::new()),
         };
@@ -134,6 +148,23 @@ impl SimCamera {
     /// A Dahua event on the attach stream, e.g. ("VideoMotion", "Start").
     pub fn dahua_event(&self, code: &str, action: &str) {
         let _ = self.shared.dahua.send(dahua_part(code, action));
+    }
+
+    /// An ONVIF notification for the next PullMessages, e.g.
+    /// ("tns1:RuleEngine/CellMotionDetector/Motion", "IsMotion", "true", false).
+    pub fn onvif_event(&self, topic: &str, name: &str, value: &str, initialized: bool) {
+        let now = time::OffsetDateTime::now_utc();
+        let op = if initialized {
+            "Initialized"
+        } else {
+            "Changed"
+        };
+        let xml = format!(
+            r#"<wsnt:NotificationMessage><wsnt:Topic Dialect="http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet">{topic}</wsnt:Topic><wsnt:Message><tt:Message UtcTime="{}" PropertyOperation="{op}"><tt:Source><tt:SimpleItem Name="VideoSourceConfigurationToken" Value="00000"/></tt:Source><tt:Data><tt:SimpleItem Name="{name}" Value="{value}"/></tt:Data></tt:Message></wsnt:Message></wsnt:NotificationMessage>"#,
+            soap_time(now)
+        );
+        self.shared.onvif_queue.lock().unwrap().push_back(xml);
+        self.shared.onvif_notify.notify_waiters();
     }
 
     /// Sends the first half of a part, then cuts every event stream.
@@ -317,6 +348,14 @@ async fn http_conn(mut s: TcpStream, sh: Arc<Shared>) {
                 }
             }
         }
+        if path.starts_with("/onvif/") && String::from_utf8_lossy(&body).contains("PullMessages") {
+            // A short long-poll: wait (at most 1 s) for a notification.
+            let waiting = sh.onvif_queue.lock().unwrap().is_empty();
+            if waiting {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), sh.onvif_notify.notified()).await;
+            }
+        }
         let (status, ctype, payload, close) = if path.starts_with("/onvif/") {
             onvif_answer(&sh, &ctl, &body)
         } else if path.starts_with("/snapshot") {
@@ -380,6 +419,53 @@ fn onvif_answer(sh: &Shared, ctl: &SimControl, body: &[u8]) -> (u16, &'static st
     if text.contains("GetDeviceInformation") {
         let inner = format!("<tds:GetDeviceInformationResponse><tds:Manufacturer>{}</tds:Manufacturer><tds:Model>{}</tds:Model><tds:FirmwareVersion>V5.7.3 build 221010</tds:FirmwareVersion><tds:SerialNumber>SIM0001</tds:SerialNumber><tds:HardwareId>88</tds:HardwareId></tds:GetDeviceInformationResponse>", ctl.manufacturer, ctl.model);
         return (200, ct, env(inner), false);
+    }
+    let lease = ctl.onvif_lease_s;
+    let times = format!(
+        "<wsnt:CurrentTime>{}</wsnt:CurrentTime><wsnt:TerminationTime>{}</wsnt:TerminationTime>",
+        soap_time(now),
+        soap_time(now + time::Duration::seconds(lease))
+    );
+    let ns = r#"xmlns:wsnt="http://docs.oasis-open.org/wsn/b-2" xmlns:tev="http://www.onvif.org/ver10/events/wsdl" xmlns:wsa5="http://www.w3.org/2005/08/addressing""#;
+    if text.contains("PullMessages") {
+        let msgs: Vec<String> = sh.onvif_queue.lock().unwrap().drain(..).collect();
+        let inner = format!(
+            "<tev:PullMessagesResponse {ns}>{}{}</tev:PullMessagesResponse>",
+            times.replace("wsnt:", "tev:"),
+            msgs.join("")
+        );
+        return (200, ct, env(inner), false);
+    }
+    if text.contains("GetCapabilities") {
+        // A LAN address the gateway may not reach: it must keep the configured host.
+        let inner = "<tds:GetCapabilitiesResponse><tds:Capabilities><tt:Events><tt:XAddr>http://192.0.2.1/onvif/event_service</tt:XAddr><tt:WSPullPointSupport>true</tt:WSPullPointSupport></tt:Events></tds:Capabilities></tds:GetCapabilitiesResponse>";
+        return (200, ct, env(inner.into()), false);
+    }
+    if text.contains("CreatePullPointSubscription") {
+        sh.ctl.lock().unwrap().subscriptions += 1;
+        let inner = format!("<tev:CreatePullPointSubscriptionResponse {ns}><tev:SubscriptionReference><wsa5:Address>http://192.0.2.1/onvif/Subscription?Idx=7</wsa5:Address></tev:SubscriptionReference>{times}</tev:CreatePullPointSubscriptionResponse>");
+        return (200, ct, env(inner), false);
+    }
+    if text.contains("<Renew") {
+        sh.ctl.lock().unwrap().renews += 1;
+        return (
+            200,
+            ct,
+            env(format!(
+                "<wsnt:RenewResponse {ns}>{}</wsnt:RenewResponse>",
+                times
+            )),
+            false,
+        );
+    }
+    if text.contains("<Unsubscribe") {
+        sh.ctl.lock().unwrap().unsubscribes += 1;
+        return (
+            200,
+            ct,
+            env(format!("<wsnt:UnsubscribeResponse {ns}/>")),
+            false,
+        );
     }
     if text.contains("SystemReboot") {
         sh.ctl.lock().unwrap().reboots += 1;
@@ -505,4 +591,16 @@ fn dahua_part(code: &str, action: &str) -> Vec<u8> {
 fn dahua_heartbeat() -> Vec<u8> {
     b"--myboundary\r\nContent-Type: text/plain\r\nContent-Length:9\r\n\r\nHeartbeat\r\n\r\n"
         .to_vec()
+}
+
+fn soap_time(t: time::OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }

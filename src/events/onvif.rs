@@ -1,0 +1,315 @@
+//! ONVIF events over a pull-point subscription: pure parsing of the SOAP answers, and the
+//! topic rules. Motion from `RuleEngine/CellMotionDetector/Motion` (`IsMotion`) and
+//! `VideoSource/MotionAlarm` (`State`); tamper from `VideoSource/GlobalSceneChange/*`,
+//! `VideoSource/ImageTooBlurry|Dark|Bright/*` and `RuleEngine/TamperDetector/Tamper`.
+//! `PropertyOperation="Initialized"` sets the initial state and creates no event. Elements and
+//! topics are matched by local name: namespaces and prefixes differ by vendor.
+
+use quick_xml::events::Event;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Notification {
+    /// The topic without namespace prefixes: `RuleEngine/CellMotionDetector/Motion`.
+    pub topic: String,
+    pub operation: Option<String>,
+    pub utc_time: Option<String>,
+    pub data: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pulled {
+    pub current_time: Option<String>,
+    pub termination_time: Option<String>,
+    pub notifications: Vec<Notification>,
+}
+
+fn local(name: &[u8]) -> String {
+    let s = String::from_utf8_lossy(name);
+    s.rsplit(':').next().unwrap_or("").to_string()
+}
+
+fn attr(e: &quick_xml::events::BytesStart, name: &str) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| local(a.key.as_ref()) == name)
+        .map(|a| String::from_utf8_lossy(&a.value).to_string())
+}
+
+/// Strips `tns1:` style prefixes from every path segment of a topic.
+pub fn clean_topic(t: &str) -> String {
+    t.trim()
+        .split('/')
+        .map(|seg| seg.rsplit(':').next().unwrap_or(seg))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Parses a PullMessagesResponse (or a CreatePullPointSubscriptionResponse, for the times and,
+/// through [`subscription_address`], the address).
+pub fn parse_pull(xml: &[u8]) -> Result<Pulled, String> {
+    let mut r = quick_xml::Reader::from_reader(xml);
+    r.config_mut().trim_text(true);
+    let mut out = Pulled::default();
+    let mut stack: Vec<String> = Vec::new();
+    let mut cur: Option<Notification> = None;
+    let mut buf = Vec::new();
+    loop {
+        let ev = r
+            .read_event_into(&mut buf)
+            .map_err(|e| format!("bad XML: {e}"))?;
+        match ev {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let name = local(e.local_name().as_ref());
+                let empty = matches!(ev, Event::Empty(_));
+                match name.as_str() {
+                    "NotificationMessage" => cur = Some(Notification::default()),
+                    "Message"
+                        if stack.last().map(String::as_str) == Some("Message")
+                            || attr(e, "UtcTime").is_some()
+                            || attr(e, "PropertyOperation").is_some() =>
+                    {
+                        if let Some(n) = cur.as_mut() {
+                            n.operation = attr(e, "PropertyOperation");
+                            n.utc_time = attr(e, "UtcTime");
+                        }
+                    }
+                    "SimpleItem" if stack.iter().any(|s| s == "Data") => {
+                        if let (Some(n), Some(k), Some(v)) =
+                            (cur.as_mut(), attr(e, "Name"), attr(e, "Value"))
+                        {
+                            n.data.push((k, v));
+                        }
+                    }
+                    _ => {}
+                }
+                if !empty {
+                    stack.push(name);
+                }
+            }
+            Event::End(ref e) => {
+                let name = local(e.local_name().as_ref());
+                stack.pop();
+                if name == "NotificationMessage" {
+                    if let Some(n) = cur.take() {
+                        out.notifications.push(n);
+                    }
+                }
+            }
+            Event::Text(t) => {
+                let text = t.decode().map(|c| c.into_owned()).unwrap_or_default();
+                match stack.last().map(String::as_str) {
+                    Some("Topic") => {
+                        if let Some(n) = cur.as_mut() {
+                            n.topic = clean_topic(&text);
+                        }
+                    }
+                    Some("CurrentTime") => out.current_time = Some(text.trim().to_string()),
+                    Some("TerminationTime") => out.termination_time = Some(text.trim().to_string()),
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+        if stack.len() > 64 {
+            return Err("XML nested too deeply".into());
+        }
+    }
+    Ok(out)
+}
+
+/// The pull-point address in a CreatePullPointSubscriptionResponse.
+pub fn subscription_address(xml: &[u8]) -> Option<String> {
+    let t = crate::health::onvif::texts(xml).ok()?;
+    t.into_iter()
+        .find(|(k, _)| k == "Address")
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// The event service address in a GetCapabilitiesResponse (`Events/XAddr`).
+pub fn events_xaddr(xml: &[u8]) -> Option<String> {
+    let mut r = quick_xml::Reader::from_reader(xml);
+    r.config_mut().trim_text(true);
+    let mut stack: Vec<String> = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        match r.read_event_into(&mut buf).ok()? {
+            Event::Start(e) => stack.push(local(e.local_name().as_ref())),
+            Event::End(_) => {
+                stack.pop();
+            }
+            Event::Text(t)
+                if stack.last().map(String::as_str) == Some("XAddr")
+                    && stack.iter().any(|s| s == "Events") =>
+            {
+                return t.decode().ok().map(|c| c.trim().to_string());
+            }
+            Event::Eof => return None,
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Motion(bool),
+    Tamper(bool),
+    Other,
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1")
+}
+
+pub fn classify(n: &Notification) -> Signal {
+    let value = |names: &[&str]| {
+        n.data
+            .iter()
+            .find(|(k, _)| names.contains(&k.as_str()))
+            .map(|(_, v)| truthy(v))
+    };
+    let t = n.topic.as_str();
+    if t.ends_with("RuleEngine/CellMotionDetector/Motion") {
+        value(&["IsMotion"])
+            .map(Signal::Motion)
+            .unwrap_or(Signal::Other)
+    } else if t.ends_with("VideoSource/MotionAlarm") {
+        value(&["State"])
+            .map(Signal::Motion)
+            .unwrap_or(Signal::Other)
+    } else if t.contains("VideoSource/GlobalSceneChange")
+        || t.contains("VideoSource/ImageTooBlurry")
+        || t.contains("VideoSource/ImageTooDark")
+        || t.contains("VideoSource/ImageTooBright")
+        || t.ends_with("RuleEngine/TamperDetector/Tamper")
+    {
+        value(&["State", "IsTamper"])
+            .map(Signal::Tamper)
+            .unwrap_or(Signal::Other)
+    } else {
+        Signal::Other
+    }
+}
+
+pub fn is_initialized(n: &Notification) -> bool {
+    n.operation
+        .as_deref()
+        .is_some_and(|o| o.eq_ignore_ascii_case("Initialized"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::fixture;
+
+    #[test]
+    fn real_initialized_answers_parse_and_create_no_motion() {
+        for (name, count) in [
+            ("onvif_pullmessages_hikvision_initialized.xml", 10),
+            ("onvif_pullmessages_dahua_initialized.xml", 5),
+        ] {
+            let Some(x) = fixture(name) else { return };
+            let p = parse_pull(&x).unwrap();
+            assert_eq!(p.notifications.len(), count, "{name}");
+            assert!(p.notifications.iter().all(is_initialized), "{name}");
+            let motion: Vec<_> = p
+                .notifications
+                .iter()
+                .filter(|n| matches!(classify(n), Signal::Motion(_)))
+                .collect();
+            assert!(!motion.is_empty(), "{name}");
+            assert!(
+                motion.iter().all(|n| classify(n) == Signal::Motion(false)),
+                "{name}"
+            );
+        }
+        if let Some(x) = fixture("onvif_pullmessages_dahua_initialized.xml") {
+            let p = parse_pull(&x).unwrap();
+            assert_eq!(p.current_time.as_deref(), Some("2019-02-11T14:16:01Z"));
+            assert_eq!(
+                p.notifications[0].topic,
+                "RuleEngine/CellMotionDetector/Motion"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_pull_and_create_pull_point_answers() {
+        if let Some(x) = fixture("onvif_pullmessages_empty_agsh_mockup.xml") {
+            assert!(parse_pull(&x).unwrap().notifications.is_empty());
+        }
+        if let Some(x) = fixture("onvif_createpullpoint_dahua.xml") {
+            assert_eq!(
+                subscription_address(&x).as_deref(),
+                Some("http://192.168.5.108/onvif/Subscription?Idx=11")
+            );
+            let p = parse_pull(&x).unwrap();
+            assert_eq!(p.termination_time.as_deref(), Some("2019-02-10T08:47:20Z"));
+        }
+        if let Some(x) = fixture("onvif_createpullpoint_agsh_mockup.xml") {
+            assert!(subscription_address(&x)
+                .unwrap()
+                .contains("SubscriptionId=0"));
+        }
+    }
+
+    #[test]
+    fn topics_and_values_by_rule() {
+        let n = |topic: &str, k: &str, v: &str| Notification {
+            topic: clean_topic(topic),
+            data: vec![(k.into(), v.into())],
+            ..Default::default()
+        };
+        assert_eq!(
+            classify(&n(
+                "tns1:RuleEngine/CellMotionDetector/Motion",
+                "IsMotion",
+                "true"
+            )),
+            Signal::Motion(true)
+        );
+        assert_eq!(
+            classify(&n("tns1:VideoSource/MotionAlarm", "State", "1")),
+            Signal::Motion(true)
+        );
+        assert_eq!(
+            classify(&n("tns1:VideoSource/MotionAlarm", "State", "0")),
+            Signal::Motion(false)
+        );
+        assert_eq!(
+            classify(&n(
+                "tns1:VideoSource/GlobalSceneChange/ImagingService",
+                "State",
+                "true"
+            )),
+            Signal::Tamper(true)
+        );
+        assert_eq!(
+            classify(&n(
+                "tns1:RuleEngine/TamperDetector/Tamper",
+                "IsTamper",
+                "false"
+            )),
+            Signal::Tamper(false)
+        );
+        assert_eq!(
+            classify(&n(
+                "tns1:Device/HardwareFailure/StorageFailure",
+                "Failed",
+                "true"
+            )),
+            Signal::Other
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = parse_pull(&b);
+            let _ = subscription_address(&b);
+            let _ = events_xaddr(&b);
+        }
+    }
+}
