@@ -43,7 +43,9 @@ fn frames(path: &Path) -> Vec<(usize, usize, u64)> {
 #[test]
 fn at_max_bytes_the_oldest_events_are_evicted_and_the_count_is_reported() {
     let mut broker = Broker::start();
-    let agent = Agent::start(broker.port, "--\n[buffer]\nmax_bytes = 65536\n");
+    let gate = StallProxy::start(broker.port);
+    let agent = Agent::start(gate.port, "--\n[buffer]\nmax_bytes = 65536\n");
+    gate.close();
     broker.stop();
     let mut accepted = Vec::new();
     for i in 0..3000 {
@@ -51,6 +53,7 @@ fn at_max_bytes_the_oldest_events_are_evicted_and_the_count_is_reported() {
     }
     broker.restart();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/+"));
+    gate.open();
     let dropped = |m: &[Msg]| -> u64 {
         m.iter()
             .filter(|m| m.leaf() == "alert" && m.json()["kind"] == "buffer_dropped")
@@ -197,12 +200,14 @@ fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
     assert!(ok.success(), "mount tmpfs");
     let _guard = Tmpfs(mnt.clone());
     let mut broker = Broker::start();
+    let gate = StallProxy::start(broker.port);
     let mut agent = Agent::in_dir(
         tmp.path(),
         mnt.join("data"),
-        broker.port,
+        gate.port,
         "--\n[buffer]\nsync = \"always\"\n",
     );
+    gate.close();
     broker.stop();
     let mut accepted = BTreeSet::new();
     for _ in 0..50 {
@@ -243,6 +248,7 @@ fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
     }
     broker.restart();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/event"));
+    gate.open();
     sub.wait_until(Duration::from_secs(30), "everything accepted", |m| {
         event_seqs(m).0.is_superset(&accepted)
     });

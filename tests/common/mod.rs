@@ -609,6 +609,8 @@ pub struct StallProxy {
     pub port: u16,
     accepted: std::sync::Arc<std::sync::atomic::AtomicU64>,
     stalled_upto: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// While closed, new connections are dropped at once (the agent cannot reconnect yet).
+    gate: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StallProxy {
@@ -619,10 +621,15 @@ impl StallProxy {
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicU64::new(0));
         let stalled_upto = Arc::new(AtomicU64::new(0));
-        let (acc, stl) = (accepted.clone(), stalled_upto.clone());
+        let gate = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (acc, stl, g) = (accepted.clone(), stalled_upto.clone(), gate.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
+                if !g.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
@@ -658,7 +665,18 @@ impl StallProxy {
             port,
             accepted,
             stalled_upto,
+            gate,
         }
+    }
+
+    /// New connections are refused until [`StallProxy::open`]: lets a test subscribe to a
+    /// restarted broker before the agent can reconnect and publish.
+    pub fn close(&self) {
+        self.gate.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn open(&self) {
+        self.gate.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every connection accepted so far goes silent.
