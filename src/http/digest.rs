@@ -119,6 +119,33 @@ fn hex_hash(algorithm: &str, data: &str) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The Digest `response` value (RFC 7616 section 3.4.1); `qop` is `(nc, cnonce)` when
+/// `qop=auth` is in use. The `-sess` variants need the cnonce, so they require `qop`.
+#[allow(clippy::too_many_arguments)]
+fn response(
+    algorithm: &str,
+    user: &str,
+    realm: &str,
+    password: &str,
+    nonce: &str,
+    method: &str,
+    uri: &str,
+    qop: Option<(&str, &str)>,
+) -> String {
+    let mut ha1 = hex_hash(algorithm, &format!("{user}:{realm}:{password}"));
+    if let (true, Some((_, cnonce))) = (algorithm.to_ascii_lowercase().ends_with("-sess"), qop) {
+        ha1 = hex_hash(algorithm, &format!("{ha1}:{nonce}:{cnonce}"));
+    }
+    let ha2 = hex_hash(algorithm, &format!("{method}:{uri}"));
+    match qop {
+        Some((nc, cnonce)) => hex_hash(
+            algorithm,
+            &format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"),
+        ),
+        None => hex_hash(algorithm, &format!("{ha1}:{nonce}:{ha2}")),
+    }
+}
+
 /// The `Authorization` header value answering `challenge`.
 pub fn authorization(
     challenge: &Challenge,
@@ -142,20 +169,9 @@ pub fn authorization(
             qop_auth,
             ..
         } => {
-            let mut ha1 = hex_hash(algorithm, &format!("{user}:{realm}:{password}"));
-            if algorithm.to_ascii_lowercase().ends_with("-sess") {
-                ha1 = hex_hash(algorithm, &format!("{ha1}:{nonce}:{cnonce}"));
-            }
-            let ha2 = hex_hash(algorithm, &format!("{method}:{uri}"));
             let nc = format!("{nc:08x}");
-            let response = if *qop_auth {
-                hex_hash(
-                    algorithm,
-                    &format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"),
-                )
-            } else {
-                hex_hash(algorithm, &format!("{ha1}:{nonce}:{ha2}"))
-            };
+            let qop = qop_auth.then_some((nc.as_str(), cnonce));
+            let response = response(algorithm, user, realm, password, nonce, method, uri, qop);
             let mut h = format!(
                 "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={algorithm}, response=\"{response}\""
             );
@@ -206,16 +222,11 @@ pub fn verify(header: &str, password: &str, method: &str) -> bool {
         return false;
     };
     let algorithm = get("algorithm").unwrap_or("MD5");
-    let ha1 = hex_hash(algorithm, &format!("{user}:{realm}:{password}"));
-    let ha2 = hex_hash(algorithm, &format!("{method}:{uri}"));
-    let expected = match (get("qop"), get("nc"), get("cnonce")) {
-        (Some(_), Some(nc), Some(cnonce)) => hex_hash(
-            algorithm,
-            &format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"),
-        ),
-        _ => hex_hash(algorithm, &format!("{ha1}:{nonce}:{ha2}")),
+    let qop = match (get("qop"), get("nc"), get("cnonce")) {
+        (Some(_), Some(nc), Some(cnonce)) => Some((nc, cnonce)),
+        _ => None,
     };
-    expected == resp
+    response(algorithm, user, realm, password, nonce, method, uri, qop) == resp
 }
 
 #[cfg(test)]
