@@ -26,7 +26,7 @@ use crate::health::{health_topic, Monitor};
 use crate::ingest::{self, Ingest};
 use crate::record::{format_id, new_id, Body, NewRecord};
 use crate::remote;
-use crate::uplink::{Outbox, Retained, Uplink, UplinkStats};
+use crate::uplink::{Gauges, Outbox, Retained, Uplink, UplinkStats};
 
 /// What lives across reconfigurations.
 pub struct Shared {
@@ -44,6 +44,11 @@ pub struct Shared {
     pub progress: Arc<AtomicU64>,
     pub uplink_beat: Arc<crate::watchdog::Beat>,
     pub health_beat: Arc<crate::watchdog::Beat>,
+    pub board_beat: Arc<crate::watchdog::Beat>,
+    /// Telemetry readings from the board and the system sampler.
+    pub gauges: Arc<Gauges>,
+    /// Free disk under data_dir is below `gateway.disk_low_mb`.
+    pub disk_low: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -96,6 +101,9 @@ pub async fn open_shared(
         progress: Arc::new(AtomicU64::new(0)),
         uplink_beat: Arc::new(crate::watchdog::Beat::default()),
         health_beat: Arc::new(crate::watchdog::Beat::default()),
+        board_beat: Arc::new(crate::watchdog::Beat::inactive()),
+        gauges: Arc::new(Gauges::default()),
+        disk_low: Arc::new(AtomicBool::new(false)),
     };
     if recovery.anything_skipped() {
         tracing::warn!(corrupt = recovery.corrupt, torn_bytes = recovery.torn_bytes, strays = ?recovery.strays, "buffer recovery skipped damaged data");
@@ -120,6 +128,8 @@ pub async fn open_shared(
 pub struct Parts {
     pub config: Arc<Config>,
     pub ingest_addr: Option<std::net::SocketAddr>,
+    /// The running board task, when the config names a board that opened.
+    pub board: Option<crate::board::Handle>,
     token: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -161,6 +171,7 @@ pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result
         commands: Some(shared.commands.clone()),
         final_shutdown: shared.final_shutdown.clone(),
         beat: shared.uplink_beat.clone(),
+        gauges: shared.gauges.clone(),
     };
     tasks.push(tokio::spawn(uplink.run(token.clone())));
     let monitor = Monitor {
@@ -174,12 +185,145 @@ pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result
         hub: hub.clone(),
     };
     tasks.push(tokio::spawn(monitor.run(token.clone())));
+    let board = start_board(&config, shared, &hub, &token, &mut tasks).await;
+    tasks.push(tokio::spawn(sample_system(
+        config.clone(),
+        SystemParts {
+            buffer: shared.buffer.clone(),
+            clock: shared.clock.clone(),
+            gauges: shared.gauges.clone(),
+            disk_low: shared.disk_low.clone(),
+            board: board.as_ref().map(|b| b.status.clone()),
+        },
+        token.clone(),
+    )));
     Ok(Parts {
         config,
         ingest_addr,
+        board,
         token,
         tasks,
     })
+}
+
+/// What the status LED reflects of the rest of the agent.
+struct LedInputs {
+    stats: Arc<UplinkStats>,
+    retained: Arc<Retained>,
+    disk_low: Arc<AtomicBool>,
+}
+
+impl crate::board::AgentState for LedInputs {
+    fn connected(&self) -> bool {
+        self.stats.connected.load(Ordering::Relaxed)
+    }
+    fn camera_problem(&self) -> bool {
+        self.retained.cameras_not_up() > 0
+    }
+    fn fault(&self) -> bool {
+        self.disk_low.load(Ordering::Relaxed)
+    }
+}
+
+/// Opens the board the config names and starts its task. A board that cannot be resolved
+/// or opened is reported (`board_fault`) and left out; the agent runs on without it.
+async fn start_board(
+    config: &Arc<Config>,
+    shared: &Shared,
+    hub: &Arc<crate::events::Hub>,
+    token: &CancellationToken,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Option<crate::board::Handle> {
+    let map = match crate::board::load_map(config) {
+        Ok(Some(m)) => m,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!("board: {e}");
+            shared.gauges.set("board", serde_json::json!({"error": e}));
+            shared
+                .alert(
+                    "board_fault",
+                    None,
+                    serde_json::json!({"board": config.gateway.board, "problems": [e]}),
+                )
+                .await;
+            return None;
+        }
+    };
+    let name = map.name.clone();
+    let (board, problems) = crate::board::Board::open(map, config);
+    tracing::info!(board = %name, relays = ?board.relay_names(), problems = problems.len(), "board opened");
+    let task = crate::board::Task {
+        board,
+        config: config.clone(),
+        buffer: shared.buffer.clone(),
+        clock: shared.clock.clone(),
+        hub: hub.clone(),
+        state: Arc::new(LedInputs {
+            stats: shared.stats.clone(),
+            retained: shared.retained.clone(),
+            disk_low: shared.disk_low.clone(),
+        }),
+        beat: shared.board_beat.clone(),
+        open_problems: problems,
+    };
+    let (handle, join) = task.spawn(token.clone());
+    tasks.push(join);
+    Some(handle)
+}
+
+struct SystemParts {
+    buffer: Buffer,
+    clock: Arc<dyn Clock>,
+    gauges: Arc<Gauges>,
+    disk_low: Arc<AtomicBool>,
+    board: Option<Arc<std::sync::Mutex<crate::board::BoardStatus>>>,
+}
+
+/// Samples the gateway's own health into the telemetry every few seconds and raises
+/// `disk_low` / `disk_ok`.
+async fn sample_system(config: Arc<Config>, p: SystemParts, shutdown: CancellationToken) {
+    let bound = config.gateway.disk_low_mb;
+    let mut alarm = crate::system::disk_alarm(bound);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let dir = config.gateway.data_dir.clone();
+        let Ok(s) = tokio::task::spawn_blocking(move || crate::system::sample(&dir)).await else {
+            continue;
+        };
+        if let (Some(free), true) = (s.disk_free_mb, bound > 0) {
+            let change = alarm.update(free as f64);
+            p.disk_low.store(alarm.active(), Ordering::Relaxed);
+            if let Some(low) = change {
+                let kind = if low { "disk_low" } else { "disk_ok" };
+                tracing::warn!(free_mb = free, bound_mb = bound, "{kind}");
+                let rec = NewRecord {
+                    ts_ms: p.clock.now_ms(),
+                    clock_synced: p.clock.synced(),
+                    body: Body::alert(
+                        kind,
+                        None,
+                        serde_json::json!({"free_mb": free, "bound_mb": bound, "data_dir": config.gateway.data_dir}),
+                    ),
+                };
+                if let Err(e) = p.buffer.append(rec).await {
+                    tracing::error!("cannot record the {kind} alert: {e}");
+                }
+            }
+        }
+        let mut sys = serde_json::to_value(&s).unwrap_or_default();
+        sys["disk_low"] = alarm.active().into();
+        p.gauges.set("system", sys);
+        if let Some(b) = &p.board {
+            let v = serde_json::to_value(&*b.lock().unwrap()).unwrap_or_default();
+            p.gauges.set("board", v);
+        }
+    }
 }
 
 /// A listener re-bound right after the previous one closed may briefly find the port busy.
@@ -503,17 +647,44 @@ pub async fn run(
         replay,
     };
     let watchdog_stop = CancellationToken::new();
-    if let Some(every) = crate::watchdog::interval() {
+    let mut watchdog_task = None;
+    let systemd_every = crate::watchdog::interval();
+    let hardware = match &sup.config().board.hardware_watchdog {
+        Some(p) => match crate::watchdog::Hardware::open(p) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::error!("cannot open the hardware watchdog {}: {e}", p.display());
+                None
+            }
+        },
+        None => None,
+    };
+    if systemd_every.is_some() || hardware.is_some() {
+        // The hardware watchdog is pinged every 2 s (its timeout is typically 10-60 s).
+        let every = match (systemd_every, hardware.is_some()) {
+            (Some(s), true) => s.min(Duration::from_secs(2)),
+            (Some(s), false) => s,
+            (None, _) => Duration::from_secs(2),
+        };
         let loops = vec![
             ("buffer", sup.shared.buffer.beat()),
             ("uplink", sup.shared.uplink_beat.clone()),
             ("health", sup.shared.health_beat.clone()),
+            ("board", sup.shared.board_beat.clone()),
         ];
-        tokio::spawn(crate::watchdog::run(loops, every, watchdog_stop.clone()));
         tracing::info!(
             every_ms = every.as_millis() as u64,
-            "systemd watchdog enabled"
+            systemd = systemd_every.is_some(),
+            hardware = hardware.is_some(),
+            "watchdog enabled"
         );
+        watchdog_task = Some(tokio::spawn(crate::watchdog::run(
+            loops,
+            every,
+            crate::watchdog::Notifier::from_env(),
+            hardware,
+            watchdog_stop.clone(),
+        )));
     }
     crate::watchdog::notify("READY=1");
     loop {
@@ -532,12 +703,16 @@ pub async fn run(
     }
     tracing::info!("shutting down");
     crate::watchdog::notify("STOPPING=1");
-    watchdog_stop.cancel();
     sup.shared.final_shutdown.store(true, Ordering::SeqCst);
     if let Some(p) = sup.parts.take() {
         p.stop().await;
     }
     close_buffer(sup.shared.buffer.clone()).await;
+    // Last: a shutdown that hangs before this point is still caught by the watchdogs.
+    watchdog_stop.cancel();
+    if let Some(t) = watchdog_task {
+        let _ = t.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

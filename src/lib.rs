@@ -12,12 +12,17 @@
 //! - [`ingest`]: the HTTP ingest server (`POST /v1/events`).
 //! - [`remote`]: signed commands (Ed25519 envelope, replay memory), ops, config apply/rollback.
 //! - [`station`]: the ward-station side: `keygen` and `cmd`.
-//! - [`watchdog`]: systemd notify (READY, WATCHDOG only while every loop progresses).
+//! - [`board`]: the gateway's hardware: pin maps from `boards/`, embedded-hal drivers (inputs,
+//!   LED, relays, I2C temperature), Linux and simulated backends, the board task.
+//! - [`system`]: the gateway's self-health (CPU temperature, load, memory, disk) for telemetry.
+//! - [`watchdog`]: systemd notify and the hardware watchdog, pinged only while every loop
+//!   progresses.
 //! - [`agent`]: `camgw run`: wires config, buffer, uplink and ingest; signals and shutdown.
 //! - [`sim`]: simulated cameras speaking the real wire formats (tests, demo).
 //! - [`demo`]: `camgw demo`: embedded broker, simulated cameras, station view.
 
 pub mod agent;
+pub mod board;
 pub mod buffer;
 pub mod clock;
 pub mod config;
@@ -33,6 +38,7 @@ pub mod remote;
 pub mod sim;
 #[cfg(feature = "station")]
 pub mod station;
+pub mod system;
 pub mod uplink;
 pub mod watchdog;
 

@@ -64,6 +64,7 @@ pub struct Invalid {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub events: Events,
+    pub board: BoardConfig,
     pub gateway: Gateway,
     pub mqtt: Mqtt,
     pub buffer: BufferConfig,
@@ -78,7 +79,30 @@ pub struct Gateway {
     pub id: String,
     pub ward: String,
     pub data_dir: PathBuf,
+    /// "none", "auto", a board shipped in `boards/`, or a path to a board file.
     pub board: String,
+    /// Free space under `data_dir` below this raises `disk_low` (0: never).
+    pub disk_low_mb: u64,
+}
+
+/// The gateway's own hardware (`[board]`); used when `gateway.board` is not "none".
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoardConfig {
+    /// How often inputs are sampled and the status LED updated.
+    pub poll: Duration,
+    /// How long an input must hold a level to count.
+    pub debounce: Duration,
+    /// `over_temperature` is raised at this enclosure temperature...
+    pub over_temperature_c: f64,
+    /// ...and cleared once it is this much below it again.
+    pub temperature_hysteresis_c: f64,
+    pub temperature_interval: Duration,
+    /// A power-cycle keeps the camera's relay off this long.
+    pub relay_off: Duration,
+    /// A hardware watchdog device (`/dev/watchdog`) to ping while the agent is healthy.
+    pub hardware_watchdog: Option<PathBuf>,
+    /// Motion inputs (`pir1`, `door1`, ...) and the camera id their events carry.
+    pub inputs: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -193,6 +217,8 @@ pub struct Camera {
     /// Whether the health monitor probes this camera (false for a camera that only sends
     /// events and has nothing to probe).
     pub probe: bool,
+    /// The board relay that powers this camera (`reboot_camera` power-cycles it).
+    pub relay: Option<String>,
 }
 
 impl Config {

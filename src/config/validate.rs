@@ -9,7 +9,17 @@ use toml::{Table, Value};
 
 use super::*;
 
-const GATEWAY_KEYS: &[&str] = &["id", "ward", "data_dir", "board"];
+const GATEWAY_KEYS: &[&str] = &["id", "ward", "data_dir", "board", "disk_low_mb"];
+const BOARD_KEYS: &[&str] = &[
+    "poll_ms",
+    "debounce_ms",
+    "over_temperature_c",
+    "temperature_hysteresis_c",
+    "temperature_interval_s",
+    "relay_off_s",
+    "hardware_watchdog",
+    "inputs",
+];
 const MQTT_KEYS: &[&str] = &[
     "url",
     "username",
@@ -48,14 +58,12 @@ const CAMERA_KEYS: &[&str] = &[
     "onvif_url",
     "events",
     "probe",
+    "relay",
 ];
 const TOP_KEYS: &[&str] = &[
-    "gateway", "mqtt", "buffer", "health", "ingest", "security", "camera", "events",
+    "gateway", "mqtt", "buffer", "health", "ingest", "security", "camera", "events", "board",
 ];
 const EVENTS_KEYS: &[&str] = &["motion_silence_s", "min_spacing_ms", "read_timeout_s"];
-
-/// Boards that need no file in `boards/`.
-const BUILTIN_BOARDS: &[&str] = &["none", "sim"];
 
 /// Collects problems while reading one table.
 struct Walker<'a> {
@@ -305,6 +313,10 @@ pub fn validate(text: &str) -> Result<Config, Invalid> {
     let security = security(&mut w, &root);
     let cameras = cameras(&mut w, &root);
     let events = events(&mut w, &root);
+    let board = board(&mut w, &root);
+    if let (Some(g), Some(cams)) = (&gateway, &cameras) {
+        cross_check_board(&mut w, g, &board, cams);
+    }
 
     match (gateway, mqtt, buffer, health, ingest, security, cameras) {
         (
@@ -317,6 +329,7 @@ pub fn validate(text: &str) -> Result<Config, Invalid> {
             Some(cameras),
         ) if problems.is_empty() => Ok(Config {
             events,
+            board,
             gateway,
             mqtt,
             buffer,
@@ -354,24 +367,159 @@ fn gateway(w: &mut Walker, root: &Table) -> Option<Gateway> {
     let board = match w.string(t, "gateway", "board") {
         None if !t.contains_key("board") => Some("none".to_string()),
         None => None,
-        Some(b) if BUILTIN_BOARDS.contains(&b.as_str()) => Some(b),
-        Some(b) => {
-            w.problem(
-                "gateway.board",
-                format!(
-                    "unknown board \"{b}\" (this build knows: {})",
-                    BUILTIN_BOARDS.join(", ")
-                ),
-            );
-            None
-        }
+        Some(b) => match crate::board::map::reference(&b) {
+            Ok(_) => Some(b),
+            Err(e) => {
+                w.problem("gateway.board", e);
+                None
+            }
+        },
     };
+    let disk_low_mb = w.int(t, "gateway", "disk_low_mb", 0, 10_000_000, 100) as u64;
     Some(Gateway {
         id: id?,
         ward: ward?,
         data_dir: data_dir?,
         board: board?,
+        disk_low_mb,
     })
+}
+
+fn board(w: &mut Walker, root: &Table) -> BoardConfig {
+    let empty = Table::new();
+    let t = w.section(root, "board", false).unwrap_or(&empty);
+    let p = "board";
+    w.unknown_keys(p, t, BOARD_KEYS);
+    let float = |w: &mut Walker, key: &str, lo: f64, hi: f64, default: f64| -> f64 {
+        let v = match t.get(key) {
+            None => return default,
+            Some(Value::Float(f)) => *f,
+            Some(Value::Integer(i)) => *i as f64,
+            Some(other) => {
+                w.problem(
+                    join(p, key),
+                    format!("must be a number, found {}", kind(other)),
+                );
+                return default;
+            }
+        };
+        if !(lo..=hi).contains(&v) {
+            w.problem(join(p, key), format!("{v} is out of range ({lo}..={hi})"));
+            return default;
+        }
+        v
+    };
+    let poll = w.int(t, p, "poll_ms", 5, 1000, 20);
+    let debounce = w.int(t, p, "debounce_ms", 0, 10_000, 50);
+    let over = float(w, "over_temperature_c", -40.0, 150.0, 70.0);
+    let hyst = float(w, "temperature_hysteresis_c", 0.5, 50.0, 5.0);
+    let interval = w.int(t, p, "temperature_interval_s", 1, 3600, 10);
+    let relay_off = w.int(t, p, "relay_off_s", 1, 600, 10);
+    let hardware_watchdog = match w.string(t, p, "hardware_watchdog") {
+        Some(s) if s.is_empty() => {
+            w.problem(
+                "board.hardware_watchdog",
+                "must not be empty (leave it out for none)",
+            );
+            None
+        }
+        s => s.map(PathBuf::from),
+    };
+    let mut inputs = std::collections::BTreeMap::new();
+    match t.get("inputs") {
+        None => {}
+        Some(Value::Table(m)) => {
+            for (pin, cam) in m {
+                let at = format!("board.inputs.{pin}");
+                if crate::board::map::Role::of(pin) != Some(crate::board::map::Role::Motion) {
+                    w.problem(&at, "not a motion input pin name (pirN, doorN or inputN)");
+                    continue;
+                }
+                match cam {
+                    Value::String(c) => match check_name(c) {
+                        Ok(()) => {
+                            inputs.insert(pin.clone(), c.clone());
+                        }
+                        Err(e) => w.problem(&at, e),
+                    },
+                    other => w.problem(
+                        &at,
+                        format!("must be a camera id string, found {}", kind(other)),
+                    ),
+                }
+            }
+        }
+        Some(other) => w.problem(
+            "board.inputs",
+            format!("must be a table of pin = \"camera\", found {}", kind(other)),
+        ),
+    }
+    BoardConfig {
+        poll: Duration::from_millis(poll as u64),
+        debounce: Duration::from_millis(debounce as u64),
+        over_temperature_c: over,
+        temperature_hysteresis_c: hyst,
+        temperature_interval: Duration::from_secs(interval as u64),
+        relay_off: Duration::from_secs(relay_off as u64),
+        hardware_watchdog,
+        inputs,
+    }
+}
+
+/// Checks the config against the board file it names (when the board can be known without
+/// the device: a shipped name or a file): inputs and relays must exist on the board, and no
+/// relay may power two cameras.
+fn cross_check_board(w: &mut Walker, g: &Gateway, b: &BoardConfig, cams: &[Camera]) {
+    use crate::board::map::{self, BoardRef, Role};
+    let Ok(r) = map::reference(&g.board) else {
+        return;
+    };
+    let uses_board = !b.inputs.is_empty() || cams.iter().any(|c| c.relay.is_some());
+    if r == BoardRef::None {
+        if uses_board {
+            w.problem(
+                "gateway.board",
+                "board.inputs and camera relays need a board (gateway.board is \"none\")",
+            );
+        }
+        return;
+    }
+    if r == BoardRef::Auto {
+        return; // checked at start, once the device is known
+    }
+    let m = match map::resolve(&r, Path::new("/proc/device-tree/compatible")) {
+        Ok(Some(m)) => m,
+        Ok(None) => return,
+        Err(e) => {
+            w.problem("gateway.board", e);
+            return;
+        }
+    };
+    for pin in b.inputs.keys() {
+        if m.pin(pin).map(|p| p.role) != Some(Role::Motion) {
+            w.problem(
+                format!("board.inputs.{pin}"),
+                format!("board {} has no input {pin}", m.name),
+            );
+        }
+    }
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (i, c) in cams.iter().enumerate() {
+        let Some(relay) = &c.relay else { continue };
+        if m.pin(relay).map(|p| p.role) != Some(Role::Relay) {
+            w.problem(
+                format!("camera[{i}].relay"),
+                format!("board {} has no relay {relay}", m.name),
+            );
+        }
+        if let Some((_, other)) = seen.iter().find(|(r, _)| r == relay) {
+            w.problem(
+                format!("camera[{i}].relay"),
+                format!("{relay} already powers camera {other}"),
+            );
+        }
+        seen.push((relay, &c.id));
+    }
 }
 
 fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
@@ -704,7 +852,17 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
             true
         }
     };
+    let relay = w.string(t, p, "relay");
+    if let Some(r) = &relay {
+        if crate::board::map::Role::of(r) != Some(crate::board::map::Role::Relay) {
+            w.problem(
+                join(p, "relay"),
+                format!("\"{r}\" is not a relay pin name (relayN or relay_<name>)"),
+            );
+        }
+    }
     Some(Camera {
+        relay,
         probe,
         id: id?,
         vendor: vendor?,
@@ -766,6 +924,48 @@ events = ["hikvision"]
         assert_eq!(c.ingest, None);
         assert_eq!(c.cameras[0].http_base, "http://192.168.1.64");
         assert_eq!(c.topic_root(), "camgw/q1-p05/q1-p05-gw03");
+    }
+
+    #[test]
+    fn board_settings_are_checked_against_the_board_file() {
+        let base = GOOD.replace(
+            "data_dir = \"/tmp/camgw\"",
+            "data_dir = \"/tmp/camgw\"\nboard = \"rpi4\"",
+        );
+        let ok = format!("{base}relay = \"relay2\"\n[board]\nover_temperature_c = 65.5\ninputs = {{ pir1 = \"cam01\", door1 = \"gate\" }}\n");
+        let c = validate(&ok).unwrap();
+        assert_eq!(c.cameras[0].relay.as_deref(), Some("relay2"));
+        assert_eq!(c.board.over_temperature_c, 65.5);
+        assert_eq!(c.board.inputs["door1"], "gate");
+        assert_eq!(c.gateway.disk_low_mb, 100);
+        let bad = format!("{base}relay = \"relay9\"\n[board]\ninputs = {{ pir7 = \"cam01\", status_led = \"x\" }}\nhardware_watchdog = \"\"\nover_temperature_c = 500\ncolour = 1\n");
+        let p = problems(&bad);
+        for want in [
+            "board.inputs.pir7: board rpi4 has no input pir7",
+            "board.inputs.status_led: not a motion input",
+            "camera[0].relay: board rpi4 has no relay relay9",
+            "board.hardware_watchdog: must not be empty",
+            "board.over_temperature_c: 500 is out of range",
+            "board.colour: unknown key",
+        ] {
+            assert!(p.iter().any(|l| l.contains(want)), "{want} in {p:?}");
+        }
+        let none = format!("{GOOD}relay = \"relay1\"\n");
+        assert!(problems(&none).iter().any(|l| l.contains("need a board")));
+        let p = problems(&GOOD.replace(
+            "data_dir = \"/tmp/camgw\"",
+            "board = \"/nonexistent/box.toml\"",
+        ));
+        assert!(
+            p.iter()
+                .any(|l| l.contains("gateway.board: cannot read board file /nonexistent/box.toml")),
+            "{p:?}"
+        );
+        let p = problems(&GOOD.replace("data_dir = \"/tmp/camgw\"", "board = \"rpi9\""));
+        assert!(
+            p.iter().any(|l| l.contains("unknown board \"rpi9\"")),
+            "{p:?}"
+        );
     }
 
     #[test]

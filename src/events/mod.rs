@@ -1,6 +1,7 @@
 //! Motion events from the cameras: Hikvision ISAPI `alertStream` (and its push variant on the
 //! ingest server), Dahua/KBVision/Imou `eventManager.cgi?action=attach`, and ONVIF pull-point
-//! subscriptions ([`onvif`], the task in `pullpoint`). GPIO inputs come with board support.
+//! subscriptions ([`onvif`], the task in `pullpoint`). GPIO inputs arrive through
+//! [`Hub::gpio`] from the board task.
 //!
 //! Per camera and source a task keeps the long-lived multipart stream open (Digest auth, a
 //! fresh connection after the first 401), feeds the pure [`multipart::Parser`], turns parts
@@ -214,6 +215,19 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// A debounced GPIO motion input changed (`active`: motion seen / door open).
+    pub async fn gpio(&self, pin: &str, camera: &str, active: bool) {
+        let now = self.clock.now_ms();
+        let input = if active {
+            Input::Active
+        } else {
+            Input::Inactive
+        };
+        if let Some(o) = self.coalescer_input(camera, "gpio", input, now) {
+            self.emit(camera, "gpio", o, json!({"pin": pin})).await;
+        }
     }
 
     /// Ends motion that went silent (Hikvision sends no end).

@@ -5,8 +5,8 @@
 //!
 //! Ops: `get_config` (passwords redacted), `set_config` (`config`: TOML text; validated like
 //! `check-config`, applied as a whole or rolled back), `check_now` (probe every camera now and
-//! return their health), `reboot_camera` (`camera`: ONVIF SystemReboot; a relay power-cycle
-//! when the board has one, see the board issue), `buffer_stats`, `get_health`.
+//! return their health), `reboot_camera` (`camera`: a power-cycle through the camera's
+//! board relay when it has one, otherwise ONVIF SystemReboot), `buffer_stats`, `get_health`.
 
 pub mod envelope;
 pub mod replay;
@@ -175,6 +175,18 @@ async fn reboot_camera(sup: &Supervisor, camera: Option<&str>) -> Result<Value, 
     let cam = config
         .camera(id)
         .ok_or_else(|| format!("unknown camera \"{id}\""))?;
+    if let Some(relay) = &cam.relay {
+        // A relay cuts the power: it works even when the camera's firmware is hung.
+        let board = sup
+            .parts
+            .as_ref()
+            .and_then(|p| p.board.clone())
+            .ok_or_else(|| format!("camera \"{id}\" is on {relay}, but the board is not running (see the board_fault alert)"))?;
+        let off = board.power_cycle(relay).await?;
+        return Ok(
+            json!({"camera": id, "method": "relay", "relay": relay, "off_s": off.as_secs()}),
+        );
+    }
     let url = cam
         .onvif_url
         .as_deref()

@@ -67,6 +67,19 @@ impl Retained {
         self.inner.lock().unwrap().values.get(topic).cloned()
     }
 
+    /// How many retained camera health messages say anything but "up".
+    pub fn cameras_not_up(&self) -> usize {
+        let g = self.inner.lock().unwrap();
+        g.values
+            .iter()
+            .filter(|(t, v)| {
+                t.contains("/camera/")
+                    && !v.is_empty()
+                    && !v.windows(13).any(|w| w == br#""state":"up""#)
+            })
+            .count()
+    }
+
     fn mark_all_dirty(&self) {
         let mut g = self.inner.lock().unwrap();
         let keys: Vec<String> = g.values.keys().cloned().collect();
@@ -134,6 +147,24 @@ pub struct Uplink {
     pub final_shutdown: Arc<AtomicBool>,
     /// Bumped at least every second while the uplink loop runs.
     pub beat: Arc<crate::watchdog::Beat>,
+    /// Readings other parts add to the telemetry (board, system).
+    pub gauges: Arc<Gauges>,
+}
+
+/// Named telemetry readings that other parts keep current.
+#[derive(Default)]
+pub struct Gauges(std::sync::Mutex<serde_json::Map<String, serde_json::Value>>);
+
+impl Gauges {
+    pub fn set(&self, key: &str, value: serde_json::Value) {
+        self.0.lock().unwrap().insert(key.to_string(), value);
+    }
+    pub fn get(&self, key: &str) -> Option<serde_json::Value> {
+        self.0.lock().unwrap().get(key).cloned()
+    }
+    pub fn snapshot(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.0.lock().unwrap().clone()
+    }
 }
 
 /// Topic names under `T = {prefix}/{ward}/{gateway}`.
@@ -176,7 +207,7 @@ impl Uplink {
 
     pub fn telemetry(&self) -> serde_json::Value {
         let b = self.buffer.stats();
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "ts": rfc3339_ms(self.clock.now_ms()),
             "boot_id": self.boot_id,
             "version": VERSION,
@@ -186,7 +217,11 @@ impl Uplink {
             "delivered": self.stats.delivered.load(Ordering::Relaxed),
             "connects": self.stats.connects.load(Ordering::Relaxed),
             "rss_kb": rss_kb(),
-        })
+        });
+        if let serde_json::Value::Object(m) = &mut v {
+            m.extend(self.gauges.snapshot());
+        }
+        v
     }
 
     fn options(&self) -> anyhow::Result<MqttOptions> {
