@@ -10,8 +10,8 @@ use crate::board::temp::Hysteresis;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Sample {
-    pub cpu_temp_c: Option<f32>,
-    pub load: Option<[f32; 3]>,
+    pub cpu_temp_c: Option<f64>,
+    pub load: Option<[f64; 3]>,
     pub mem_total_kb: Option<u64>,
     pub mem_available_kb: Option<u64>,
     pub disk_free_mb: Option<u64>,
@@ -20,8 +20,8 @@ pub struct Sample {
 }
 
 /// `/proc/loadavg`: "0.52 0.58 0.59 2/1234 5678".
-pub fn parse_loadavg(text: &str) -> Option<[f32; 3]> {
-    let mut it = text.split_whitespace().map(|s| s.parse::<f32>().ok());
+pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
+    let mut it = text.split_whitespace().map(|s| s.parse::<f64>().ok());
     Some([it.next()??, it.next()??, it.next()??])
 }
 
@@ -46,8 +46,8 @@ pub fn parse_uptime(text: &str) -> Option<u64> {
 }
 
 /// A thermal zone's `temp` file: millidegrees Celsius.
-pub fn parse_millicelsius(text: &str) -> Option<f32> {
-    text.trim().parse::<i64>().ok().map(|m| m as f32 / 1000.0)
+pub fn parse_millicelsius(text: &str) -> Option<f64> {
+    text.trim().parse::<i64>().ok().map(|m| m as f64 / 1000.0)
 }
 
 /// Free and total megabytes of the filesystem holding `path`.

@@ -177,7 +177,7 @@ impl Board {
 pub struct BoardStatus {
     pub board: String,
     pub enclosure_open: Option<bool>,
-    pub temperatures_c: BTreeMap<String, f32>,
+    pub temperatures_c: BTreeMap<String, f64>,
     pub over_temperature: bool,
     pub relays: BTreeMap<String, bool>,
     pub inputs: BTreeMap<String, bool>,
@@ -401,7 +401,8 @@ impl Task {
                         };
                         match r {
                             Ok(c) => {
-                                readings.insert(name.clone(), c);
+                                // Two decimals: the parts are no more accurate than that.
+                                readings.insert(name.clone(), (c as f64 * 100.0).round() / 100.0);
                                 if sensor_faults.remove(name).is_some() {
                                     tracing::info!(sensor = %name, "temperature sensor answers again");
                                 }
@@ -421,7 +422,7 @@ impl Task {
                     // The enclosure sensor decides; a board without one uses its first sensor.
                     let decisive = readings.get("enclosure").or_else(|| readings.values().next()).copied();
                     if let Some(c) = decisive {
-                        match heat.update(c as f64) {
+                        match heat.update(c) {
                             Some(true) => {
                                 tracing::warn!(celsius = c, limit = over, "enclosure over temperature");
                                 self.alert("over_temperature", json!({"celsius": c, "limit_c": over, "sensors": readings})).await;

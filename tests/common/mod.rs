@@ -457,12 +457,21 @@ impl Agent {
         env: Vec<(String, String)>,
     ) -> Agent {
         let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let text = config_text(broker_port, ingest, &data_dir, extra);
+        Agent::from_text(dir, data_dir, broker_port, ingest, &text, env)
+    }
+
+    /// Starts the agent on a whole config text (which must use `ingest` as `ingest.listen`).
+    pub fn from_text(
+        dir: &Path,
+        data_dir: PathBuf,
+        broker_port: u16,
+        ingest: SocketAddr,
+        text: &str,
+        env: Vec<(String, String)>,
+    ) -> Agent {
         let config_path = dir.join("camgw.toml");
-        std::fs::write(
-            &config_path,
-            config_text(broker_port, ingest, &data_dir, extra),
-        )
-        .unwrap();
+        std::fs::write(&config_path, text).unwrap();
         let mut a = Agent {
             dir: dir.to_path_buf(),
             data_dir,
