@@ -3,7 +3,8 @@
 //! formats), and what the board sees reaches a real Mosquitto: `enclosure_open`,
 //! `over_temperature` with hysteresis, GPIO motion events, `board_fault` for a sensor that
 //! does not answer, relays driven to their defaults at start, a `reboot_camera` through a
-//! relay, `disk_low`, and the self-health telemetry.
+//! relay, `disk_low`, the hardware watchdog's pings and magic close, and the self-health
+//! telemetry.
 
 mod common;
 
@@ -296,7 +297,16 @@ fn disk_low_is_raised_and_the_led_shows_a_fault() {
     let mut sub = Subscriber::new(broker.port, &format!("camgw/{WARD}/{GW}/#"));
     let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     // No disk has ten terabytes free: the bound is always crossed.
-    let text = config(broker.port, ingest, &data, "disk_low_mb = 10000000", "");
+    // A regular file stands in for /dev/watchdog: pings are writes, the magic close is "V".
+    let wd = tmp.path().join("watchdog");
+    std::fs::write(&wd, b"").unwrap();
+    let text = config(
+        broker.port,
+        ingest,
+        &data,
+        "disk_low_mb = 10000000",
+        &format!("hardware_watchdog = \"{}\"", wd.display()),
+    );
     let mut agent = Agent::from_text(tmp.path(), data.clone(), broker.port, ingest, &text, vec![]);
     sub.wait_until(Duration::from_secs(15), "disk_low", has_alert("disk_low"));
     let a = alerts(&sub, "disk_low").next().unwrap();
@@ -318,5 +328,20 @@ fn disk_low_is_raised_and_the_led_shows_a_fault() {
         },
     );
     assert_eq!(alerts(&sub, "board_fault").count(), 0, "every part opened");
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
+    while std::fs::read(&wd).unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the hardware watchdog was never pinged"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(agent.term().code(), Some(0));
+    let pings = std::fs::read(&wd).unwrap();
+    assert_eq!(
+        pings.last(),
+        Some(&b'V'),
+        "a clean stop disarms the hardware watchdog"
+    );
+    assert!(pings[..pings.len() - 1].iter().all(|b| *b == 0));
 }
