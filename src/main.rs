@@ -27,6 +27,11 @@ enum Command {
     },
     /// Validate a config file: exit 0 when valid, 1 with one line per problem otherwise.
     CheckConfig { file: PathBuf },
+    /// Look at the on-box event buffer.
+    Buffer {
+        #[command(subcommand)]
+        command: BufferCommand,
+    },
     /// The whole system on this machine: broker, simulated cameras, agent, station view.
     #[cfg(feature = "demo")]
     Demo {
@@ -79,6 +84,19 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum BufferCommand {
+    /// Records per class, oldest and newest pending, bytes, corruption. Read-only: safe while
+    /// the agent runs. Exit 0, or 1 when the buffer holds corrupt data.
+    Inspect {
+        /// The agent's gateway.data_dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAMGW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -125,6 +143,29 @@ fn main() -> ExitCode {
             Err(invalid) => {
                 print_problems(&file, &invalid);
                 ExitCode::from(1)
+            }
+        },
+        Command::Buffer {
+            command: BufferCommand::Inspect { data_dir, json },
+        } => match camgw::buffer::inspect::inspect(&data_dir) {
+            Ok(r) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap());
+                } else {
+                    print!("{}", r.text());
+                }
+                let damaged = r.events.corrupt + r.alerts.corrupt > 0
+                    || !r.events.bad_segments.is_empty()
+                    || !r.alerts.bad_segments.is_empty();
+                if damaged {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                eprintln!("camgw buffer inspect: {e}");
+                ExitCode::from(2)
             }
         },
         Command::Run { config } => {

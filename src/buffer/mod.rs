@@ -57,6 +57,7 @@
 
 pub mod frame;
 pub mod index;
+pub mod inspect;
 mod store;
 
 pub use store::{AppendError, Appended, Buffer, Options, Recovery, Stats};

@@ -149,7 +149,7 @@ struct Pending {
     base: (u64, u64, u64),
 }
 
-fn class_dir(dir: &Path, class: Class) -> PathBuf {
+pub(crate) fn class_dir(dir: &Path, class: Class) -> PathBuf {
     dir.join(match class {
         Class::Event => "events",
         Class::Alert => "alerts",
@@ -190,7 +190,7 @@ fn check_crc(bytes: &[u8]) -> Option<&[u8]> {
     (crc32fast::hash(body) == u32::from_le_bytes(crc.try_into().ok()?)).then_some(body)
 }
 
-fn read_seq_file(dir: &Path) -> u64 {
+pub(crate) fn read_seq_file(dir: &Path) -> u64 {
     fs::read(dir.join("seq"))
         .ok()
         .and_then(|b| {
@@ -201,7 +201,7 @@ fn read_seq_file(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn read_acked_file(dir: &Path) -> [u64; 2] {
+pub(crate) fn read_acked_file(dir: &Path) -> [u64; 2] {
     let parse = |b: &[u8]| -> Option<[u64; 2]> {
         let body = check_crc(b)?;
         if body.len() != 20 || &body[..4] != b"CGWA" {
