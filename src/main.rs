@@ -75,6 +75,12 @@ enum Command {
         /// The command, e.g. '{"op":"get_config"}'.
         command: String,
     },
+    /// The ward station's tools.
+    #[cfg(feature = "station")]
+    Station {
+        #[command(subcommand)]
+        command: StationCommand,
+    },
     /// An embedded MQTT broker on 127.0.0.1 (used by the demo, and by tests where Mosquitto is absent).
     #[cfg(feature = "demo")]
     #[command(hide = true)]
@@ -94,6 +100,37 @@ enum BufferCommand {
         data_dir: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[cfg(feature = "station")]
+#[derive(Subcommand)]
+enum StationCommand {
+    /// Live view of every gateway and camera of a ward, and a log of alerts and events.
+    Watch {
+        /// Broker URL, mqtt://host:port or mqtts://host:port.
+        #[arg(long)]
+        mqtt: String,
+        /// Only this ward (default: every ward on the broker).
+        #[arg(long)]
+        ward: Option<String>,
+        #[arg(long, default_value = "camgw")]
+        topic_prefix: String,
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long, env = "CAMGW_MQTT_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Print a snapshot of the current (retained) state and exit.
+        #[arg(long)]
+        once: bool,
+        /// JSON: the snapshot with --once, otherwise one JSON line per alert or event.
+        #[arg(long)]
+        json: bool,
+        /// --once: wait at most this long for the broker.
+        #[arg(long, default_value_t = 5)]
+        wait_s: u64,
     },
 }
 
@@ -182,6 +219,40 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("camgw: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        #[cfg(feature = "station")]
+        Command::Station {
+            command:
+                StationCommand::Watch {
+                    mqtt,
+                    ward,
+                    topic_prefix,
+                    username,
+                    password,
+                    ca_file,
+                    once,
+                    json,
+                    wait_s,
+                },
+        } => {
+            let args = camgw::station::watch::WatchArgs {
+                mqtt: &mqtt,
+                ward: ward.as_deref(),
+                topic_prefix: &topic_prefix,
+                username: username.as_deref(),
+                password: password.as_deref(),
+                ca_file: ca_file.as_deref(),
+                once,
+                json,
+                wait: std::time::Duration::from_secs(wait_s),
+            };
+            match runtime().block_on(camgw::station::watch::watch(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("camgw station watch: {e:#}");
                     ExitCode::from(1)
                 }
             }

@@ -1,5 +1,9 @@
 //! The ward-station side, in the same binary: `camgw keygen` makes an Ed25519 key pair,
-//! `camgw cmd` signs a command, publishes it on `T/cmd`, and waits for `T/cmd/result`.
+//! `camgw cmd` signs a command, publishes it on `T/cmd`, and waits for `T/cmd/result`;
+//! `camgw station watch` ([`watch`]) is the live view, built on the pure [`view`] model.
+
+pub mod view;
+pub mod watch;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -97,33 +101,13 @@ pub async fn cmd(a: CmdArgs<'_>) -> anyhow::Result<CmdOutcome> {
         command,
     );
     let payload = envelope::sign(&key, &signed);
-    let (tls, host, port) = parse_mqtt_url(a.mqtt)?;
-    let mut o = MqttOptions::new(format!("camgw-cmd-{}", &id[..8]), host, port);
-    o.set_keep_alive(Duration::from_secs(10));
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    if let Some(u) = a.username {
-        o.set_credentials(u, a.password.unwrap_or(""));
-    }
-    if tls {
-        let m = crate::config::Mqtt {
-            tls: true,
-            host: String::new(),
-            port,
-            username: None,
-            password: None,
-            ca_file: a.ca_file.map(Into::into),
-            cert_file: None,
-            key_file: None,
-            keep_alive: Duration::from_secs(10),
-            topic_prefix: String::new(),
-            payload: crate::config::PayloadFormat::Json,
-            max_inflight: 1,
-            reconnect_min: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(1),
-            telemetry_interval: Duration::from_secs(60),
-        };
-        o.set_transport(Transport::Tls(crate::uplink::tls::client_config(&m)?));
-    }
+    let o = options(
+        a.mqtt,
+        &format!("camgw-cmd-{}", &id[..8]),
+        a.username,
+        a.password,
+        a.ca_file,
+    )?;
     let root = format!("{}/{}/{}", a.topic_prefix, a.ward, a.gateway);
     let (client, mut el) = AsyncClient::new(o, 16);
     let deadline = tokio::time::Instant::now() + a.timeout;
@@ -158,6 +142,44 @@ pub async fn cmd(a: CmdArgs<'_>) -> anyhow::Result<CmdOutcome> {
             _ => {}
         }
     }
+}
+
+/// MQTT options for a station tool: `mqtt://` or `mqtts://` (with an optional CA file).
+pub fn options(
+    url: &str,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<MqttOptions> {
+    let (tls, host, port) = parse_mqtt_url(url)?;
+    let mut o = MqttOptions::new(client_id, host, port);
+    o.set_keep_alive(Duration::from_secs(10));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some(u) = username {
+        o.set_credentials(u, password.unwrap_or(""));
+    }
+    if tls {
+        let m = crate::config::Mqtt {
+            tls: true,
+            host: String::new(),
+            port,
+            username: None,
+            password: None,
+            ca_file: ca_file.map(Into::into),
+            cert_file: None,
+            key_file: None,
+            keep_alive: Duration::from_secs(10),
+            topic_prefix: String::new(),
+            payload: crate::config::PayloadFormat::Json,
+            max_inflight: 1,
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(1),
+            telemetry_interval: Duration::from_secs(60),
+        };
+        o.set_transport(Transport::Tls(crate::uplink::tls::client_config(&m)?));
+    }
+    Ok(o)
 }
 
 fn parse_mqtt_url(url: &str) -> anyhow::Result<(bool, String, u16)> {

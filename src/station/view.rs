@@ -1,0 +1,394 @@
+//! The ward station's picture of its gateways, built only from the contract's topics (so it
+//! works for any ward): `T/status`, `T/camera/{id}/health`, `T/telemetry`, `T/alert`,
+//! `T/event`, `T/cmd/result`. Pure: [`Model::apply`] takes a topic, a payload and the time of
+//! receipt; the terminal UI and `--once --json` both render a [`Model`].
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::clock::rfc3339_ms;
+
+/// Lines kept in the scrolling log.
+pub const LOG_LINES: usize = 500;
+
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct Camera {
+    pub id: String,
+    pub state: String,
+    pub problems: Vec<String>,
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct Gateway {
+    pub ward: String,
+    pub id: String,
+    /// None until a status message arrived.
+    pub online: Option<bool>,
+    pub offline_reason: Option<String>,
+    pub version: Option<String>,
+    pub boot_id: Option<String>,
+    /// The newest timestamp the gateway put in any message.
+    pub last_seen: Option<String>,
+    #[serde(skip)]
+    pub last_seen_ms: Option<i64>,
+    pub buffer_depth: Option<u64>,
+    pub temperature_c: Option<f64>,
+    pub cameras: BTreeMap<String, Camera>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogLine {
+    /// The message's own timestamp when it has one, else the time of receipt.
+    pub ts: String,
+    pub ward: String,
+    pub gateway: String,
+    /// "alert", "event" or "cmd/result".
+    pub topic: String,
+    pub text: String,
+    /// Alerts that need someone to act (a camera down, the enclosure opened, ...).
+    pub urgent: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Model {
+    prefix: String,
+    pub gateways: BTreeMap<(String, String), Gateway>,
+    pub log: VecDeque<LogLine>,
+    /// Messages that could not be read (not JSON, wrong shape).
+    pub unreadable: u64,
+    /// Log lines ever added (the log itself keeps the last [`LOG_LINES`]).
+    pub logged: u64,
+}
+
+#[derive(Serialize)]
+pub struct Snapshot<'a> {
+    pub gateways: Vec<&'a Gateway>,
+    pub log: Vec<&'a LogLine>,
+    pub unreadable: u64,
+}
+
+fn ts_ms(v: &Value) -> Option<i64> {
+    let s = v.get("ts")?.as_str()?;
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+const URGENT: &[&str] = &[
+    "camera_down",
+    "tamper",
+    "enclosure_open",
+    "over_temperature",
+    "disk_low",
+    "buffer_dropped",
+    "board_fault",
+    "config_rolled_back",
+];
+
+impl Model {
+    pub fn new(prefix: &str) -> Model {
+        Model {
+            prefix: prefix.to_string(),
+            ..Default::default()
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            gateways: self.gateways.values().collect(),
+            log: self.log.iter().collect(),
+            unreadable: self.unreadable,
+        }
+    }
+
+    /// Folds one message in. Topics outside `{prefix}/{ward}/{gateway}/...` are ignored.
+    pub fn apply(&mut self, topic: &str, payload: &[u8], now_ms: i64) {
+        let Some(rest) = topic
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return;
+        };
+        let mut parts = rest.splitn(3, '/');
+        let (Some(ward), Some(gw), Some(leaf)) = (parts.next(), parts.next(), parts.next()) else {
+            return;
+        };
+        if leaf == "cmd" {
+            return; // the station's own commands
+        }
+        let key = (ward.to_string(), gw.to_string());
+        let g = self.gateways.entry(key).or_insert_with(|| Gateway {
+            ward: ward.into(),
+            id: gw.into(),
+            ..Default::default()
+        });
+        // A retained health message is cleared with an empty payload.
+        if payload.is_empty() {
+            if let Some(cam) = leaf
+                .strip_prefix("camera/")
+                .and_then(|c| c.strip_suffix("/health"))
+            {
+                g.cameras.remove(cam);
+            }
+            return;
+        }
+        let v: Value = match serde_json::from_slice(payload) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                self.unreadable += 1;
+                if leaf == "alert" || leaf == "event" {
+                    // payload = "postcard": still worth a line.
+                    self.logged += 1;
+                    push(
+                        &mut self.log,
+                        LogLine {
+                            ts: rfc3339_ms(now_ms),
+                            ward: ward.into(),
+                            gateway: gw.into(),
+                            topic: leaf.into(),
+                            text: format!("({} bytes, not JSON: postcard payload?)", payload.len()),
+                            urgent: false,
+                        },
+                    );
+                }
+                return;
+            }
+        };
+        if let Some(t) = ts_ms(&v) {
+            if g.last_seen_ms.is_none_or(|l| t > l) {
+                g.last_seen_ms = Some(t);
+                g.last_seen = v["ts"].as_str().map(String::from);
+            }
+        }
+        let ts = v["ts"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| rfc3339_ms(now_ms));
+        match leaf {
+            "status" => {
+                g.online = v["online"].as_bool();
+                g.offline_reason = v["reason"].as_str().map(String::from);
+                if let Some(ver) = v["version"].as_str() {
+                    g.version = Some(ver.into());
+                }
+                if let Some(b) = v["boot_id"].as_str() {
+                    g.boot_id = Some(b.into());
+                }
+            }
+            "telemetry" => {
+                let b = &v["buffer"];
+                if let (Some(e), Some(a)) = (b["events"].as_u64(), b["alerts"].as_u64()) {
+                    g.buffer_depth = Some(e + a);
+                }
+                g.temperature_c = v["board"]["temperatures_c"]["enclosure"]
+                    .as_f64()
+                    .or_else(|| v["system"]["cpu_temp_c"].as_f64());
+            }
+            "alert" | "event" | "cmd/result" => {
+                let text = describe(leaf, &v);
+                let urgent =
+                    leaf == "alert" && v["kind"].as_str().is_some_and(|k| URGENT.contains(&k));
+                self.logged += 1;
+                push(
+                    &mut self.log,
+                    LogLine {
+                        ts,
+                        ward: ward.into(),
+                        gateway: gw.into(),
+                        topic: leaf.into(),
+                        text,
+                        urgent,
+                    },
+                );
+            }
+            _ => {
+                if let Some(cam) = leaf
+                    .strip_prefix("camera/")
+                    .and_then(|c| c.strip_suffix("/health"))
+                {
+                    g.cameras.insert(
+                        cam.to_string(),
+                        Camera {
+                            id: cam.into(),
+                            state: v["state"].as_str().unwrap_or("unknown").into(),
+                            problems: v["problems"]
+                                .as_array()
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(|p| p.as_str().map(String::from))
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                            since: v["since"].as_str().map(String::from),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn push(log: &mut VecDeque<LogLine>, line: LogLine) {
+    if log.len() == LOG_LINES {
+        log.pop_front();
+    }
+    log.push_back(line);
+}
+
+/// One line for an alert, event or command result.
+pub fn describe(leaf: &str, v: &Value) -> String {
+    let cam = v["camera"]
+        .as_str()
+        .map(|c| format!(" {c}"))
+        .unwrap_or_default();
+    match leaf {
+        "event" => format!(
+            "{}{cam} {} ({})",
+            v["kind"].as_str().unwrap_or("?"),
+            v["state"].as_str().unwrap_or("?"),
+            v["source"].as_str().unwrap_or("?")
+        ),
+        "alert" => {
+            let kind = v["kind"].as_str().unwrap_or("?");
+            let d = &v["detail"];
+            let extra = match kind {
+                "camera_down" | "camera_degraded" | "camera_up" => d["problems"]
+                    .as_array()
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
+                "over_temperature" | "temperature_ok" => {
+                    format!("{} °C", d["celsius"].as_f64().unwrap_or(f64::NAN))
+                }
+                "disk_low" | "disk_ok" => format!("{} MB free", d["free_mb"]),
+                "buffer_dropped" => format!("{} dropped", d["count"]),
+                "board_fault" => d["problems"]
+                    .as_array()
+                    .and_then(|p| p.first())
+                    .and_then(|p| p.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                _ => String::new(),
+            };
+            if extra.is_empty() {
+                format!("{kind}{cam}")
+            } else {
+                format!("{kind}{cam}: {extra}")
+            }
+        }
+        _ => format!(
+            "command {} {}",
+            v["op"].as_str().unwrap_or(""),
+            if v["ok"] == true { "ok" } else { "FAILED" }
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(m: &mut Model, topic: &str, json: &str) {
+        m.apply(topic, json.as_bytes(), 1_800_000_000_000);
+    }
+
+    #[test]
+    fn a_scripted_day_at_the_station() {
+        let mut m = Model::new("camgw");
+        apply(
+            &mut m,
+            "camgw/q1/gw1/status",
+            r#"{"online":true,"version":"0.1.0","boot_id":"b1","ts":"2026-11-29T10:00:00.000Z"}"#,
+        );
+        apply(
+            &mut m,
+            "camgw/q1/gw1/camera/cam01/health",
+            r#"{"camera":"cam01","state":"up","problems":[],"since":"2026-11-29T10:00:01.000Z","ts":"2026-11-29T10:00:01.000Z"}"#,
+        );
+        apply(
+            &mut m,
+            "camgw/q1/gw1/camera/cam02/health",
+            r#"{"camera":"cam02","state":"down","problems":["unreachable"],"since":"2026-11-29T10:05:00.000Z","ts":"2026-11-29T10:05:00.000Z"}"#,
+        );
+        apply(
+            &mut m,
+            "camgw/q1/gw1/alert",
+            r#"{"id":"a","seq":3,"ts":"2026-11-29T10:05:00.000Z","kind":"camera_down","camera":"cam02","detail":{"problems":["unreachable"]}}"#,
+        );
+        apply(
+            &mut m,
+            "camgw/q1/gw1/event",
+            r#"{"id":"b","seq":4,"ts":"2026-11-29T10:06:00.000Z","kind":"motion","camera":"cam01","source":"hikvision","state":"start"}"#,
+        );
+        apply(
+            &mut m,
+            "camgw/q1/gw1/telemetry",
+            r#"{"ts":"2026-11-29T10:07:00.000Z","buffer":{"events":5,"alerts":2},"board":{"temperatures_c":{"enclosure":47.5}}}"#,
+        );
+        apply(
+            &mut m,
+            "camgw/q1/gw2/status",
+            r#"{"online":false,"boot_id":"x"}"#,
+        );
+        apply(&mut m, "camgw/q1/gw1/cmd", r#"{"sig":"..."}"#);
+        apply(&mut m, "other/q1/gw1/status", r#"{"online":true}"#);
+        m.apply("camgw/q1/gw1/event", &[0x01, 0x02], 1_800_000_000_000);
+
+        let g = &m.gateways[&("q1".into(), "gw1".into())];
+        assert_eq!(g.online, Some(true));
+        assert_eq!(g.last_seen.as_deref(), Some("2026-11-29T10:07:00.000Z"));
+        assert_eq!(g.buffer_depth, Some(7));
+        assert_eq!(g.temperature_c, Some(47.5));
+        assert_eq!(g.cameras["cam02"].state, "down");
+        assert_eq!(g.cameras["cam02"].problems, vec!["unreachable"]);
+        let g2 = &m.gateways[&("q1".into(), "gw2".into())];
+        assert_eq!(g2.online, Some(false));
+        assert_eq!(m.gateways.len(), 2, "other prefixes are ignored");
+        let texts: Vec<_> = m.log.iter().map(|l| (l.text.as_str(), l.urgent)).collect();
+        assert_eq!(
+            texts,
+            vec![
+                ("camera_down cam02: unreachable", true),
+                ("motion cam01 start (hikvision)", false),
+                ("(2 bytes, not JSON: postcard payload?)", false),
+            ]
+        );
+        assert_eq!(m.unreadable, 1);
+
+        // The camera comes back; a removed camera's retained health is cleared.
+        apply(
+            &mut m,
+            "camgw/q1/gw1/camera/cam02/health",
+            r#"{"camera":"cam02","state":"up","problems":[],"since":"2026-11-29T10:09:00.000Z","ts":"2026-11-29T10:09:00.000Z"}"#,
+        );
+        m.apply("camgw/q1/gw1/camera/cam01/health", b"", 0);
+        let g = &m.gateways[&("q1".into(), "gw1".into())];
+        assert_eq!(g.cameras.len(), 1);
+        assert_eq!(g.cameras["cam02"].state, "up");
+    }
+
+    #[test]
+    fn the_log_is_bounded() {
+        let mut m = Model::new("camgw");
+        for i in 0..(LOG_LINES + 50) {
+            apply(
+                &mut m,
+                "camgw/w/g/event",
+                &format!(r#"{{"kind":"motion","camera":"c{i}","state":"pulse","source":"gpio"}}"#),
+            );
+        }
+        assert_eq!(m.log.len(), LOG_LINES);
+        assert!(m
+            .log
+            .back()
+            .unwrap()
+            .text
+            .contains(&format!("c{}", LOG_LINES + 49)));
+    }
+}
