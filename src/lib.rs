@@ -20,6 +20,7 @@
 //! - [`agent`]: `camgw run`: wires config, buffer, uplink and ingest; signals and shutdown.
 //! - [`sim`]: simulated cameras speaking the real wire formats (tests, demo).
 //! - [`demo`]: `camgw demo`: embedded broker, simulated cameras, station view.
+//! - [`doctor`]: `camgw doctor`: the technician's checklist (English and Vietnamese).
 
 pub mod agent;
 pub mod board;
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod doctor;
 pub mod events;
 pub mod health;
 pub mod http;

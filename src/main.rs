@@ -27,6 +27,17 @@ enum Command {
     },
     /// Validate a config file: exit 0 when valid, 1 with one line per problem otherwise.
     CheckConfig { file: PathBuf },
+    /// A checklist of everything the gateway needs: config, disk, clock, board, broker, every
+    /// camera and event source. Exit 1 when anything fails.
+    Doctor {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// en or vi (default: from the locale).
+        #[arg(long)]
+        lang: Option<String>,
+    },
     /// Look at the on-box event buffer.
     Buffer {
         #[command(subcommand)]
@@ -205,6 +216,21 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Doctor { config, json, lang } => {
+            let lang = camgw::doctor::Lang::pick(lang.as_deref());
+            let clock = Arc::new(camgw::clock::SystemClock);
+            let report = runtime().block_on(camgw::doctor::run(&config, lang, clock));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap());
+            } else {
+                print!("{}", report.text());
+            }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
         Command::Run { config } => {
             let cfg = match camgw::config::Config::load(&config) {
                 Ok(c) => c,

@@ -166,6 +166,33 @@ impl Board {
         (board, problems)
     }
 
+    /// Reads every sensor once, blocking for conversions (`camgw doctor`).
+    pub fn sample_sensors(&mut self) -> Vec<(String, &'static str, Result<f64, String>)> {
+        self.sensors
+            .iter_mut()
+            .map(|(name, s)| {
+                let r = s.start().and_then(|_| {
+                    std::thread::sleep(Duration::from_millis(s.conversion_ms()));
+                    s.finish()
+                });
+                (
+                    name.clone(),
+                    s.kind().name(),
+                    r.map(|c| c as f64).map_err(|e| e.to_string()),
+                )
+            })
+            .collect()
+    }
+
+    /// Reads the tamper switch once: Some(Ok(open)), or None without one.
+    pub fn tamper_open(&mut self) -> Option<Result<bool, String>> {
+        let t = self.tamper.as_mut()?;
+        Some(match t.poll(0) {
+            Ok(_) => Ok(t.active().unwrap_or(false)),
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
     /// The relay names this board drives.
     pub fn relay_names(&self) -> Vec<String> {
         self.relays.keys().cloned().collect()

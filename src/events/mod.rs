@@ -57,6 +57,14 @@ pub struct Hub {
     onvif_subs: Mutex<HashMap<String, (Url, i64)>>,
 }
 
+pub fn source_name(s: EventSource) -> &'static str {
+    match s {
+        EventSource::Hikvision => "hikvision",
+        EventSource::Dahua => "dahua",
+        EventSource::Onvif => "onvif",
+    }
+}
+
 /// Tamper alerts from one camera are raised at most this often.
 const TAMPER_SPACING_MS: i64 = 60_000;
 
@@ -250,11 +258,7 @@ impl Hub {
         let mut tasks = Vec::new();
         for cam in &self.config.cameras {
             for src in &cam.events {
-                let source: &'static str = match src {
-                    EventSource::Hikvision => "hikvision",
-                    EventSource::Dahua => "dahua",
-                    EventSource::Onvif => "onvif",
-                };
+                let source = source_name(*src);
                 self.state(&cam.id, source, |s| {
                     s.last_error = Some("connecting".into())
                 });
@@ -274,6 +278,37 @@ impl Hub {
         for t in tasks {
             let _ = t.await;
         }
+    }
+
+    /// For `camgw doctor`: runs one camera's event source until it is connected (stream open
+    /// or subscription created) or failed once, at most `timeout`; then stops it (an ONVIF
+    /// subscription is unsubscribed).
+    pub async fn check_source(
+        self: Arc<Self>,
+        cam: Camera,
+        source: EventSource,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let source = source_name(source);
+        let token = CancellationToken::new();
+        let task = tokio::spawn(self.clone().stream_loop(cam.clone(), source, token.clone()));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let key = (cam.id.clone(), source);
+        let result = loop {
+            let st = self.states.lock().unwrap().get(&key).cloned();
+            match st {
+                Some(s) if s.connected => break Ok(()),
+                Some(s) if s.last_error.is_some() => break Err(s.last_error.unwrap()),
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break Err(format!("not connected within {} s", timeout.as_secs()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        token.cancel();
+        let _ = task.await;
+        result
     }
 
     async fn stream_loop(

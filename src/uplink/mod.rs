@@ -167,6 +167,21 @@ impl Gauges {
     }
 }
 
+/// Connection options from `[mqtt]`: address, keep-alive, credentials, TLS.
+pub fn mqtt_options(m: &crate::config::Mqtt, client_id: String) -> anyhow::Result<MqttOptions> {
+    let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
+    o.set_keep_alive(m.keep_alive);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some(u) = &m.username {
+        let p = m.password.as_ref().map(|p| p.expose().to_string());
+        o.set_credentials(u.clone(), p.unwrap_or_default());
+    }
+    if m.tls {
+        o.set_transport(Transport::Tls(tls::client_config(m)?));
+    }
+    Ok(o)
+}
+
 /// Topic names under `T = {prefix}/{ward}/{gateway}`.
 pub fn topic(config: &Config, leaf: &str) -> String {
     format!("{}/{leaf}", config.topic_root())
@@ -226,32 +241,21 @@ impl Uplink {
 
     fn options(&self) -> anyhow::Result<MqttOptions> {
         let m = &self.config.mqtt;
-        let mut o = MqttOptions::new(
+        let mut o = mqtt_options(
+            m,
             format!(
                 "camgw-{}-{}",
                 self.config.gateway.ward, self.config.gateway.id
             ),
-            m.host.clone(),
-            m.port,
-        );
-        o.set_keep_alive(m.keep_alive);
+        )?;
         o.set_clean_session(true);
         o.set_inflight(m.max_inflight.saturating_add(8));
-        o.set_max_packet_size(1 << 20, 1 << 20);
         o.set_last_will(LastWill::new(
             topic(&self.config, "status"),
             self.status_offline(None),
             QoS::AtLeastOnce,
             true,
         ));
-        if let (Some(u), Some(p)) = (&m.username, &m.password) {
-            o.set_credentials(u.clone(), p.expose().to_string());
-        } else if let Some(u) = &m.username {
-            o.set_credentials(u.clone(), String::new());
-        }
-        if m.tls {
-            o.set_transport(Transport::Tls(tls::client_config(m)?));
-        }
         Ok(o)
     }
 
