@@ -29,6 +29,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod discover;
 pub mod doctor;
 pub mod events;
 pub mod health;

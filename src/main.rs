@@ -38,6 +38,25 @@ enum Command {
         #[arg(long)]
         lang: Option<String>,
     },
+    /// Find ONVIF cameras (WS-Discovery) and print a ready-to-paste [[camera]] block for each.
+    Discover {
+        /// The interface (eth0) or local IPv4 address to probe from.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Also probe this address directly (a camera on another subnet); repeatable.
+        #[arg(long)]
+        to: Vec<std::net::SocketAddr>,
+        /// How long to wait for answers.
+        #[arg(long, default_value_t = 3)]
+        timeout_s: u64,
+        /// Credentials to read each camera's model (GetDeviceInformation).
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long, env = "CAMGW_CAMERA_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Look at the on-box event buffer.
     Buffer {
         #[command(subcommand)]
@@ -216,6 +235,42 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Discover {
+            interface,
+            to,
+            timeout_s,
+            username,
+            password,
+            json,
+        } => {
+            let args = camgw::discover::Args {
+                interface: interface.as_deref(),
+                to,
+                timeout: std::time::Duration::from_secs(timeout_s),
+                username: username.as_deref(),
+                password: password.as_deref(),
+            };
+            match runtime().block_on(camgw::discover::discover(args)) {
+                Ok(found) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&found).unwrap());
+                    } else {
+                        for f in &found {
+                            println!("{}", camgw::discover::camera_block(f, username.as_deref()));
+                            if let Some(e) = &f.info_error {
+                                eprintln!("{}: device information: {e}", f.host);
+                            }
+                        }
+                    }
+                    eprintln!("found {} camera(s)", found.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("camgw discover: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Doctor { config, json, lang } => {
             let lang = camgw::doctor::Lang::pick(lang.as_deref());
             let clock = Arc::new(camgw::clock::SystemClock);

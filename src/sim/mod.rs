@@ -5,6 +5,7 @@
 //! answering, a stream that plays without frames, a drifting clock.
 
 pub mod camera;
+pub mod discovery;
 pub mod jpeg;
 
 pub use camera::{SimCamera, SimControl};

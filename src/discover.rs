@@ -1,0 +1,584 @@
+//! `camgw discover`: finds ONVIF cameras with WS-Discovery (a SOAP `Probe` for
+//! `dn:NetworkVideoTransmitter` sent over UDP to 239.255.255.250:3702 from a chosen
+//! interface, and optionally unicast to given addresses), asks each for its device
+//! information when credentials are given, and prints a ready-to-paste `[[camera]]` block
+//! per camera with the vendor guessed and that vendor's usual snapshot and RTSP URLs.
+//!
+//! The probe and the `ProbeMatches` parser are pure; the socket work is in [`discover`].
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::http::{Creds, Url};
+
+pub const MULTICAST: Ipv4Addr = Ipv4Addr::new(239, 255, 255, 250);
+pub const PORT: u16 = 3702;
+
+/// The Probe message, with its MessageID.
+pub fn probe(message_id: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope" xmlns:w="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:d="http://schemas.xmlsoap.org/ws/2005/04/discovery" xmlns:dn="http://www.onvif.org/ver10/network/wsdl"><e:Header><w:MessageID>{message_id}</w:MessageID><w:To e:mustUnderstand="true">urn:schemas-xmlsoap-org:ws:2005:04:discovery</w:To><w:Action e:mustUnderstand="true">http://schemas.xmlsoap.org/ws/2005/04/discovery/Probe</w:Action></e:Header><e:Body><d:Probe><d:Types>dn:NetworkVideoTransmitter</d:Types></d:Probe></e:Body></e:Envelope>"#
+    )
+}
+
+/// One `ProbeMatch`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Match {
+    /// The endpoint reference (`urn:uuid:…`), stable per device.
+    pub endpoint: String,
+    pub types: Vec<String>,
+    pub scopes: Vec<String>,
+    pub xaddrs: Vec<String>,
+}
+
+impl Match {
+    /// A scope's value (`onvif://www.onvif.org/{key}/{value}`), percent-decoded.
+    pub fn scope(&self, key: &str) -> Option<String> {
+        let prefix = format!("onvif://www.onvif.org/{key}/");
+        self.scopes
+            .iter()
+            .find_map(|s| s.strip_prefix(&prefix))
+            .filter(|v| !v.is_empty())
+            .map(percent_decode)
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a `ProbeMatches` message: (RelatesTo, matches). Matches by local name, since
+/// cameras use every namespace prefix there is.
+pub fn parse_matches(xml: &[u8]) -> Result<(Option<String>, Vec<Match>), String> {
+    use quick_xml::events::Event;
+    let mut r = quick_xml::Reader::from_reader(xml);
+    r.config_mut().trim_text(true);
+    let mut buf = Vec::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut relates = None;
+    let mut matches = Vec::new();
+    let mut cur: Option<Match> = None;
+    let mut saw_matches = false;
+    loop {
+        match r.read_event_into(&mut buf) {
+            Ok(Event::Start(e)) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if name == "ProbeMatch" {
+                    cur = Some(Match::default());
+                }
+                if name == "ProbeMatches" {
+                    saw_matches = true;
+                }
+                stack.push(name);
+                if stack.len() > 32 {
+                    return Err("XML nested too deeply".into());
+                }
+            }
+            Ok(Event::End(e)) => {
+                if e.local_name().as_ref() == b"ProbeMatch" {
+                    if let Some(m) = cur.take() {
+                        matches.push(m);
+                    }
+                }
+                stack.pop();
+            }
+            Ok(Event::Text(t)) => {
+                let text = t
+                    .decode()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_else(|_| String::from_utf8_lossy(t.as_ref()).into_owned());
+                let words = || {
+                    text.split_whitespace()
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                };
+                match (stack.last().map(String::as_str), cur.as_mut()) {
+                    (Some("RelatesTo"), _) => relates = Some(text.trim().to_string()),
+                    (Some("Address"), Some(m)) => m.endpoint = text.trim().to_string(),
+                    (Some("Types"), Some(m)) => m.types = words(),
+                    (Some("Scopes"), Some(m)) => m.scopes = words(),
+                    (Some("XAddrs"), Some(m)) => m.xaddrs = words(),
+                    _ => {}
+                }
+            }
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => return Err(format!("bad XML at byte {}: {e}", r.error_position())),
+        }
+        buf.clear();
+    }
+    if !saw_matches {
+        return Err("not a ProbeMatches message".into());
+    }
+    Ok((relates, matches))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vendor {
+    Hikvision,
+    Dahua,
+    Onvif,
+}
+
+impl Vendor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Vendor::Hikvision => "hikvision",
+            Vendor::Dahua => "dahua",
+            Vendor::Onvif => "onvif",
+        }
+    }
+}
+
+/// Guesses the vendor from what the camera says about itself: the manufacturer from
+/// GetDeviceInformation when known, else the `name` and `hardware` scopes. KBVision and
+/// Imou are Dahua inside; HiLook and EZVIZ are Hikvision inside.
+pub fn guess_vendor(manufacturer: Option<&str>, m: &Match) -> Vendor {
+    let mut hay = String::new();
+    for s in [
+        manufacturer.map(String::from),
+        m.scope("name"),
+        m.scope("hardware"),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        hay.push_str(&s.to_ascii_lowercase());
+        hay.push(' ');
+    }
+    let hw = m.scope("hardware").unwrap_or_default().to_ascii_uppercase();
+    if ["hikvision", "hilook", "ezviz"]
+        .iter()
+        .any(|v| hay.contains(v))
+        || hw.starts_with("DS-")
+    {
+        Vendor::Hikvision
+    } else if ["dahua", "kbvision", "imou", "lechange"]
+        .iter()
+        .any(|v| hay.contains(v))
+        || ["DH-", "IPC-H", "KX-", "IPC-K"]
+            .iter()
+            .any(|p| hw.starts_with(p))
+    {
+        Vendor::Dahua
+    } else {
+        Vendor::Onvif
+    }
+}
+
+/// One camera found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Found {
+    pub host: String,
+    pub vendor: Vendor,
+    pub device_service: String,
+    pub endpoint: String,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    /// Why the device information could not be read (when credentials were given).
+    pub info_error: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+/// A camera id from the address: `cam-192-168-1-64`.
+pub fn camera_id(host: &str) -> String {
+    let s: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut id = format!("cam-{}", s.trim_matches('-'));
+    id.truncate(64);
+    id
+}
+
+/// The `[[camera]]` block for a camera found. The password is never printed: the
+/// technician fills it in.
+pub fn camera_block(f: &Found, username: Option<&str>) -> String {
+    let h = &f.host;
+    let (snapshot, rtsp) = match f.vendor {
+        Vendor::Hikvision => (
+            Some(format!("http://{h}/ISAPI/Streaming/channels/101/picture")),
+            Some(format!("rtsp://{h}:554/Streaming/Channels/101")),
+        ),
+        Vendor::Dahua => (
+            Some(format!("http://{h}/cgi-bin/snapshot.cgi?channel=1")),
+            Some(format!(
+                "rtsp://{h}:554/cam/realmonitor?channel=1&subtype=0"
+            )),
+        ),
+        Vendor::Onvif => (None, None),
+    };
+    let what = [f.manufacturer.as_deref(), f.model.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut s = format!(
+        "# {} at {} ({})\n[[camera]]\nid = \"{}\"\nvendor = \"{}\"\nhost = \"{h}\"\n",
+        if what.is_empty() {
+            "ONVIF camera".to_string()
+        } else {
+            what
+        },
+        f.device_service,
+        f.endpoint,
+        camera_id(h),
+        f.vendor.name()
+    );
+    s.push_str(&format!("username = \"{}\"\n", username.unwrap_or("admin")));
+    s.push_str("password = \"\"                   # fill in: never printed by camgw\n");
+    if let Some(u) = snapshot {
+        s.push_str(&format!("snapshot_url = \"{u}\"\n"));
+    }
+    if let Some(u) = rtsp {
+        s.push_str(&format!("rtsp_url = \"{u}\"\n"));
+    }
+    s.push_str(&format!("onvif_url = \"{}\"\n", f.device_service));
+    s.push_str(&format!("events = [\"{}\"]\n", f.vendor.name()));
+    s
+}
+
+pub struct Args<'a> {
+    /// An interface name (`eth0`) or one of this box's IPv4 addresses; None: the default.
+    pub interface: Option<&'a str>,
+    /// Extra unicast targets (cameras on a routed subnet).
+    pub to: Vec<SocketAddr>,
+    pub timeout: Duration,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a str>,
+}
+
+/// The IPv4 address of an interface given by name or address.
+pub fn interface_addr(iface: &str) -> Result<Ipv4Addr, String> {
+    if let Ok(a) = iface.parse::<Ipv4Addr>() {
+        return Ok(a);
+    }
+    let mut found = None;
+    let mut names = Vec::new();
+    // SAFETY: getifaddrs fills a linked list we only read and then free.
+    unsafe {
+        let mut ifs: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut ifs) != 0 {
+            return Err(format!(
+                "cannot list interfaces: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut p = ifs;
+        while !p.is_null() {
+            let ifa = &*p;
+            let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
+                .to_string_lossy()
+                .into_owned();
+            if !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if name == iface && found.is_none() {
+                    found = Some(addr);
+                }
+                names.push(format!("{name} ({addr})"));
+            }
+            p = ifa.ifa_next;
+        }
+        libc::freeifaddrs(ifs);
+    }
+    found.ok_or_else(|| {
+        format!(
+            "no IPv4 interface \"{iface}\" (this box has: {})",
+            names.join(", ")
+        )
+    })
+}
+
+/// Sends the probe (multicast on the interface, and to every `to`), collects answers until
+/// `timeout`, and follows up each camera with GetDeviceInformation when credentials are given.
+pub async fn discover(a: Args<'_>) -> anyhow::Result<Vec<Found>> {
+    use anyhow::Context;
+    let local = match a.interface {
+        Some(i) => interface_addr(i).map_err(anyhow::Error::msg)?,
+        None => Ipv4Addr::UNSPECIFIED,
+    };
+    let sock = std::net::UdpSocket::bind(SocketAddrV4::new(local, 0))
+        .with_context(|| format!("cannot bind a UDP socket on {local}"))?;
+    if !local.is_unspecified() {
+        // SAFETY: setsockopt with a valid in_addr for IP_MULTICAST_IF.
+        let rc = unsafe {
+            let addr = libc::in_addr {
+                s_addr: u32::from(local).to_be(),
+            };
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_IF,
+                &addr as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::in_addr>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            anyhow::bail!(
+                "cannot send multicast from {local}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    sock.set_multicast_ttl_v4(1).ok();
+    sock.set_nonblocking(true)?;
+    let sock = tokio::net::UdpSocket::from_std(sock)?;
+    let id = format!(
+        "urn:uuid:{}",
+        crate::record::format_id(crate::record::new_id())
+    );
+    let msg = probe(&id);
+    let multicast_sent = sock
+        .send_to(msg.as_bytes(), SocketAddrV4::new(MULTICAST, PORT))
+        .await;
+    if let Err(e) = &multicast_sent {
+        if a.to.is_empty() {
+            anyhow::bail!("cannot send the multicast probe from {local}: {e} (choose an interface with --interface)");
+        }
+    }
+    for t in &a.to {
+        sock.send_to(msg.as_bytes(), t)
+            .await
+            .with_context(|| format!("cannot send a probe to {t}"))?;
+    }
+    let deadline = tokio::time::Instant::now() + a.timeout;
+    let mut seen: Vec<(String, Match)> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let r = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await;
+        let Ok(Ok((n, from))) = r else { break };
+        let Ok((relates, matches)) = parse_matches(&buf[..n]) else {
+            continue; // not an answer (our own multicast echo, another probe, noise)
+        };
+        if relates.as_deref().is_some_and(|r| r != id) {
+            continue;
+        }
+        for m in matches {
+            if !seen
+                .iter()
+                .any(|(_, s)| s.endpoint == m.endpoint && !m.endpoint.is_empty())
+            {
+                seen.push((from.ip().to_string(), m));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (from, m) in seen {
+        let xaddr = m
+            .xaddrs
+            .iter()
+            .filter_map(|x| Url::parse(x).ok().map(|u| (x.clone(), u)))
+            .find(|(_, u)| !u.host.contains(':')) // prefer IPv4
+            .or_else(|| {
+                m.xaddrs
+                    .first()
+                    .and_then(|x| Url::parse(x).ok().map(|u| (x.clone(), u)))
+            });
+        let (service, host, url) = match xaddr {
+            Some((x, u)) => (x, u.host.clone(), Some(u)),
+            None => (
+                format!("http://{from}/onvif/device_service"),
+                from.clone(),
+                None,
+            ),
+        };
+        let (mut manufacturer, mut model, mut firmware, mut info_error) = (None, None, None, None);
+        if let (Some(user), Some(url)) = (a.username, &url) {
+            let creds = Creds {
+                user,
+                password: a.password.unwrap_or(""),
+            };
+            let now = || crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                crate::health::onvif::probe(url, Some(creds), now),
+            )
+            .await
+            {
+                Ok(crate::health::onvif::Outcome::Ok { info: Some(i), .. }) => {
+                    manufacturer = Some(i.manufacturer);
+                    model = Some(i.model);
+                    firmware = Some(i.firmware);
+                }
+                Ok(crate::health::onvif::Outcome::AuthFailed { .. }) => {
+                    info_error = Some("credentials refused".into())
+                }
+                Ok(crate::health::onvif::Outcome::Ok { info: None, .. }) => {
+                    info_error = Some("no device information".into())
+                }
+                Ok(
+                    crate::health::onvif::Outcome::Unreachable(e)
+                    | crate::health::onvif::Outcome::Error(e),
+                ) => info_error = Some(e),
+                Err(_) => info_error = Some("no answer within 5 s".into()),
+            }
+        }
+        if model.is_none() {
+            model = m.scope("hardware");
+        }
+        found.push(Found {
+            vendor: guess_vendor(manufacturer.as_deref(), &m),
+            host,
+            device_service: service,
+            endpoint: m.endpoint.clone(),
+            manufacturer: manufacturer.or_else(|| m.scope("name")),
+            model,
+            firmware,
+            info_error,
+            scopes: m.scopes.clone(),
+        });
+    }
+    found.sort_by(|a, b| a.host.cmp(&b.host));
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HIK: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope" xmlns:wsadis="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:d="http://schemas.xmlsoap.org/ws/2005/04/discovery" xmlns:dn="http://www.onvif.org/ver10/network/wsdl"><env:Header><wsadis:MessageID>urn:uuid:a1b2</wsadis:MessageID><wsadis:RelatesTo>urn:uuid:probe-1</wsadis:RelatesTo><wsadis:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</wsadis:To><wsadis:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/ProbeMatches</wsadis:Action></env:Header><env:Body><d:ProbeMatches><d:ProbeMatch><wsadis:EndpointReference><wsadis:Address>urn:uuid:4419a8b0-a6f1-11b3-8205-a41437c1d2e8</wsadis:Address></wsadis:EndpointReference><d:Types>dn:NetworkVideoTransmitter tds:Device</d:Types><d:Scopes>onvif://www.onvif.org/type/video_encoder onvif://www.onvif.org/Profile/Streaming onvif://www.onvif.org/hardware/DS-2CD2043G0-I onvif://www.onvif.org/name/HIKVISION%20DS-2CD2043G0-I onvif://www.onvif.org/location/city/hangzhou</d:Scopes><d:XAddrs>http://[fe80::a614:37ff:fec1:d2e8]/onvif/device_service http://192.168.1.64/onvif/device_service</d:XAddrs><d:MetadataVersion>10</d:MetadataVersion></d:ProbeMatch></d:ProbeMatches></env:Body></env:Envelope>"#;
+
+    #[test]
+    fn the_shared_probematches_capture_parses() {
+        let Some(xml) = crate::testdata::fixture("wsdiscovery_probematches_agsh_mockup.xml") else {
+            return;
+        };
+        let (relates, m) = parse_matches(&xml).unwrap();
+        assert_eq!(
+            relates.as_deref(),
+            Some("urn:uuid:01234567-dead-beef-baad-abcdeffedcba")
+        );
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].endpoint, "uuid:c9790c3a-701b-464d-a189-0060351c8ada");
+        assert_eq!(m[0].types, vec!["dn:NetworkVideoTransmitter", "tds:Device"]);
+        assert_eq!(m[0].scope("hardware").as_deref(), Some("HD_PREDATOR"));
+        assert_eq!(m[0].scope("location"), None);
+        assert_eq!(m[0].xaddrs, vec!["SERVICE_URI"]);
+        assert_eq!(guess_vendor(None, &m[0]), Vendor::Onvif);
+    }
+
+    #[test]
+    fn a_hikvision_answer_gives_a_hikvision_block() {
+        let (relates, m) = parse_matches(HIK.as_bytes()).unwrap();
+        assert_eq!(relates.as_deref(), Some("urn:uuid:probe-1"));
+        let m = &m[0];
+        assert_eq!(m.scope("name").as_deref(), Some("HIKVISION DS-2CD2043G0-I"));
+        assert_eq!(m.xaddrs.len(), 2);
+        assert_eq!(guess_vendor(None, m), Vendor::Hikvision);
+        let f = Found {
+            host: "192.168.1.64".into(),
+            vendor: Vendor::Hikvision,
+            device_service: "http://192.168.1.64/onvif/device_service".into(),
+            endpoint: m.endpoint.clone(),
+            manufacturer: Some("HIKVISION".into()),
+            model: Some("DS-2CD2043G0-I".into()),
+            firmware: None,
+            info_error: None,
+            scopes: vec![],
+        };
+        let block = camera_block(&f, Some("admin"));
+        let text = format!(
+            "[gateway]\nid = \"g\"\nward = \"w\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n{block}"
+        );
+        let c = crate::config::Config::parse(&text.replace("password = \"\"", "password = \"x\""))
+            .unwrap();
+        let cam = &c.cameras[0];
+        assert_eq!(cam.id, "cam-192-168-1-64");
+        assert_eq!(
+            cam.snapshot_url.as_deref(),
+            Some("http://192.168.1.64/ISAPI/Streaming/channels/101/picture")
+        );
+        assert_eq!(
+            cam.rtsp_url.as_deref(),
+            Some("rtsp://192.168.1.64:554/Streaming/Channels/101")
+        );
+        assert!(block
+            .starts_with("# HIKVISION DS-2CD2043G0-I at http://192.168.1.64/onvif/device_service"));
+    }
+
+    #[test]
+    fn scopes_are_percent_decoded_safely() {
+        assert_eq!(percent_decode("HIKVISION%20DS"), "HIKVISION DS");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%é1x"), "%é1x");
+        assert_eq!(percent_decode("%"), "%");
+    }
+
+    #[test]
+    fn vendors_are_guessed_from_oem_names_too() {
+        let m = |hw: &str, name: &str| Match {
+            scopes: vec![
+                format!("onvif://www.onvif.org/hardware/{hw}"),
+                format!("onvif://www.onvif.org/name/{name}"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(guess_vendor(None, &m("IPC-HFW1230S", "IPC")), Vendor::Dahua);
+        assert_eq!(
+            guess_vendor(None, &m("KX-2003N", "KBVISION")),
+            Vendor::Dahua
+        );
+        assert_eq!(guess_vendor(Some("Dahua"), &m("X", "Y")), Vendor::Dahua);
+        assert_eq!(guess_vendor(None, &m("DS-2CD1023", "x")), Vendor::Hikvision);
+        assert_eq!(
+            guess_vendor(Some("EZVIZ"), &m("CS-C6N", "x")),
+            Vendor::Hikvision
+        );
+        assert_eq!(guess_vendor(None, &m("VN-123", "Vantech")), Vendor::Onvif);
+    }
+
+    #[test]
+    fn garbage_is_refused_not_panicked_on() {
+        assert!(
+            parse_matches(b"<a><b>").is_err() || parse_matches(b"<a><b>").unwrap().1.is_empty()
+        );
+        assert!(
+            parse_matches(probe("urn:uuid:x").as_bytes()).is_err(),
+            "a Probe is not an answer"
+        );
+        assert!(parse_matches(b"\xff\xfe garbage").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let _ = parse_matches(&bytes);
+        }
+
+        #[test]
+        fn never_panics_on_mangled_answers(cut in 0usize..1400, flip in 0usize..1400) {
+            let mut b = HIK.as_bytes().to_vec();
+            let f = flip % b.len();
+            b[f] ^= 0x20;
+            b.truncate(cut.min(b.len()));
+            let _ = parse_matches(&b);
+        }
+    }
+}
