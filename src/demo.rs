@@ -4,9 +4,12 @@
 //! demo can stop and restart it for real; the agent runs in-process with a temporary data
 //! directory and its HTTP ingest; a simulated camera cluster posts motion through the ingest
 //! path; and a station view subscribes to the ward's topics and prints what the ward station
-//! receives. The script: gateway online, motion, a broker outage with events buffered on the
-//! gateway, the broker back and the buffered events replayed in order, a clean shutdown.
-//! Later issues add their parts (camera health, vendor events, the board) to the script.
+//! receives. The script: gateway online; motion from a Hikvision, a Dahua and an ONVIF camera,
+//! a GPIO PIR on the simulated board and the HTTP ingest; a camera losing power and coming
+//! back; a frozen and a covered camera; the gateway's enclosure opened; a broker outage with
+//! events buffered on the gateway, the broker back and the buffered events replayed in order;
+//! a clean shutdown; then the station's view. It fails (exit 1) when the station did not see
+//! every one of those.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -126,6 +129,12 @@ pub async fn post_json(addr: SocketAddr, path: &str, body: &str) -> anyhow::Resu
 #[derive(Default)]
 struct Seen {
     events: Vec<u64>,
+    /// Event sources of motion seen ("hikvision", "dahua", "onvif", "gpio", "ingest").
+    sources: BTreeSet<String>,
+    alert_kinds: BTreeSet<String>,
+    problems: BTreeSet<String>,
+    /// The station's picture, built from the contract's topics only.
+    view: Option<crate::station::view::Model>,
 }
 
 fn station_line(
@@ -189,12 +198,10 @@ fn station_line(
         ),
         "alert" => (
             format!(
-                "{t} STATION  ALERT {} camera {} (seq {}, at {}) {}",
-                v["kind"].as_str().unwrap_or("?"),
-                v["camera"].as_str().unwrap_or("-"),
+                "{t} STATION  ALERT {} (seq {}, at {})",
+                crate::station::view::describe("alert", &v),
                 v["seq"],
                 v["ts"].as_str().unwrap_or("?"),
-                v["detail"]["problems"]
             ),
             None,
         ),
@@ -244,6 +251,33 @@ async fn station(
                             seen.lock().unwrap().events.push(s);
                         }
                     }
+                    let mut g = seen.lock().unwrap();
+                    g.view
+                        .get_or_insert_with(|| crate::station::view::Model::new("camgw"))
+                        .apply(&p.topic, &p.payload, crate::clock::Clock::now_ms(&SystemClock));
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                        let leaf = p.topic.rsplit('/').next().unwrap_or("");
+                        match leaf {
+                            "event" => {
+                                if let Some(src) = v["source"].as_str() {
+                                    g.sources.insert(src.to_string());
+                                }
+                            }
+                            "alert" => {
+                                if let Some(k) = v["kind"].as_str() {
+                                    g.alert_kinds.insert(k.to_string());
+                                }
+                            }
+                            "health" => {
+                                for pr in v["problems"].as_array().into_iter().flatten() {
+                                    if let Some(pr) = pr.as_str() {
+                                        g.problems.insert(pr.to_string());
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => {
@@ -264,7 +298,7 @@ async fn station(
 
 fn camera_block(id: &str, vendor: &str, cam: &SimCamera) -> String {
     let events = match vendor {
-        "hikvision" | "dahua" => format!("events = [\"{vendor}\"]\n"),
+        "hikvision" | "dahua" | "onvif" => format!("events = [\"{vendor}\"]\n"),
         _ => String::new(),
     };
     format!(
@@ -290,6 +324,11 @@ fn demo_config(
 id = "demo-gw01"
 ward = "q1-p05"
 data_dir = "{}"
+board = "sim"
+
+[board]
+temperature_interval_s = 2
+inputs = {{ pir1 = "cam04" }}
 
 [mqtt]
 url = "mqtt://127.0.0.1:{broker_port}"
@@ -353,6 +392,21 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
             .join(", ")
     );
     let config = demo_config(&tmp, broker_port, ingest_port, &cams)?;
+    // The simulated gateway board: files stand in for its pins and sensors.
+    let board = crate::board::sim_dir(&config);
+    std::fs::create_dir_all(&board)?;
+    let set = |name: &str, value: &str| {
+        let tmpf = board.join(format!(".{name}.tmp"));
+        let _ = std::fs::write(&tmpf, value).and_then(|_| std::fs::rename(&tmpf, board.join(name)));
+    };
+    for (f, v) in [
+        ("enclosure.temp", "34.5"),
+        ("ambient.temp", "31"),
+        ("tamper", "0"),
+        ("pir1", "0"),
+    ] {
+        set(f, v);
+    }
     let ward = config.gateway.ward.clone();
     let stop = CancellationToken::new();
     let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
@@ -395,8 +449,23 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
     println!("{} DEMO     cam01 (Hikvision) sees motion on its alertStream; cam02 (Dahua) reports VideoMotion Start/Stop", t());
     sims[0].hik_event("VMD", "active");
     sims[1].dahua_event("VideoMotion", "Start");
+    println!("{} DEMO     cam03 (ONVIF) reports CellMotionDetector IsMotion=true through its pull point; a PIR wired to the gateway's pir1 sees someone near cam04", t());
+    sims[2].onvif_event(
+        "tns1:RuleEngine/CellMotionDetector/Motion",
+        "IsMotion",
+        "true",
+        false,
+    );
+    set("pir1", "1");
     tokio::time::sleep(Duration::from_millis(800)).await;
     sims[1].dahua_event("VideoMotion", "Stop");
+    sims[2].onvif_event(
+        "tns1:RuleEngine/CellMotionDetector/Motion",
+        "IsMotion",
+        "false",
+        false,
+    );
+    set("pir1", "0");
 
     sleep_until(at(0.15)).await;
     println!(
@@ -408,6 +477,12 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
     println!("{} DEMO     cam03's encoder hangs (the same picture every time); someone covers cam04's lens", t());
     sims[2].control().frozen = true;
     sims[3].control().scene = crate::sim::jpeg::Scene::Black;
+
+    sleep_until(at(0.27)).await;
+    println!("{} DEMO     someone opens the gateway's enclosure (the tamper switch opens), then closes it", t());
+    set("tamper", "1");
+    sleep_until(at(0.31)).await;
+    set("tamper", "0");
 
     sleep_until(at(0.35)).await;
     println!("{} DEMO     broker outage: stopping the broker", t());
@@ -466,5 +541,32 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
     if !missing.is_empty() {
         bail!("events accepted but never received: {missing:?}");
     }
+    let g = seen.lock().unwrap();
+    if let Some(view) = &g.view {
+        println!(
+            "\nThe ward station's view at the end (`camgw station watch --once`):\n{}",
+            crate::station::watch::render_text(view, crate::clock::Clock::now_ms(&SystemClock))
+        );
+    }
+    let mut not_seen = Vec::new();
+    for src in ["hikvision", "dahua", "onvif", "gpio", "ingest"] {
+        if !g.sources.contains(src) {
+            not_seen.push(format!("motion via {src}"));
+        }
+    }
+    for k in ["camera_down", "camera_up", "enclosure_open"] {
+        if !g.alert_kinds.contains(k) {
+            not_seen.push(format!("a {k} alert"));
+        }
+    }
+    for p in ["unreachable", "frozen", "black"] {
+        if !g.problems.contains(p) {
+            not_seen.push(format!("a camera {p}"));
+        }
+    }
+    if !not_seen.is_empty() {
+        bail!("the station did not see: {}", not_seen.join(", "));
+    }
+    println!("The station saw motion from every source (Hikvision, Dahua, ONVIF, GPIO, ingest), a camera down and back, a frozen and a covered camera, the enclosure opened, and every event from the outage.");
     Ok(())
 }
