@@ -135,6 +135,40 @@ struct Seen {
     problems: BTreeSet<String>,
     /// The station's picture, built from the contract's topics only.
     view: Option<crate::station::view::Model>,
+    /// Subscriptions confirmed (one per connection to the broker).
+    subacks: u64,
+}
+
+/// The gateway's uplink in the demo: a loopback TCP relay to the broker whose gate the script
+/// closes while the broker restarts, so the station has re-subscribed before the gateway
+/// replays (a station that is not subscribed yet would miss what the broker forwards).
+struct Uplink {
+    port: u16,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Uplink {
+    async fn start(broker_port: u16) -> anyhow::Result<Uplink> {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = l.local_addr()?.port();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let gate = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                if !gate.load(Ordering::SeqCst) {
+                    continue; // dropped: the link is down
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut b) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+                    }
+                });
+            }
+        });
+        Ok(Uplink { port, open })
+    }
 }
 
 fn station_line(
@@ -235,6 +269,9 @@ async fn station(
         tokio::select! {
             _ = stop.cancelled() => return,
             ev = el.poll() => match ev {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    seen.lock().unwrap().subacks += 1;
+                }
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected_at = Instant::now();
                     if lost {
@@ -391,7 +428,8 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let config = demo_config(&tmp, broker_port, ingest_port, &cams)?;
+    let uplink = Uplink::start(broker_port).await?;
+    let config = demo_config(&tmp, uplink.port, ingest_port, &cams)?;
     // The simulated gateway board: files stand in for its pins and sensors.
     let board = crate::board::sim_dir(&config);
     std::fs::create_dir_all(&board)?;
@@ -507,7 +545,14 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
         "{} DEMO     broker back: restarting it; the gateway replays what it buffered, in order",
         t()
     );
+    uplink.open.store(false, Ordering::SeqCst);
+    let subscribed = seen.lock().unwrap().subacks;
     broker.restart().await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().subacks == subscribed && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    uplink.open.store(true, Ordering::SeqCst);
 
     sleep_until(at(0.75)).await;
     println!("{} DEMO     cam03 restarted, cam04 uncovered", t());
