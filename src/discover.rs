@@ -326,22 +326,28 @@ pub async fn discover(a: Args<'_>) -> anyhow::Result<Vec<Found>> {
     let sock = std::net::UdpSocket::bind(SocketAddrV4::new(local, 0))
         .with_context(|| format!("cannot bind a UDP socket on {local}"))?;
     if !local.is_unspecified() {
-        // SAFETY: setsockopt with a valid in_addr for IP_MULTICAST_IF.
+        // SAFETY: setsockopt with a valid ip_mreqn for IP_MULTICAST_IF (the kernel also takes
+        // a bare in_addr, but emulators such as qemu-user only translate the struct forms).
         let rc = unsafe {
-            let addr = libc::in_addr {
-                s_addr: u32::from(local).to_be(),
+            let req = libc::ip_mreqn {
+                imr_multiaddr: libc::in_addr { s_addr: 0 },
+                imr_address: libc::in_addr {
+                    s_addr: u32::from(local).to_be(),
+                },
+                imr_ifindex: 0,
             };
             libc::setsockopt(
                 std::os::fd::AsRawFd::as_raw_fd(&sock),
                 libc::IPPROTO_IP,
                 libc::IP_MULTICAST_IF,
-                &addr as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::in_addr>() as libc::socklen_t,
+                &req as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
             )
         };
         if rc != 0 {
-            anyhow::bail!(
-                "cannot send multicast from {local}: {}",
+            // The socket is bound to the interface's address; the multicast route decides.
+            eprintln!(
+                "camgw discover: cannot pin multicast to {local} ({}); the probe follows the multicast route",
                 std::io::Error::last_os_error()
             );
         }

@@ -127,8 +127,8 @@ fn what_the_simulated_board_sees_reaches_the_broker() {
 
     // Relays are driven to their defaults at start: the camera is powered again.
     wait_file(&sim, "relay1", "0", "relay1 (active-low, default on)");
-    assert_eq!(read(&sim, "relay3"), "1", "relay3: active-high, default on");
-    assert_eq!(read(&sim, "relay4"), "0", "relay4: default off");
+    wait_file(&sim, "relay3", "1", "relay3 (active-high, default on)");
+    wait_file(&sim, "relay4", "0", "relay4 (default off)");
 
     sub.wait_until(
         Duration::from_secs(15),

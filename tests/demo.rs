@@ -10,6 +10,14 @@ use common::*;
 
 #[test]
 fn the_demo_runs_to_completion_and_the_station_sees_everything() {
+    if emulated(env!("CARGO_BIN_EXE_camgw")) {
+        // The demo starts its embedded broker by running itself again, which an emulated
+        // binary cannot do without binfmt_misc. CI runs the demo natively.
+        eprintln!(
+            "*** SKIPPED: the demo re-executes itself, which needs binfmt_misc under qemu ***"
+        );
+        return;
+    }
     let seconds = scaled(Duration::from_secs(15)).as_secs().to_string();
     let out = camgw_command(env!("CARGO_BIN_EXE_camgw"))
         .args(["demo", "--seconds", &seconds])

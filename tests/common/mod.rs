@@ -51,6 +51,11 @@ pub fn camgw_command(bin: &str) -> Command {
     }
 }
 
+/// Whether `bin` runs under an emulator here (a cross-built binary without binfmt_misc).
+pub fn emulated(bin: &str) -> bool {
+    foreign_arch(bin).is_some()
+}
+
 /// (emulator, sysroot) when `bin` cannot be executed directly here (cross-built, and no
 /// binfmt_misc registration). Under qemu-user the test process itself believes it is ARM, so
 /// the only reliable test is to try once.
