@@ -52,7 +52,7 @@ fn mosquitto(port: u16, dir: &std::path::Path) -> std::process::Child {
     let conf = dir.join("fleet.conf");
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000\nmax_inflight_messages 100\n"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 100\n"),
     )
     .unwrap();
     let m = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
