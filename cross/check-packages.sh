@@ -19,7 +19,8 @@ for deb in "$@"; do
 done
 [ -n "$host_deb" ] || { echo "no $host_arch package to install"; exit 1; }
 
-echo "--- install $host_deb on this machine"
+echo "--- install $host_deb on this machine (a fresh install: any earlier one is purged first)"
+dpkg --purge camgw >/dev/null 2>&1 || true
 dpkg -i "$host_deb"
 id camgw
 stat -c '%U %a %n' /var/lib/camgw /etc/camgw /etc/camgw/camgw.toml

@@ -105,6 +105,32 @@ pub async fn open_shared(
         gauges: Arc::new(Gauges::default()),
         disk_low: Arc::new(AtomicBool::new(false)),
     };
+    if recovery.unclean {
+        let (sync, at_risk_ms) = match config.buffer.sync {
+            crate::config::SyncMode::Always => ("always", 0),
+            crate::config::SyncMode::Interval => {
+                ("interval", config.buffer.sync_interval.as_millis() as u64)
+            }
+        };
+        tracing::warn!(
+            sync,
+            at_risk_ms,
+            "the previous run did not shut down cleanly"
+        );
+        shared
+            .alert(
+                "unclean_shutdown",
+                None,
+                serde_json::json!({
+                    "sync": sync,
+                    // With "always" every accepted record was on disk before it was accepted;
+                    // with "interval", a power cut loses at most what arrived in this window.
+                    "accepted_records_at_risk_ms": at_risk_ms,
+                    "pending": recovery.pending,
+                }),
+            )
+            .await;
+    }
     if recovery.anything_skipped() {
         tracing::warn!(corrupt = recovery.corrupt, torn_bytes = recovery.torn_bytes, strays = ?recovery.strays, "buffer recovery skipped damaged data");
         shared

@@ -252,6 +252,17 @@ mod tests {
         }
     }
 
+    /// The 4G bill (docs/scale.md): what a motion event costs on the wire in each format.
+    #[test]
+    fn postcard_events_are_well_under_json() {
+        let mut r = event();
+        r.body = Body::motion("cam01", "hikvision", "start");
+        let json = r.to_json().to_string().len();
+        let pc = r.to_postcard().len();
+        eprintln!("motion event: JSON {json} bytes, postcard {pc} bytes");
+        assert!(pc * 10 < json * 6, "JSON {json}, postcard {pc}");
+    }
+
     #[test]
     fn event_json_has_every_contract_field() {
         let v = event().to_json();

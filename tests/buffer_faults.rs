@@ -305,3 +305,40 @@ fn postcard_payloads_round_trip_every_field_of_an_alert_and_an_event() {
     let _ = ev.clock_synced;
     let _ = al.clock_synced;
 }
+
+#[test]
+fn an_unclean_shutdown_is_reported_with_what_the_sync_mode_put_at_risk() {
+    let broker = Broker::start();
+    let mut sub = Subscriber::new(broker.port, &format!("{T}/+"));
+    // sync = "interval" (the default, 200 ms): a kill -9 stands in for the power cut.
+    let mut agent = Agent::start(broker.port, "");
+    agent.accepted("cam01");
+    agent.kill9();
+    agent.spawn();
+    sub.wait_until(Duration::from_secs(15), "unclean_shutdown", |m| {
+        m.iter().any(|m| m.json()["kind"] == "unclean_shutdown")
+    });
+    let a = sub
+        .on("alert")
+        .into_iter()
+        .find(|a| a["kind"] == "unclean_shutdown")
+        .unwrap();
+    assert_eq!(a["detail"]["sync"], "interval", "{a}");
+    assert_eq!(a["detail"]["accepted_records_at_risk_ms"], 200, "{a}");
+    // A clean stop and start says nothing.
+    assert_eq!(agent.term().code(), Some(0));
+    agent.spawn();
+    let seq = agent.accepted("cam01");
+    // Alerts go out before events: once this event arrived, any start-up alert has too.
+    sub.wait_until(
+        Duration::from_secs(15),
+        "the event after the clean restart",
+        |m| event_seqs(m).0.contains(&seq),
+    );
+    let unclean = sub
+        .on("alert")
+        .iter()
+        .filter(|a| a["kind"] == "unclean_shutdown")
+        .count();
+    assert_eq!(unclean, 1, "only the kill -9 is reported");
+}

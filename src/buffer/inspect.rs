@@ -61,7 +61,7 @@ pub fn inspect(data_dir: &Path) -> std::io::Result<Report> {
     let mut stray_files = Vec::new();
     for e in std::fs::read_dir(&dir)? {
         let name = e?.file_name().to_string_lossy().into_owned();
-        if !["seq", "acked", "lock", "events", "alerts"].contains(&name.as_str()) {
+        if !["seq", "acked", "lock", "open", "events", "alerts"].contains(&name.as_str()) {
             stray_files.push(name);
         }
     }

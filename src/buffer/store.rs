@@ -75,6 +75,10 @@ pub struct Recovery {
     pub empty_removed: usize,
     /// Files in the buffer directory that are not ours, left alone.
     pub strays: Vec<String>,
+    /// The previous run did not close the buffer (a crash, kill -9 or power cut). With
+    /// `sync = "always"` nothing it accepted can be missing; with `interval`, what it accepted
+    /// in the last `sync_interval` before a power cut may be.
+    pub unclean: bool,
 }
 
 impl Recovery {
@@ -252,7 +256,13 @@ impl Buffer {
         sync_dir(&dir)?;
         sync_dir(data_dir)?;
         let lock = lock_dir(&dir)?;
-        let (inner, report) = recover(dir, opts, clock, lock)?;
+        // Present while a buffer is open: finding it at open means the last run never closed.
+        let marker = dir.join("open");
+        let unclean = marker.exists();
+        let (inner, mut report) = recover(dir.clone(), opts, clock, lock)?;
+        report.unclean = unclean;
+        File::create(&marker)?.sync_all()?;
+        sync_dir(&dir)?;
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
             notify: tokio::sync::Notify::new(),
@@ -312,10 +322,17 @@ impl Buffer {
     /// Flushes and stops the writer thread. Later appends fail with `Closed`.
     pub fn close(&self) {
         self.tx.lock().unwrap().take();
-        if let Some(t) = self.thread.lock().unwrap().take() {
-            let _ = t.join();
+        let joined = match self.thread.lock().unwrap().take() {
+            Some(t) => t.join().is_ok(),
+            None => false,
+        };
+        let mut inner = self.inner();
+        if joined {
+            // The writer flushed everything on its way out: a clean close.
+            let _ = fs::remove_file(inner.dir.join("open"));
+            let _ = sync_dir(&inner.dir);
         }
-        self.inner().lock = None;
+        inner.lock = None;
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -389,7 +406,7 @@ fn recover(
     }
     for entry in fs::read_dir(&dir)? {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        if !["seq", "acked", "lock", "events", "alerts"].contains(&name.as_str()) {
+        if !["seq", "acked", "lock", "open", "events", "alerts"].contains(&name.as_str()) {
             report.strays.push(format!("buffer/{name}"));
         }
     }
