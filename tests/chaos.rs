@@ -537,6 +537,7 @@ fn chaos(
         r.peak_rss_kb = r.peak_rss_kb.max(sys.rss_kb());
         r.peak_disk_bytes = r.peak_disk_bytes.max(disk.used_bytes());
         let kind = rng.below(7);
+        let before = accepted.lock().unwrap().clone();
         match kind {
             0 => {
                 fault("broker_kill_restart", &mut r);
@@ -607,8 +608,14 @@ fn chaos(
                 std::fs::remove_file(filler).unwrap();
             }
         }
-        // Recovery: everything accepted so far reaches the station.
-        let want = accepted.lock().unwrap().clone();
+        // Recovery: everything accepted since this fault began reaches the station (what an
+        // earlier fault lost must not hide how this one was recovered from).
+        let want: BTreeSet<u64> = accepted
+            .lock()
+            .unwrap()
+            .difference(&before)
+            .copied()
+            .collect();
         match checker.wait_for(&want, Duration::from_secs(20)) {
             Some(d) => r.longest_recovery_ms = r.longest_recovery_ms.max(d.as_millis() as u64),
             None => r.unrecovered_faults += 1,
