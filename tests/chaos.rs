@@ -277,6 +277,7 @@ trait System {
 }
 
 struct Camgw {
+    name: &'static str,
     agent: Agent,
     cams: Vec<camgw::sim::SimCamera>,
     rt: tokio::runtime::Runtime,
@@ -284,7 +285,7 @@ struct Camgw {
 
 impl System for Camgw {
     fn name(&self) -> &'static str {
-        "camgw"
+        self.name
     }
     fn poster(&self) -> Box<dyn FnMut() -> Option<u64> + Send> {
         let addr = self.agent.ingest;
@@ -677,6 +678,8 @@ fn camgw_under_chaos_loses_nothing() {
     }
     let seed = env_u64("CAMGW_CHAOS_SEED", 1);
     let secs = env_u64("CAMGW_CHAOS_SECS", 30);
+    // "always" (the default here) or "interval": CAMGW_CHAOS_SYNC=interval.
+    let sync = std::env::var("CAMGW_CHAOS_SYNC").unwrap_or_else(|_| "always".into());
     let keep_alive = 5;
     let disk = Disk::new(8);
     let mut broker = Broker::start();
@@ -708,7 +711,7 @@ reconnect_min_ms = 100
 reconnect_max_s = 1
 
 [buffer]
-sync = "always"
+sync = "{sync}"
 
 [health]
 interval_s = 1
@@ -740,6 +743,11 @@ snapshot_url = "{}"
         vec![],
     );
     let mut sys = Camgw {
+        name: if sync == "interval" {
+            "camgw-sync-interval"
+        } else {
+            "camgw"
+        },
         agent,
         cams: vec![cam],
         rt,
