@@ -8,6 +8,7 @@
 //! - [`uplink`]: the MQTT session: pure in-flight/packet-id state, backoff, the rumqttc task.
 //! - [`events`]: camera event streams (Hikvision, Dahua), pure multipart parser and coalescer.
 //! - [`health`]: camera probes (TCP, snapshot, RTSP, ONVIF), pure image checks and hysteresis.
+//! - [`heavy`]: CPU-heavy work on peer bytes (JPEG, large XML) in a bounded pool with a deadline.
 //! - [`http`]: a small HTTP/1.1 client for cameras, with Basic and Digest auth.
 //! - [`ingest`]: the HTTP ingest server (`POST /v1/events`).
 //! - [`remote`]: signed commands (Ed25519 envelope, replay memory), ops, config apply/rollback.
@@ -33,6 +34,7 @@ pub mod discover;
 pub mod doctor;
 pub mod events;
 pub mod health;
+pub mod heavy;
 pub mod http;
 pub mod ingest;
 pub mod record;

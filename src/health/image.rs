@@ -13,6 +13,12 @@ pub const BLACK_STDDEV: f64 = 6.0;
 pub const FROZEN_TOLERANCE: u8 = 1;
 /// Thumbnails are at most this wide (height follows the aspect ratio).
 pub const THUMB_MAX_W: usize = 96;
+/// The largest picture decoded (8K UHD): a header claiming more is refused before any pixel
+/// is decoded, so a few hundred bytes cannot cost hundreds of megabytes.
+pub const MAX_PIXELS: u64 = 7680 * 4320;
+/// Progressive JPEGs keep every DCT coefficient of the whole picture while decoding (two
+/// bytes per pixel and component), so their bound is lower. Cameras send baseline stills.
+pub const MAX_PROGRESSIVE_PIXELS: u64 = 1920 * 1088;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Thumb {
@@ -40,6 +46,14 @@ pub enum ImageError {
     NotJpeg(String),
     #[error("JPEG does not decode: {0}")]
     Decode(String),
+    /// The header claims a picture larger than the bound: refused undecoded.
+    #[error("JPEG header claims {width}x{height}{}, above the bound of {max} pixels", if *.progressive { " (progressive)" } else { "" })]
+    TooLarge {
+        width: u16,
+        height: u16,
+        progressive: bool,
+        max: u64,
+    },
 }
 
 /// Checks and analyses one snapshot.
@@ -59,6 +73,20 @@ pub fn analyze(jpeg: &[u8]) -> Result<Analysis, ImageError> {
     let info = d
         .info()
         .ok_or_else(|| ImageError::Decode("no frame header".into()))?;
+    let progressive = info.coding_process == jpeg_decoder::CodingProcess::DctProgressive;
+    let max = if progressive {
+        MAX_PROGRESSIVE_PIXELS
+    } else {
+        MAX_PIXELS
+    };
+    if info.width as u64 * info.height as u64 > max {
+        return Err(ImageError::TooLarge {
+            width: info.width,
+            height: info.height,
+            progressive,
+            max,
+        });
+    }
     let (w, h) = d
         .scale(
             info.width.div_ceil(8).max(1),
@@ -176,6 +204,24 @@ mod tests {
             analyze(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0]).unwrap_err(),
             ImageError::Decode(_)
         ));
+    }
+
+    #[test]
+    fn a_header_claiming_65000_by_65000_is_refused_before_decoding() {
+        let bomb = crate::sim::jpeg::claiming(65000, 65000);
+        assert!(bomb.len() < 16 * 1024);
+        assert!(matches!(
+            analyze(&bomb).unwrap_err(),
+            ImageError::TooLarge {
+                width: 65000,
+                height: 65000,
+                progressive: false,
+                ..
+            }
+        ));
+        // Just inside the bound still decodes (the data runs out: an error, quickly, not a
+        // gigabyte).
+        let _ = analyze(&crate::sim::jpeg::claiming(7680, 4320));
     }
 
     proptest::proptest! {

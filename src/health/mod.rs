@@ -129,7 +129,7 @@ pub async fn probe_round(
         Some(
             tokio::time::timeout(
                 timeout,
-                http::request_auth(&u, "GET", &[], &[], cr, 16 << 20),
+                http::request_auth(&u, "GET", &[], &[], cr, MAX_SNAPSHOT),
             )
             .await,
         )
@@ -181,32 +181,35 @@ pub async fn probe_round(
         Some(Ok(Ok(r))) if r.status != 200 => {
             round.fail(Problem::HttpError, format!("snapshot: HTTP {}", r.status))
         }
-        Some(Ok(Ok(r))) => match image::analyze(&r.body) {
-            Err(e) => round.fail(Problem::HttpError, format!("snapshot: {e}")),
-            Ok(a) => {
-                round.detail.insert("snapshot".into(), json!({"width": a.width, "height": a.height, "mean_luma": (a.mean * 10.0).round() / 10.0, "bytes": r.body.len()}));
-                if a.black {
-                    round.fail(
-                        Problem::Black,
-                        format!(
-                            "picture is black (mean luma {:.1}, contrast {:.1})",
-                            a.mean, a.stddev
-                        ),
-                    );
+        Some(Ok(Ok(r))) => {
+            let bytes = r.body.len();
+            match analyze_off_worker(r.body, timeout).await {
+                Err((p, e)) => round.fail(p, format!("snapshot: {e}")),
+                Ok(a) => {
+                    round.detail.insert("snapshot".into(), json!({"width": a.width, "height": a.height, "mean_luma": (a.mean * 10.0).round() / 10.0, "bytes": bytes}));
+                    if a.black {
+                        round.fail(
+                            Problem::Black,
+                            format!(
+                                "picture is black (mean luma {:.1}, contrast {:.1})",
+                                a.mean, a.stddev
+                            ),
+                        );
+                    }
+                    if mem
+                        .thumb
+                        .as_ref()
+                        .is_some_and(|t| image::frozen(t, &a.thumb))
+                    {
+                        round.fail(
+                            Problem::Frozen,
+                            "picture unchanged since the previous snapshot",
+                        );
+                    }
+                    mem.thumb = Some(a.thumb);
                 }
-                if mem
-                    .thumb
-                    .as_ref()
-                    .is_some_and(|t| image::frozen(t, &a.thumb))
-                {
-                    round.fail(
-                        Problem::Frozen,
-                        "picture unchanged since the previous snapshot",
-                    );
-                }
-                mem.thumb = Some(a.thumb);
             }
-        },
+        }
     }
     match rtsp {
         None => {}
@@ -277,6 +280,26 @@ pub async fn probe_round(
         }
     }
     round
+}
+
+/// The largest snapshot body read from a camera (an 8 MP still is under 2 MiB).
+pub const MAX_SNAPSHOT: usize = 4 << 20;
+
+/// Decodes a still in the heavy pool (never on an async worker), bounded by `deadline`.
+/// A still refused undecoded (too many pixels) or a decode that overran its deadline or
+/// failed inside is `snapshot_rejected`; one that is not a decodable JPEG is `http_error`.
+async fn analyze_off_worker(
+    jpeg: Vec<u8>,
+    deadline: Duration,
+) -> Result<image::Analysis, (Problem, String)> {
+    match crate::heavy::run(deadline, move || image::analyze(&jpeg)).await {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(e @ image::ImageError::TooLarge { .. })) => {
+            Err((Problem::SnapshotRejected, e.to_string()))
+        }
+        Ok(Err(e)) => Err((Problem::HttpError, e.to_string())),
+        Err(e) => Err((Problem::SnapshotRejected, format!("decoding {e}"))),
+    }
 }
 
 /// The retained health payload.

@@ -25,6 +25,14 @@ pub enum Problem {
     EventStream,
     /// The camera reports video loss on its input.
     VideoLoss,
+    /// The camera's still was refused before decoding (a header claiming more pixels than
+    /// any camera has, or a decode that overran its deadline).
+    SnapshotRejected,
+    /// A probe of this camera failed inside the agent (contained; the task restarted).
+    ProbeCrashed,
+    /// The camera offers only Basic auth (the password in clear), and its config does not
+    /// allow that.
+    BasicAuthOnly,
 }
 
 impl Problem {
@@ -40,6 +48,9 @@ impl Problem {
             Problem::ClockDrift => "clock_drift",
             Problem::EventStream => "event_stream",
             Problem::VideoLoss => "video_loss",
+            Problem::SnapshotRejected => "snapshot_rejected",
+            Problem::ProbeCrashed => "probe_crashed",
+            Problem::BasicAuthOnly => "basic_auth_only",
         }
     }
 

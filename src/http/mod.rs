@@ -174,15 +174,20 @@ pub struct Creds<'a> {
 }
 
 const MAX_HEAD: usize = 64 * 1024;
+/// The longest chunk-size line (`1a2b;ext=…`).
+const MAX_CHUNK_LINE: usize = 1024;
 
 /// Reads a response head; returns (status, headers, bytes already read past the head).
+/// Linear in the bytes read, however they are dripped: the search for the blank line resumes
+/// where the last read left off.
 pub async fn read_head<R: AsyncRead + Unpin>(
     r: &mut R,
 ) -> Result<(u16, Vec<(String, String)>, Vec<u8>), HttpError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
+    let mut searched = 0;
     loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
+        if let Some(end) = find(&buf[searched..], b"\r\n\r\n").map(|i| i + searched) {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut resp = httparse::Response::new(&mut headers);
             match resp.parse(&buf[..end + 4]) {
@@ -206,6 +211,7 @@ pub async fn read_head<R: AsyncRead + Unpin>(
                 Err(e) => return Err(HttpError::Malformed(e.to_string())),
             }
         }
+        searched = buf.len().saturating_sub(3);
         if buf.len() > MAX_HEAD {
             return Err(HttpError::Malformed("head too long".into()));
         }
@@ -222,7 +228,7 @@ pub async fn read_head<R: AsyncRead + Unpin>(
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 async fn read_body<R: AsyncRead + Unpin>(
@@ -240,43 +246,62 @@ async fn read_body<R: AsyncRead + Unpin>(
     let mut chunk = [0u8; 16 * 1024];
     if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         let mut out = Vec::new();
+        let mut start = 0; // consumed prefix of `have`
         loop {
-            // Need a size line.
+            // Need a size line (bounded: a line that never ends is malformed, not a wait).
+            let mut searched = start;
             let line_end = loop {
-                if let Some(i) = find(&have, b"\r\n") {
-                    break i;
+                if let Some(i) = find(&have[searched..], b"\r\n") {
+                    break searched + i;
                 }
+                if have.len() - start > MAX_CHUNK_LINE {
+                    return Err(HttpError::Malformed("chunk size line too long".into()));
+                }
+                searched = have.len().saturating_sub(1).max(start);
                 let n = r.read(&mut chunk).await?;
                 if n == 0 {
                     return Err(HttpError::Malformed("chunked body cut short".into()));
                 }
                 have.extend_from_slice(&chunk[..n]);
             };
-            let line = String::from_utf8_lossy(&have[..line_end]).to_string();
-            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| HttpError::Malformed(format!("bad chunk size {line:?}")))?;
-            have.drain(..line_end + 2);
+            if line_end - start > MAX_CHUNK_LINE {
+                return Err(HttpError::Malformed("chunk size line too long".into()));
+            }
+            let line = String::from_utf8_lossy(&have[start..line_end]).to_string();
+            let digits = line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(digits, 16)
+                .ok()
+                .filter(|_| !digits.starts_with('+'))
+                .ok_or_else(|| HttpError::Malformed(format!("bad chunk size {:?}", clip(&line))))?;
+            start = line_end + 2;
             if size == 0 {
                 return Ok(out);
             }
-            if out.len() + size > max {
+            // Checked: a size near usize::MAX must be refused, not wrap around.
+            if size > max.saturating_sub(out.len()) {
                 return Err(HttpError::TooLarge(max));
             }
-            while have.len() < size + 2 {
+            let need = start + size + 2;
+            while have.len() < need {
                 let n = r.read(&mut chunk).await?;
                 if n == 0 {
                     return Err(HttpError::Malformed("chunked body cut short".into()));
                 }
                 have.extend_from_slice(&chunk[..n]);
             }
-            out.extend_from_slice(&have[..size]);
-            have.drain(..size + 2);
+            out.extend_from_slice(&have[start..start + size]);
+            start += size + 2;
+            // Drop what is consumed once it is at least half the buffer (amortised O(1) a byte).
+            if start >= have.len() / 2 {
+                have.drain(..start);
+                start = 0;
+            }
         }
     } else if let Some(len) = get("content-length") {
-        let len: usize = len
-            .trim()
-            .parse()
-            .map_err(|_| HttpError::Malformed(format!("bad Content-Length {len:?}")))?;
+        let len: usize = Some(len.trim())
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| HttpError::Malformed(format!("bad Content-Length {:?}", clip(len))))?;
         if len > max {
             return Err(HttpError::TooLarge(max));
         }
@@ -302,6 +327,14 @@ async fn read_body<R: AsyncRead + Unpin>(
             }
             have.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+/// At most 64 characters of a value from a peer, for an error message.
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -463,6 +496,27 @@ mod tests {
             assert_eq!(status, 200);
             assert_eq!(read_body(&mut r, &hs, rest, 100).await.unwrap(), want);
         }
+        for (raw, what) in [
+            // The chunk size that overflowed the size arithmetic and panicked the health task.
+            (&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx"[..], "too large"),
+            (&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nfffffffffffffffe\r\n"[..], "too large"),
+            (&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\n"[..], "bad chunk"),
+            (&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n"[..], "bad chunk"),
+            (&b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello"[..], "bad Content-Length"),
+            (&b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551616\r\n\r\n"[..], "bad Content-Length"),
+        ] {
+            let mut r = raw;
+            let (_, hs, rest) = read_head(&mut r).await.unwrap();
+            let e = read_body(&mut r, &hs, rest, 100).await.unwrap_err().to_string();
+            assert!(e.contains(what) || (what == "too large" && e.contains("exceeds")), "{e}");
+        }
+        // A chunk-size line that never ends is refused once it is longer than any real one.
+        let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        raw.extend(std::iter::repeat_n(b'0', 100_000));
+        let mut r = &raw[..];
+        let (_, hs, rest) = read_head(&mut r).await.unwrap();
+        let e = read_body(&mut r, &hs, rest, 100).await.unwrap_err();
+        assert!(e.to_string().contains("too long"), "{e}");
         let mut r = &b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n"[..];
         let (_, hs, rest) = read_head(&mut r).await.unwrap();
         assert!(matches!(

@@ -55,3 +55,17 @@ pub fn frame(scene: Scene, n: u64) -> Vec<u8> {
         .expect("encoding a synthetic frame");
     out
 }
+
+/// A small real JPEG whose frame header (SOF) claims `width` x `height`: a decompression
+/// bomb of a few hundred bytes, as a hostile camera serves it.
+pub fn claiming(width: u16, height: u16) -> Vec<u8> {
+    let mut j = frame(Scene::Black, 0);
+    let sof = j
+        .windows(2)
+        .position(|w| w[0] == 0xFF && (w[1] == 0xC0 || w[1] == 0xC2))
+        .expect("the encoder writes a frame header");
+    // FF Cx, length (2), precision (1), height (2), width (2).
+    j[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    j[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    j
+}
