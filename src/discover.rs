@@ -64,66 +64,54 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The most matches read from one message (a real one carries one).
+pub const MAX_MATCHES: usize = 64;
+
 /// Parses a `ProbeMatches` message: (RelatesTo, matches). Matches by local name, since
 /// cameras use every namespace prefix there is.
 pub fn parse_matches(xml: &[u8]) -> Result<(Option<String>, Vec<Match>), String> {
-    use quick_xml::events::Event;
-    let mut r = quick_xml::Reader::from_reader(xml);
-    r.config_mut().trim_text(true);
-    let mut buf = Vec::new();
-    let mut stack: Vec<String> = Vec::new();
+    use crate::xml::Node;
+    use std::ops::ControlFlow;
     let mut relates = None;
     let mut matches = Vec::new();
     let mut cur: Option<Match> = None;
     let mut saw_matches = false;
-    loop {
-        match r.read_event_into(&mut buf) {
-            Ok(Event::Start(e)) => {
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                if name == "ProbeMatch" {
-                    cur = Some(Match::default());
-                }
-                if name == "ProbeMatches" {
-                    saw_matches = true;
-                }
-                stack.push(name);
-                if stack.len() > 32 {
-                    return Err("XML nested too deeply".into());
-                }
-            }
-            Ok(Event::End(e)) => {
-                if e.local_name().as_ref() == b"ProbeMatch" {
+    crate::xml::walk(xml, |path, node| {
+        match node {
+            Node::Open(_) => match path.last() {
+                Some("ProbeMatch") => cur = Some(Match::default()),
+                Some("ProbeMatches") => saw_matches = true,
+                _ => {}
+            },
+            Node::Close => {
+                if path.last() == Some("ProbeMatch") {
                     if let Some(m) = cur.take() {
-                        matches.push(m);
+                        if matches.len() < MAX_MATCHES {
+                            matches.push(m);
+                        }
                     }
                 }
-                stack.pop();
             }
-            Ok(Event::Text(t)) => {
-                let text = t
-                    .decode()
-                    .map(|c| c.into_owned())
-                    .unwrap_or_else(|_| String::from_utf8_lossy(t.as_ref()).into_owned());
+            Node::Text(text) => {
                 let words = || {
                     text.split_whitespace()
+                        .take(64)
                         .map(String::from)
                         .collect::<Vec<_>>()
                 };
-                match (stack.last().map(String::as_str), cur.as_mut()) {
-                    (Some("RelatesTo"), _) => relates = Some(text.trim().to_string()),
-                    (Some("Address"), Some(m)) => m.endpoint = text.trim().to_string(),
+                match (path.last(), cur.as_mut()) {
+                    (Some("RelatesTo"), _) => relates = Some(text.to_string()),
+                    (Some("Address"), Some(m)) => m.endpoint = text.to_string(),
                     (Some("Types"), Some(m)) => m.types = words(),
                     (Some("Scopes"), Some(m)) => m.scopes = words(),
                     (Some("XAddrs"), Some(m)) => m.xaddrs = words(),
                     _ => {}
                 }
             }
-            Ok(Event::Eof) => break,
-            Ok(_) => {}
-            Err(e) => return Err(format!("bad XML at byte {}: {e}", r.error_position())),
         }
-        buf.clear();
-    }
+        ControlFlow::Continue(())
+    })
+    .map_err(|e| e.to_string())?;
     if !saw_matches {
         return Err("not a ProbeMatches message".into());
     }

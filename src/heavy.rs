@@ -80,6 +80,28 @@ where
     Pool::shared().run(deadline, f).await
 }
 
+/// Bytes up to this size are parsed inline: cheaper than a thread hop, and bounded.
+pub const INLINE_BYTES: usize = 32 * 1024;
+
+/// The deadline for parsing one reply in the pool.
+pub const PARSE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Parses `bytes` with `f`: inline when small, in the shared pool (with [`PARSE_DEADLINE`])
+/// when large, so that a megabyte reply never occupies an async worker.
+pub async fn parse<T, E>(bytes: Vec<u8>, f: fn(&[u8]) -> Result<T, E>) -> Result<T, String>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    if bytes.len() <= INLINE_BYTES {
+        return f(&bytes).map_err(|e| e.to_string());
+    }
+    match run(PARSE_DEADLINE, move || f(&bytes)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("parsing {e}")),
+    }
+}
+
 /// The text of a panic payload (`&str` or `String`), for a report.
 pub fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
@@ -95,6 +117,18 @@ mod tests {
     #[tokio::test]
     async fn a_job_returns_its_value() {
         assert_eq!(run(Duration::from_secs(5), || 6 * 7).await, Ok(42));
+    }
+
+    #[tokio::test]
+    async fn large_input_is_parsed_in_the_pool_and_small_inline() {
+        fn len(b: &[u8]) -> Result<usize, String> {
+            Ok(b.len())
+        }
+        assert_eq!(parse(vec![0; 10], len).await, Ok(10));
+        assert_eq!(
+            parse(vec![0; INLINE_BYTES + 1], len).await,
+            Ok(INLINE_BYTES + 1)
+        );
     }
 
     #[tokio::test]

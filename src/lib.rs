@@ -11,6 +11,7 @@
 //! - [`heavy`]: CPU-heavy work on peer bytes (JPEG, large XML) in a bounded pool with a deadline.
 //! - [`http`]: a small HTTP/1.1 client for cameras, with Basic and Digest auth.
 //! - [`ingest`]: the HTTP ingest server (`POST /v1/events`).
+//! - [`logs`]: outside values clipped for logs; repeated warnings rate-limited.
 //! - [`remote`]: signed commands (Ed25519 envelope, replay memory), ops, config apply/rollback.
 //! - [`station`]: the ward-station side: `keygen` and `cmd`.
 //! - [`board`]: the gateway's hardware: pin maps from `boards/`, embedded-hal drivers (inputs,
@@ -18,6 +19,7 @@
 //! - [`system`]: the gateway's self-health (CPU temperature, load, memory, disk) for telemetry.
 //! - [`watchdog`]: systemd notify and the hardware watchdog, pinged only while every loop
 //!   progresses.
+//! - [`xml`]: the one bounded, linear reader of XML from peers (depth, size and node limits).
 //! - [`agent`]: `camgw run`: wires config, buffer, uplink and ingest; signals and shutdown.
 //! - [`sim`]: simulated cameras speaking the real wire formats (tests, demo).
 //! - [`demo`]: `camgw demo`: embedded broker, simulated cameras, station view.
@@ -37,6 +39,7 @@ pub mod health;
 pub mod heavy;
 pub mod http;
 pub mod ingest;
+pub mod logs;
 pub mod record;
 pub mod remote;
 #[cfg(feature = "sim")]
@@ -46,6 +49,7 @@ pub mod station;
 pub mod system;
 pub mod uplink;
 pub mod watchdog;
+pub mod xml;
 
 /// Test data shared by the unit tests.
 #[cfg(test)]

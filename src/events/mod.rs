@@ -263,9 +263,9 @@ impl Hub {
                     s.last_error = Some("connecting".into())
                 });
                 let (hub, cam, sd) = (self.clone(), cam.clone(), shutdown.clone());
-                tasks.push(tokio::spawn(async move {
-                    hub.stream_loop(cam, source, sd).await
-                }));
+                tasks.push(tokio::spawn(
+                    async move { hub.supervise(cam, source, sd).await },
+                ));
             }
         }
         let mut t = tokio::time::interval(Duration::from_millis(500));
@@ -309,6 +309,34 @@ impl Hub {
         token.cancel();
         let _ = task.await;
         result
+    }
+
+    /// Runs a stream's loop in a task of its own and restarts it with backoff when it panics
+    /// (bytes from a hostile camera): that stream's state says what happened, and every
+    /// other stream, camera and task of the agent goes on untouched.
+    async fn supervise(self: Arc<Self>, cam: Camera, source: &'static str, sd: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            let task = tokio::spawn(self.clone().stream_loop(cam.clone(), source, sd.clone()));
+            let why = match task.await {
+                Ok(()) => return,
+                Err(e) if e.is_panic() => crate::heavy::panic_message(e.into_panic()),
+                Err(_) => return,
+            };
+            let wait = backoff.next_delay(rand::random::<f64>());
+            tracing::error!(camera = %cam.id, source, "the event stream failed inside the agent: {}; restarting in {} ms", crate::logs::clip(&why), wait.as_millis());
+            self.state(&cam.id, source, |st| {
+                st.connected = false;
+                st.last_error = Some(format!(
+                    "the stream failed inside the agent ({}); restarting",
+                    crate::logs::clip(&why)
+                ));
+            });
+            tokio::select! {
+                _ = sd.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     async fn stream_loop(
@@ -423,7 +451,7 @@ impl Hub {
                     _ => self.dahua(&cam.id, &part.body).await,
                 };
                 if let Err(e) = r {
-                    tracing::debug!(camera = %cam.id, "ignored an event part: {e}");
+                    tracing::debug!(camera = %cam.id, "ignored an event part: {}", crate::logs::clip(&e));
                 }
             }
             let n = tokio::time::timeout(timeout, s.read(&mut buf))

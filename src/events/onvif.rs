@@ -5,7 +5,15 @@
 //! `PropertyOperation="Initialized"` sets the initial state and creates no event. Elements and
 //! topics are matched by local name: namespaces and prefixes differ by vendor.
 
-use quick_xml::events::Event;
+use std::ops::ControlFlow;
+
+use crate::xml::{walk, Node};
+
+/// The most notifications read from one PullMessages answer (cameras send a handful; the
+/// request asks for at most 64).
+pub const MAX_NOTIFICATIONS: usize = 1024;
+/// The most data items kept per notification.
+pub const MAX_ITEMS: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Notification {
@@ -23,18 +31,6 @@ pub struct Pulled {
     pub notifications: Vec<Notification>,
 }
 
-fn local(name: &[u8]) -> String {
-    let s = String::from_utf8_lossy(name);
-    s.rsplit(':').next().unwrap_or("").to_string()
-}
-
-fn attr(e: &quick_xml::events::BytesStart, name: &str) -> Option<String> {
-    e.attributes()
-        .flatten()
-        .find(|a| local(a.key.as_ref()) == name)
-        .map(|a| String::from_utf8_lossy(&a.value).to_string())
-}
-
 /// Strips `tns1:` style prefixes from every path segment of a topic.
 pub fn clean_topic(t: &str) -> String {
     t.trim()
@@ -47,74 +43,63 @@ pub fn clean_topic(t: &str) -> String {
 /// Parses a PullMessagesResponse (or a CreatePullPointSubscriptionResponse, for the times and,
 /// through [`subscription_address`], the address).
 pub fn parse_pull(xml: &[u8]) -> Result<Pulled, String> {
-    let mut r = quick_xml::Reader::from_reader(xml);
-    r.config_mut().trim_text(true);
     let mut out = Pulled::default();
-    let mut stack: Vec<String> = Vec::new();
     let mut cur: Option<Notification> = None;
-    let mut buf = Vec::new();
-    loop {
-        let ev = r
-            .read_event_into(&mut buf)
-            .map_err(|e| format!("bad XML: {e}"))?;
-        match ev {
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                let name = local(e.local_name().as_ref());
-                let empty = matches!(ev, Event::Empty(_));
-                match name.as_str() {
-                    "NotificationMessage" => cur = Some(Notification::default()),
-                    "Message"
-                        if stack.last().map(String::as_str) == Some("Message")
-                            || attr(e, "UtcTime").is_some()
-                            || attr(e, "PropertyOperation").is_some() =>
-                    {
-                        if let Some(n) = cur.as_mut() {
-                            n.operation = attr(e, "PropertyOperation");
-                            n.utc_time = attr(e, "UtcTime");
-                        }
+    let mut too_many = false;
+    walk(xml, |path, node| {
+        match node {
+            Node::Open(e) => match path.last() {
+                Some("NotificationMessage") => cur = Some(Notification::default()),
+                Some("Message")
+                    if path.parent() == Some("Message")
+                        || e.attr("UtcTime").is_some()
+                        || e.attr("PropertyOperation").is_some() =>
+                {
+                    if let Some(n) = cur.as_mut() {
+                        n.operation = e.attr("PropertyOperation");
+                        n.utc_time = e.attr("UtcTime");
                     }
-                    "SimpleItem" if stack.iter().any(|s| s == "Data") => {
-                        if let (Some(n), Some(k), Some(v)) =
-                            (cur.as_mut(), attr(e, "Name"), attr(e, "Value"))
-                        {
+                }
+                Some("SimpleItem") if path.contains("Data") => {
+                    if let (Some(n), Some(k), Some(v)) =
+                        (cur.as_mut(), e.attr("Name"), e.attr("Value"))
+                    {
+                        if n.data.len() < MAX_ITEMS {
                             n.data.push((k, v));
                         }
                     }
-                    _ => {}
                 }
-                if !empty {
-                    stack.push(name);
-                }
-            }
-            Event::End(ref e) => {
-                let name = local(e.local_name().as_ref());
-                stack.pop();
-                if name == "NotificationMessage" {
+                _ => {}
+            },
+            Node::Close => {
+                if path.last() == Some("NotificationMessage") {
                     if let Some(n) = cur.take() {
+                        if out.notifications.len() >= MAX_NOTIFICATIONS {
+                            too_many = true;
+                            return ControlFlow::Break(());
+                        }
                         out.notifications.push(n);
                     }
                 }
             }
-            Event::Text(t) => {
-                let text = t.decode().map(|c| c.into_owned()).unwrap_or_default();
-                match stack.last().map(String::as_str) {
-                    Some("Topic") => {
-                        if let Some(n) = cur.as_mut() {
-                            n.topic = clean_topic(&text);
-                        }
+            Node::Text(text) => match path.last() {
+                Some("Topic") => {
+                    if let Some(n) = cur.as_mut() {
+                        n.topic = clean_topic(text);
                     }
-                    Some("CurrentTime") => out.current_time = Some(text.trim().to_string()),
-                    Some("TerminationTime") => out.termination_time = Some(text.trim().to_string()),
-                    _ => {}
                 }
-            }
-            Event::Eof => break,
-            _ => {}
+                Some("CurrentTime") => out.current_time = Some(text.to_string()),
+                Some("TerminationTime") => out.termination_time = Some(text.to_string()),
+                _ => {}
+            },
         }
-        buf.clear();
-        if stack.len() > 64 {
-            return Err("XML nested too deeply".into());
-        }
+        ControlFlow::Continue(())
+    })
+    .map_err(|e| e.to_string())?;
+    if too_many {
+        return Err(format!(
+            "more than {MAX_NOTIFICATIONS} notifications in one answer"
+        ));
     }
     Ok(out)
 }
@@ -129,27 +114,16 @@ pub fn subscription_address(xml: &[u8]) -> Option<String> {
 
 /// The event service address in a GetCapabilitiesResponse (`Events/XAddr`).
 pub fn events_xaddr(xml: &[u8]) -> Option<String> {
-    let mut r = quick_xml::Reader::from_reader(xml);
-    r.config_mut().trim_text(true);
-    let mut stack: Vec<String> = Vec::new();
-    let mut buf = Vec::new();
-    loop {
-        match r.read_event_into(&mut buf).ok()? {
-            Event::Start(e) => stack.push(local(e.local_name().as_ref())),
-            Event::End(_) => {
-                stack.pop();
-            }
-            Event::Text(t)
-                if stack.last().map(String::as_str) == Some("XAddr")
-                    && stack.iter().any(|s| s == "Events") =>
-            {
-                return t.decode().ok().map(|c| c.trim().to_string());
-            }
-            Event::Eof => return None,
-            _ => {}
+    let mut found = None;
+    walk(xml, |path, node| match node {
+        Node::Text(t) if path.last() == Some("XAddr") && path.contains("Events") => {
+            found = Some(t.to_string());
+            ControlFlow::Break(())
         }
-        buf.clear();
-    }
+        _ => ControlFlow::Continue(()),
+    })
+    .ok()?;
+    found
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -156,7 +156,7 @@ impl Hub {
             if r.status != 200 {
                 return Err(format!("PullMessages answered HTTP {}", r.status));
             }
-            let pulled = onvif::parse_pull(&r.body)?;
+            let pulled = crate::heavy::parse(r.body, onvif::parse_pull).await?;
             for n in pulled
                 .notifications
                 .iter()

@@ -406,6 +406,7 @@ impl Monitor {
         let mut hyst = Hysteresis::new(h.fail_threshold, h.recover_threshold, self.clock.now_ms());
         let mut mem = Memory::default();
         let mut last_published: Option<(State, BTreeSet<Problem>)> = None;
+        let mut crashes = 0u32;
         // Spread the first rounds over the interval so 64 cameras do not probe in one burst.
         let mut next = tokio::time::Instant::now() + h.interval.mul_f64(rand::random::<f64>());
         loop {
@@ -422,11 +423,45 @@ impl Monitor {
                     .lock()
                     .unwrap()
                     .insert(cam.id.clone(), Instant::now());
+                // Its own task: the round's state (I/O buffers) exists only while it runs, at
+                // most `max_concurrent` at a time; and a panic inside a probe (bytes from a
+                // hostile camera) ends that round only, never this loop or another camera.
+                let (c, clock, timeout, drift) = (
+                    cam.clone(),
+                    self.clock.clone(),
+                    h.timeout,
+                    h.clock_drift_max,
+                );
+                let mut m = std::mem::take(&mut mem);
+                let task = tokio::spawn(async move {
+                    let r = probe_round(&c, &mut m, timeout, clock.as_ref(), drift).await;
+                    (r, m)
+                });
+                let abort = task.abort_handle();
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    // Boxed: the round's state (I/O buffers) exists only while it runs, at most
-                    // `max_concurrent` at a time, not once per camera for the agent's life.
-                    r = Box::pin(probe_round(&cam, &mut mem, h.timeout, self.clock.as_ref(), h.clock_drift_max)) => r,
+                    _ = shutdown.cancelled() => {
+                        abort.abort();
+                        return;
+                    }
+                    r = task => match r {
+                        Ok((r, m)) => {
+                            mem = m;
+                            crashes = 0;
+                            r
+                        }
+                        Err(e) => {
+                            crashes += 1;
+                            let why = if e.is_panic() {
+                                crate::heavy::panic_message(e.into_panic())
+                            } else {
+                                "cancelled".into()
+                            };
+                            tracing::error!(camera = %cam.id, "a probe failed inside the agent: {}", crate::logs::clip(&why));
+                            let mut r = Round::default();
+                            r.fail(Problem::ProbeCrashed, format!("a probe of this camera failed inside the agent ({}); the next round is in {} s", crate::logs::clip(&why), crash_delay(h.interval, crashes).as_secs()));
+                            r
+                        }
+                    }
                 }
             };
             running.lock().unwrap().remove(&cam.id);
@@ -469,9 +504,15 @@ impl Monitor {
             }
             // ±10 % jitter keeps cameras from drifting into lockstep.
             let jitter = 0.9 + 0.2 * rand::random::<f64>();
-            next = tokio::time::Instant::now() + h.interval.mul_f64(jitter);
+            next = tokio::time::Instant::now() + crash_delay(h.interval, crashes).mul_f64(jitter);
         }
     }
+}
+
+/// The wait before the next round: the interval, doubled for every crashed round in a row
+/// (a camera whose replies crash a probe is not hammered), at most 16 times.
+fn crash_delay(interval: Duration, crashes: u32) -> Duration {
+    interval * (1u32 << crashes.min(4))
 }
 
 /// Cameras mid-round, and since when.

@@ -4,7 +4,6 @@
 //! outside their clock window). XML is matched by local name: namespaces differ by vendor.
 
 use base64::Engine as _;
-use quick_xml::events::Event;
 use sha1::Digest as _;
 
 use crate::http::{self, Creds, Url};
@@ -58,77 +57,33 @@ pub fn envelope(header: Option<&str>, body: &str) -> String {
 
 /// Text of every element by local name, in document order: `(local name, text)`.
 pub fn texts(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
-    let mut r = quick_xml::Reader::from_reader(xml);
-    r.config_mut().trim_text(true);
-    let mut out = Vec::new();
-    let mut stack: Vec<String> = Vec::new();
-    let mut buf = Vec::new();
-    loop {
-        match r.read_event_into(&mut buf) {
-            Ok(Event::Start(e)) => {
-                stack.push(String::from_utf8_lossy(e.local_name().as_ref()).to_string())
-            }
-            Ok(Event::End(_)) => {
-                stack.pop();
-            }
-            Ok(Event::Text(t)) => {
-                if let Some(name) = stack.last() {
-                    let text = t
-                        .decode()
-                        .map(|c| c.into_owned())
-                        .unwrap_or_else(|_| String::from_utf8_lossy(t.as_ref()).into_owned());
-                    out.push((name.clone(), text));
-                }
-            }
-            Ok(Event::Eof) => return Ok(out),
-            Ok(_) => {}
-            Err(e) => return Err(format!("bad XML at byte {}: {e}", r.error_position())),
-        }
-        buf.clear();
-        if stack.len() > 64 {
-            return Err("XML nested too deeply".into());
-        }
-    }
+    crate::xml::texts(xml).map_err(|e| e.to_string())
 }
 
 /// The UTC time in a GetSystemDateAndTimeResponse, as Unix milliseconds.
 pub fn parse_system_date_time(xml: &[u8]) -> Result<i64, String> {
-    let mut r = quick_xml::Reader::from_reader(xml);
-    r.config_mut().trim_text(true);
-    let mut path: Vec<String> = Vec::new();
-    let mut buf = Vec::new();
+    use crate::xml::Node;
     let mut fields = [None::<i64>; 6];
-    loop {
-        match r.read_event_into(&mut buf) {
-            Ok(Event::Start(e)) => {
-                path.push(String::from_utf8_lossy(e.local_name().as_ref()).to_string())
-            }
-            Ok(Event::End(_)) => {
-                path.pop();
-            }
-            Ok(Event::Text(t)) => {
-                if path.iter().any(|p| p == "UTCDateTime") {
-                    let v: Option<i64> = t.decode().ok().and_then(|s| s.trim().parse().ok());
-                    let i = match path.last().map(String::as_str) {
-                        Some("Year") => 0,
-                        Some("Month") => 1,
-                        Some("Day") => 2,
-                        Some("Hour") => 3,
-                        Some("Minute") => 4,
-                        Some("Second") => 5,
-                        _ => 6,
-                    };
-                    if i < 6 {
-                        fields[i] = v;
-                    }
+    crate::xml::walk(xml, |path, node| {
+        if let Node::Text(t) = node {
+            if path.contains("UTCDateTime") {
+                let i = match path.last() {
+                    Some("Year") => 0,
+                    Some("Month") => 1,
+                    Some("Day") => 2,
+                    Some("Hour") => 3,
+                    Some("Minute") => 4,
+                    Some("Second") => 5,
+                    _ => 6,
+                };
+                if i < 6 {
+                    fields[i] = t.parse().ok();
                 }
             }
-            Ok(Event::Eof) => break,
-            Ok(_) => {}
-            Err(e) => return Err(format!("bad XML: {e}")),
         }
-        buf.clear();
-    }
+        std::ops::ControlFlow::Continue(())
+    })
+    .map_err(|e| e.to_string())?;
     let [Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)] = fields else {
         return Err("no UTCDateTime in the answer".into());
     };
@@ -243,7 +198,7 @@ pub async fn probe(url: &Url, creds: Option<Creds<'_>>, now_ms: impl Fn() -> i64
     if r.status != 200 {
         return Outcome::Error(format!("GetSystemDateAndTime answered HTTP {}", r.status));
     }
-    let camera_ms = match parse_system_date_time(&r.body) {
+    let camera_ms = match crate::heavy::parse(r.body, parse_system_date_time).await {
         Ok(t) => t,
         Err(e) => return Outcome::Error(format!("GetSystemDateAndTime: {e}")),
     };
@@ -279,7 +234,7 @@ pub async fn probe(url: &Url, creds: Option<Creds<'_>>, now_ms: impl Fn() -> i64
     if r.status != 200 {
         return Outcome::Error(format!("GetDeviceInformation answered HTTP {}", r.status));
     }
-    match parse_device_information(&r.body) {
+    match crate::heavy::parse(r.body, parse_device_information).await {
         Ok(info) => Outcome::Ok {
             offset_ms,
             info: Some(info),

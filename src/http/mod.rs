@@ -272,7 +272,9 @@ async fn read_body<R: AsyncRead + Unpin>(
             let size = usize::from_str_radix(digits, 16)
                 .ok()
                 .filter(|_| !digits.starts_with('+'))
-                .ok_or_else(|| HttpError::Malformed(format!("bad chunk size {:?}", clip(&line))))?;
+                .ok_or_else(|| {
+                    HttpError::Malformed(format!("bad chunk size {:?}", crate::logs::clip(&line)))
+                })?;
             start = line_end + 2;
             if size == 0 {
                 return Ok(out);
@@ -301,7 +303,9 @@ async fn read_body<R: AsyncRead + Unpin>(
         let len: usize = Some(len.trim())
             .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| HttpError::Malformed(format!("bad Content-Length {:?}", clip(len))))?;
+            .ok_or_else(|| {
+                HttpError::Malformed(format!("bad Content-Length {:?}", crate::logs::clip(len)))
+            })?;
         if len > max {
             return Err(HttpError::TooLarge(max));
         }
@@ -327,14 +331,6 @@ async fn read_body<R: AsyncRead + Unpin>(
             }
             have.extend_from_slice(&chunk[..n]);
         }
-    }
-}
-
-/// At most 64 characters of a value from a peer, for an error message.
-pub fn clip(s: &str) -> String {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
     }
 }
 
