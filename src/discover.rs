@@ -407,6 +407,7 @@ pub async fn discover(a: Args<'_>) -> anyhow::Result<Vec<Found>> {
             let creds = Creds {
                 user,
                 password: a.password.unwrap_or(""),
+                basic: false,
             };
             let now = || crate::clock::Clock::now_ms(&crate::clock::SystemClock);
             match tokio::time::timeout(

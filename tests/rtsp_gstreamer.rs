@@ -61,7 +61,7 @@ fn run(url: &Url, creds: Option<(&str, &str)>, timeout: Duration) -> Outcome {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(probe(url, creds, Instant::now() + timeout))
+    rt.block_on(probe(url, creds, false, Instant::now() + timeout))
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! secrets are wrapped in [`Secret`], whose `Debug` and `Display` print `***`.
 
 mod validate;
+pub use validate::redact_url;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -219,6 +220,9 @@ pub struct Camera {
     pub probe: bool,
     /// The board relay that powers this camera (`reboot_camera` power-cycles it).
     pub relay: Option<String>,
+    /// Whether the password may be sent with Basic auth (in clear) when the camera offers
+    /// nothing else; off unless the config asks for it (`basic_auth = true`).
+    pub basic_auth: bool,
 }
 
 impl Config {

@@ -59,6 +59,7 @@ const CAMERA_KEYS: &[&str] = &[
     "events",
     "probe",
     "relay",
+    "basic_auth",
 ];
 const TOP_KEYS: &[&str] = &[
     "gateway", "mqtt", "buffer", "health", "ingest", "security", "camera", "events", "board",
@@ -237,11 +238,27 @@ pub fn check_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `scheme://host[:port][/path]` with one of the allowed schemes.
+/// `s` with any password inside it (`scheme://user:pw@host`) replaced by `***`, for messages.
+pub fn redact_url(s: &str) -> String {
+    // Whatever the shape (even `rtsp//u:pw@h`, not a URL at all): the text between the last
+    // `/` before the last `@` and that `@` is user info; after its first `:` is a password.
+    let Some(at) = s.rfind('@') else {
+        return s.to_string();
+    };
+    let start = s[..at].rfind('/').map_or(0, |i| i + 1);
+    match s[start..at].find(':') {
+        Some(c) => format!("{}:***{}", &s[..start + c], &s[at..]),
+        None => s.to_string(),
+    }
+}
+
+/// `scheme://host[:port][/path]` with one of the allowed schemes and no password inside.
+/// Messages show the URL with any password replaced by `***`.
 fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
+    let shown = redact_url(s);
     let Some((scheme, rest)) = s.split_once("://") else {
         return Err(format!(
-            "\"{s}\" is not a URL (expected {}://...)",
+            "\"{shown}\" is not a URL (expected {}://...)",
             schemes[0]
         ));
     };
@@ -252,14 +269,25 @@ fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
         ));
     }
     let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if authority
+        .rsplit_once('@')
+        .is_some_and(|(ui, _)| ui.contains(':'))
+    {
+        return Err(
+            "credentials do not belong in the URL (it carries a password): remove \
+             user:password@ and set the username and password keys instead (the password is not \
+             shown here)"
+                .into(),
+        );
+    }
     let hostport = authority.rsplit('@').next().unwrap_or("");
     let (host, port) = split_host_port(hostport);
     if host.is_empty() {
-        return Err(format!("\"{s}\" has no host"));
+        return Err(format!("\"{shown}\" has no host"));
     }
     if let Some(p) = port {
         if p.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("\"{s}\" has an invalid port \"{p}\""));
+            return Err(format!("\"{shown}\" has an invalid port \"{p}\""));
         }
     }
     Ok(())
@@ -796,7 +824,7 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
         if h.is_empty() || h.contains(['/', ' ', '@']) {
             w.problem(
                 join(p, "host"),
-                format!("\"{h}\" is not a host name or address"),
+                format!("\"{}\" is not a host name or address", redact_url(h)),
             );
         }
     }
@@ -852,6 +880,17 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
             true
         }
     };
+    let basic_auth = match t.get("basic_auth") {
+        None => false,
+        Some(Value::Boolean(b)) => *b,
+        Some(other) => {
+            w.problem(
+                join(p, "basic_auth"),
+                format!("must be true or false, found {}", kind(other)),
+            );
+            false
+        }
+    };
     let relay = w.string(t, p, "relay");
     if let Some(r) = &relay {
         if crate::board::map::Role::of(r) != Some(crate::board::map::Role::Relay) {
@@ -864,6 +903,7 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
     Some(Camera {
         relay,
         probe,
+        basic_auth,
         id: id?,
         vendor: vendor?,
         host: host?,
@@ -1037,6 +1077,34 @@ events = ["hikvision"]
             "{joined}"
         );
         assert!(!joined.contains("u:p"), "{joined}");
+    }
+
+    #[test]
+    fn a_camera_url_carrying_a_password_is_refused_without_printing_it() {
+        for key in ["rtsp_url", "snapshot_url", "onvif_url", "http_base"] {
+            let scheme = if key == "rtsp_url" { "rtsp" } else { "http" };
+            let extra = format!("{key} = \"{scheme}://admin:Sup3rS3cret@10.0.0.9:8554/x\"");
+            let p = problems(&GOOD.replace(
+                "[[camera]]\nid = \"cam01\"",
+                &format!("[[camera]]\nid = \"cam01\"\n{extra}"),
+            ));
+            let joined = p.join("\n");
+            assert!(
+                joined.contains(&format!("camera[0].{key}: credentials do not belong")),
+                "{joined}"
+            );
+            assert!(!joined.contains("Sup3rS3cret"), "{joined}");
+        }
+        // A bad port in a URL that also carries a password: still not printed.
+        let p = problems(&GOOD.replace(
+            "[[camera]]\nid = \"cam01\"",
+            "[[camera]]\nid = \"cam01\"\nrtsp_url = \"rtsp//admin:Sup3rS3cret@h\"",
+        ));
+        assert!(!p.join("\n").contains("Sup3rS3cret"), "{p:?}");
+        assert_eq!(redact_url("rtsp://u:pw@h:1/x?y"), "rtsp://u:***@h:1/x?y");
+        assert_eq!(redact_url("rtsp://u@h/x"), "rtsp://u@h/x");
+        // A user name alone is allowed.
+        assert!(check_url("rtsp://admin@h/x", &["rtsp"]).is_ok());
     }
 
     #[test]

@@ -682,6 +682,24 @@ async fn cameras(o: &mut Out, config: &Config, clock: Arc<dyn Clock>) {
                 cam.host
             ),
         );
+        if round.problems.contains(&P::BasicAuthOnly) {
+            o.fail(
+                format!("camera.{id}.auth"),
+                format!(
+                    "{id}: {} ({})",
+                    o.t(
+                        "the camera offers only Basic auth (the password in clear); the agent did not send it",
+                        "camera chỉ hỗ trợ xác thực Basic (mật khẩu không mã hoá); agent không gửi mật khẩu"
+                    ),
+                    why(P::BasicAuthOnly)
+                ),
+                o.t(
+                    "enable Digest authentication in the camera's web page, or set basic_auth = true for this camera",
+                    "bật xác thực Digest trong trang web của camera, hoặc đặt basic_auth = true cho camera này",
+                )
+                .into(),
+            );
+        }
         if round.problems.contains(&P::AuthFailed) {
             o.fail(
                 format!("camera.{id}.credentials"),
@@ -705,7 +723,10 @@ async fn cameras(o: &mut Out, config: &Config, clock: Arc<dyn Clock>) {
                 ),
             );
         }
-        if cam.snapshot_url.is_some() && !round.problems.contains(&P::AuthFailed) {
+        if cam.snapshot_url.is_some()
+            && !round.problems.contains(&P::AuthFailed)
+            && !round.problems.contains(&P::BasicAuthOnly)
+        {
             match round.detail.get("snapshot") {
                 Some(s) if !round.problems.contains(&P::Black) => o.ok(
                     format!("camera.{id}.snapshot"),

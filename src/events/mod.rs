@@ -392,6 +392,7 @@ impl Hub {
             (Some(u), Some(p)) => Some((u.clone(), p.expose().to_string())),
             _ => None,
         };
+        let basic = cam.basic_auth;
         let timeout = self.config.events.read_timeout;
         let open = |auth: Option<String>| {
             let url = url.clone();
@@ -414,11 +415,18 @@ impl Hub {
                 Creds {
                     user: u,
                     password: p,
+                    basic,
                 },
                 "GET",
                 &url.path,
             )
-            .ok_or("no usable auth challenge")?;
+            .ok_or_else(|| {
+                if !basic && http::only_basic(&headers) {
+                    http::BASIC_ONLY.to_string()
+                } else {
+                    "no usable auth challenge".to_string()
+                }
+            })?;
             (s, status, headers, rest) = open(Some(auth)).await?;
         }
         if status == 401 || status == 403 {

@@ -125,6 +125,7 @@ pub async fn probe_round(
         let cr = c.as_ref().map(|(u, p)| Creds {
             user: u,
             password: p,
+            basic: cam.basic_auth,
         });
         Some(
             tokio::time::timeout(
@@ -141,6 +142,7 @@ pub async fn probe_round(
             rtsp::probe(
                 &u,
                 c.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                cam.basic_auth,
                 Instant::now() + timeout,
             )
             .await,
@@ -152,6 +154,7 @@ pub async fn probe_round(
         let cr = c.as_ref().map(|(u, p)| Creds {
             user: u,
             password: p,
+            basic: cam.basic_auth,
         });
         Some(tokio::time::timeout(timeout, onvif::probe(&u, cr, || clock.now_ms())).await)
     };
@@ -164,6 +167,17 @@ pub async fn probe_round(
             format!("snapshot: no answer within {} ms", timeout.as_millis()),
         ),
         Some(Ok(Err(e))) => round.fail(Problem::HttpError, format!("snapshot: {e}")),
+        Some(Ok(Ok(r)))
+            if r.status == 401
+                && cam.password.is_some()
+                && !cam.basic_auth
+                && http::only_basic(&r.headers) =>
+        {
+            round.fail(
+                Problem::BasicAuthOnly,
+                format!("snapshot: {}", http::BASIC_ONLY),
+            )
+        }
         Some(Ok(Ok(r))) if r.status == 401 || r.status == 403 => round.fail(
             Problem::AuthFailed,
             if cam.password.is_some() {
@@ -222,6 +236,10 @@ pub async fn probe_round(
         Some(rtsp::Outcome::AuthFailed) => {
             round.fail(Problem::AuthFailed, "rtsp: credentials refused")
         }
+        Some(rtsp::Outcome::BasicOnly) => round.fail(
+            Problem::BasicAuthOnly,
+            format!("rtsp: {}", http::BASIC_ONLY),
+        ),
         Some(rtsp::Outcome::NoFrames) => round.fail(
             Problem::NoFrames,
             format!(

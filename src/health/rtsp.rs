@@ -148,6 +148,8 @@ pub enum Outcome {
         first_packet: Duration,
     },
     AuthFailed,
+    /// The camera offers only Basic auth and the config does not allow it.
+    BasicOnly,
     /// The server answered but the stream could not be set up.
     Error(String),
     /// PLAY succeeded but no packet came in time.
@@ -161,6 +163,8 @@ struct Conn {
     cseq: u32,
     url: Url,
     creds: Option<(String, String)>,
+    /// Whether the credentials may go out with Basic auth.
+    basic: bool,
     auth: Option<Vec<(String, String)>>,
 }
 
@@ -197,6 +201,7 @@ impl Conn {
             let creds = Creds {
                 user: u,
                 password: p,
+                basic: self.basic,
             };
             if let Some(a) = answer_challenge(hs, creds, method, url) {
                 req.push_str(&format!("Authorization: {a}\r\n"));
@@ -238,6 +243,9 @@ impl Conn {
                 if attempt == 1 || self.creds.is_none() {
                     return Err(Outcome::AuthFailed);
                 }
+                if !self.basic && crate::http::only_basic(&headers) {
+                    return Err(Outcome::BasicOnly);
+                }
                 self.auth = Some(headers);
                 // Many cameras close the connection after a 401: answer on a fresh one.
                 let s = TcpStream::connect((self.url.host.as_str(), self.url.port))
@@ -256,7 +264,12 @@ impl Conn {
 
 /// Runs the probe against `url`; the caller bounds it with a timeout (and gets `NoFrames`
 /// when the timeout strikes after PLAY: see [`probe_with_deadline`]).
-pub async fn probe(url: &Url, creds: Option<(&str, &str)>, deadline: Instant) -> Outcome {
+pub async fn probe(
+    url: &Url,
+    creds: Option<(&str, &str)>,
+    basic: bool,
+    deadline: Instant,
+) -> Outcome {
     let mut url = url.clone();
     let creds = creds
         .map(|(u, p)| (u.to_string(), p.to_string()))
@@ -277,6 +290,7 @@ pub async fn probe(url: &Url, creds: Option<(&str, &str)>, deadline: Instant) ->
         cseq: 0,
         url: url.clone(),
         creds,
+        basic,
         auth: None,
     };
     let steps = async {
@@ -396,6 +410,7 @@ mod tests {
                 Creds {
                     user: "admin",
                     password: "x",
+                    basic: false,
                 },
                 "DESCRIBE",
                 "rtsp://h/",

@@ -166,12 +166,36 @@ impl Response {
     }
 }
 
-/// Username and password for a camera.
+/// Username and password for a camera, and whether they may go out with Basic auth (the
+/// password in clear): only where the camera's config asks for it (`basic_auth = true`).
 #[derive(Clone, Copy)]
 pub struct Creds<'a> {
     pub user: &'a str,
     pub password: &'a str,
+    pub basic: bool,
 }
+
+fn challenges(headers: &[(String, String)]) -> Vec<digest::Challenge> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
+        .flat_map(|(_, v)| digest::parse_challenges(v))
+        .collect()
+}
+
+/// Whether a 401's challenges offer Basic auth and nothing else.
+pub fn only_basic(headers: &[(String, String)]) -> bool {
+    let c = challenges(headers);
+    !c.is_empty()
+        && c.iter()
+            .all(|c| matches!(c, digest::Challenge::Basic { .. }))
+}
+
+/// What to tell a technician when a camera offers only Basic auth and its config does not
+/// allow it.
+pub const BASIC_ONLY: &str =
+    "the camera offers only Basic auth, which sends the password in clear: \
+    enable Digest on the camera, or set basic_auth = true for it to allow Basic";
 
 const MAX_HEAD: usize = 64 * 1024;
 /// The longest chunk-size line (`1a2b;ext=…`).
@@ -405,11 +429,10 @@ pub fn answer_challenge(
     method: &str,
     uri: &str,
 ) -> Option<String> {
-    let challenges: Vec<_> = headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
-        .flat_map(|(_, v)| digest::parse_challenges(v))
-        .collect();
+    let mut challenges = challenges(headers);
+    if !creds.basic {
+        challenges.retain(|c| !matches!(c, digest::Challenge::Basic { .. }));
+    }
     let c = digest::best(&challenges)?;
     let cnonce = format!("{:016x}", rand::random::<u64>());
     Some(digest::authorization(

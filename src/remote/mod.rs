@@ -28,6 +28,8 @@ pub fn redact(text: &str) -> String {
                 for (k, v) in t.iter_mut() {
                     if k == "password" {
                         *v = toml::Value::String("***".into());
+                    } else if let toml::Value::String(s) = v {
+                        *s = crate::config::redact_url(s);
                     } else {
                         walk(v);
                     }
@@ -223,6 +225,7 @@ async fn reboot_camera(sup: &Supervisor, camera: Option<&str>) -> Result<Value, 
             Some(Creds {
                 user: &user,
                 password: &pass,
+                basic: cam.basic_auth,
             }),
             1 << 20,
         ),
