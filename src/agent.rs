@@ -9,7 +9,7 @@
 //! ingest listener, start the uplink and the health monitor. At shutdown: stop ingest, let the
 //! uplink publish the offline status, then flush and close the buffer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -491,16 +491,19 @@ impl Supervisor {
             return Err(self.reject(source, vec!["gateway.data_dir: cannot change while running (change the file and restart)".into()]).await);
         }
         let old_text = std::mem::replace(&mut self.config_text, text.clone());
+        let mqtt_changed = old.mqtt != new.mqtt;
         if let Source::Command = source {
-            if let Err(e) = write_config(&self.config_path, &old_text, &text) {
+            // New MQTT settings are on trial, durably, until they have connected (`trial`).
+            let written = if mqtt_changed {
+                crate::trial::begin(&self.config_path, &old_text, &text)
+            } else {
+                crate::trial::replace(&self.config_path, &old_text, &text)
+            };
+            if let Err(e) = written {
                 self.config_text = old_text;
-                return Err(format!(
-                    "cannot write {}: {e:#}",
-                    self.config_path.display()
-                ));
+                return Err(format!("cannot write {}: {e}", self.config_path.display()));
             }
         }
-        let mqtt_changed = old.mqtt != new.mqtt;
         let added: Vec<String> = new
             .cameras
             .iter()
@@ -550,8 +553,8 @@ impl Supervisor {
                 p.stop().await;
             }
             if let Source::Command = source {
-                if let Err(e) = write_config(&self.config_path, &text, &old_text) {
-                    tracing::error!("cannot restore {}: {e:#}", self.config_path.display());
+                if let Err(e) = crate::trial::abort(&self.config_path, &old_text) {
+                    tracing::error!("cannot restore {}: {e}", self.config_path.display());
                 }
             }
             self.config_text = old_text;
@@ -572,6 +575,11 @@ impl Supervisor {
                 .await;
             return Err(format!("rolled back to the last good config: {why}"));
         }
+        if let (Source::Command, true) = (source, mqtt_changed) {
+            if let Err(e) = crate::trial::confirm(&self.config_path) {
+                tracing::error!("cannot end the config trial: {e}");
+            }
+        }
         let detail = serde_json::json!({
             "source": source.name(),
             "cameras_added": added,
@@ -586,7 +594,7 @@ impl Supervisor {
         Ok(detail)
     }
 
-    async fn reject(&self, source: Source, problems: Vec<String>) -> String {
+    pub async fn reject(&self, source: Source, problems: Vec<String>) -> String {
         tracing::warn!(?problems, "config rejected");
         self.shared
             .alert(
@@ -624,35 +632,12 @@ impl Supervisor {
     }
 }
 
-/// Replaces the config file: the previous text goes to `FILE.prev` (the last good config),
-/// the new one is written to a temp file, fsynced, renamed over FILE, and the directory synced.
-fn write_config(path: &Path, old: &str, new: &str) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let write = |target: &Path, text: &str| -> anyhow::Result<()> {
-        use std::io::Write;
-        let tmp = target.with_extension("tmp");
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, target)?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(())
-    };
-    let mut prev = path.as_os_str().to_owned();
-    prev.push(".prev");
-    write(Path::new(&prev), old)?;
-    write(path, new)
-}
-
 /// `camgw run`: runs until SIGTERM or SIGINT; SIGHUP reloads the config file.
 pub async fn run(
     config_path: PathBuf,
     config: Config,
     clock: Arc<dyn Clock>,
+    recovered: Option<String>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a SIGHUP (or SIGTERM) arriving during start-up must not kill the agent
@@ -664,6 +649,16 @@ pub async fn run(
     let (shared, mut commands) = open_shared(&config, clock.clone()).await?;
     let replay = remote::replay::Replay::open(&config.gateway.data_dir, clock.now_ms())
         .context("cannot open the command replay memory")?;
+    if let Some(reason) = recovered {
+        tracing::warn!("{reason}");
+        shared
+            .alert(
+                "config_rolled_back",
+                None,
+                serde_json::json!({"source": "set_config", "reason": reason}),
+            )
+            .await;
+    }
     let parts = start_parts(Arc::new(config), &shared).await?;
     let mut sup = Supervisor {
         shared,

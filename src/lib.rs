@@ -17,6 +17,7 @@
 //! - [`board`]: the gateway's hardware: pin maps from `boards/`, embedded-hal drivers (inputs,
 //!   LED, relays, I2C temperature), Linux and simulated backends, the board task.
 //! - [`system`]: the gateway's self-health (CPU temperature, load, memory, disk) for telemetry.
+//! - [`trial`]: the durable trial of a config from `set_config` (crash-safe rollback).
 //! - [`watchdog`]: systemd notify and the hardware watchdog, pinged only while every loop
 //!   progresses.
 //! - [`xml`]: the one bounded, linear reader of XML from peers (depth, size and node limits).
@@ -47,6 +48,7 @@ pub mod sim;
 #[cfg(feature = "station")]
 pub mod station;
 pub mod system;
+pub mod trial;
 pub mod uplink;
 pub mod watchdog;
 pub mod xml;

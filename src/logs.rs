@@ -17,8 +17,7 @@ pub const CLIP: usize = 96;
 /// characters escaped.
 pub fn clip(s: &str) -> String {
     let mut out = String::new();
-    let mut n = 0;
-    for c in s.chars() {
+    for (n, c) in s.chars().enumerate() {
         if n == CLIP {
             out.push_str(&format!("…({} bytes)", s.len()));
             return out;
@@ -28,7 +27,6 @@ pub fn clip(s: &str) -> String {
         } else {
             out.push(c);
         }
-        n += 1;
     }
     out
 }
@@ -74,6 +72,41 @@ impl RateLimit {
     }
 }
 
+/// A token bucket: `rate` a second, bursts of `burst`. For answers a peer can cause at will
+/// (results of refused commands), so a flood cannot become a flood of answers.
+#[derive(Debug)]
+pub struct Bucket {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Option<Instant>)>,
+}
+
+impl Bucket {
+    pub fn new(rate: f64, burst: f64) -> Bucket {
+        Bucket {
+            rate,
+            burst,
+            state: Mutex::new((burst, None)),
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&self, now: Instant) -> bool {
+        let mut s = self.state.lock().unwrap();
+        let (tokens, last) = &mut *s;
+        if let Some(l) = *last {
+            *tokens = (*tokens + now.duration_since(l).as_secs_f64() * self.rate).min(self.burst);
+        }
+        *last = Some(now);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Logs a warning through a [`RateLimit`] (`$rl`), keyed by the message's literal.
 #[macro_export]
 macro_rules! warn_limited {
@@ -101,6 +134,21 @@ mod tests {
         assert!(c.len() < CLIP + 32, "{}", c.len());
         assert!(c.ends_with("…(253000 bytes)"));
         assert_eq!(clip_bytes(b"\xff\xfeok"), "\u{fffd}\u{fffd}ok");
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let b = Bucket::new(5.0, 20.0);
+        let t0 = Instant::now();
+        assert_eq!((0..100).filter(|_| b.take(t0)).count(), 20);
+        assert!(!b.take(t0 + Duration::from_millis(100)));
+        assert!(b.take(t0 + Duration::from_millis(250)));
+        assert_eq!(
+            (0..100)
+                .filter(|_| b.take(t0 + Duration::from_secs(60)))
+                .count(),
+            20
+        );
     }
 
     #[test]

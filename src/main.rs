@@ -287,6 +287,19 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
+            // A config trial that a crash interrupted ends on the last good config, before
+            // anything reads the file.
+            let recovered = match camgw::trial::recover(&config) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!(
+                        "camgw: {}: a config trial was interrupted and the last good config \
+                         cannot be restored: {e}",
+                        config.display()
+                    );
+                    None
+                }
+            };
             let cfg = match camgw::config::Config::load(&config) {
                 Ok(c) => c,
                 Err(invalid) => {
@@ -296,7 +309,7 @@ fn main() -> ExitCode {
             };
             init_logging();
             let clock = Arc::new(camgw::clock::SystemClock);
-            match runtime().block_on(camgw::agent::run(config, cfg, clock)) {
+            match runtime().block_on(camgw::agent::run(config, cfg, clock, recovered)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("camgw: {e:#}");

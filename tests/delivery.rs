@@ -288,7 +288,9 @@ fn a_silently_stalled_link_is_noticed_by_keep_alive_and_nothing_is_lost() {
     sub.wait_until(Duration::from_secs(10), "first event", |m| {
         event_seqs(m).0.len() == 1
     });
-    assert_eq!(proxy.connections(), 1);
+    // The uplink and its command link (a connection of its own).
+    let before = proxy.connections();
+    assert!(before <= 2, "{before} connections before the stall");
     proxy.stall();
     let stalled = std::time::Instant::now();
     for _ in 0..20 {
@@ -301,7 +303,7 @@ fn a_silently_stalled_link_is_noticed_by_keep_alive_and_nothing_is_lost() {
         event_seqs(m).0.is_superset(&accepted)
     });
     let took = stalled.elapsed();
-    assert!(proxy.connections() >= 2, "the agent reconnected");
+    assert!(proxy.connections() > before, "the agent reconnected");
     assert!(
         agent.log().contains("broker connection lost"),
         "{}",

@@ -21,6 +21,19 @@ use crate::clock::{parse_rfc3339_ms, rfc3339_ms};
 pub const MAX_ENVELOPE: usize = 256 * 1024;
 /// A command may be valid for at most a day, which bounds the replay memory.
 pub const MAX_WINDOW_MS: i64 = 24 * 3600 * 1000;
+/// The longest command id.
+pub const MAX_ID: usize = 128;
+
+/// The command id grammar: 1 to [`MAX_ID`] characters from `A-Z a-z 0-9 . _ : -`. One
+/// canonical form, so the id checked against the replay memory is the id stored there, byte
+/// for byte (no normalisation anywhere), and it can label a result or a log line safely.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,12 +75,16 @@ pub enum Refusal {
     WindowTooLong,
     #[error("command id {0} was already received (replay)")]
     Replayed(String),
+    #[error("the command id must be 1 to {MAX_ID} characters of A-Z a-z 0-9 . _ : -")]
+    BadId,
 }
 
 /// A verified command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
     pub id: String,
+    /// The trusted key that signed it.
+    pub key: [u8; 32],
     pub expires_ms: i64,
     pub command: serde_json::Value,
 }
@@ -99,10 +116,12 @@ pub fn verify(
     let bytes = b64()
         .decode(env.cmd.as_bytes())
         .map_err(|_| (None, Refusal::Malformed("cmd is not base64".into())))?;
-    // Read the id first (unverified!) only to label the result.
+    // Read the id first (unverified!) only to label the result, and only when it is of the
+    // id grammar (bounded, printable).
     let unverified_id = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
-        .and_then(|v| v["id"].as_str().map(str::to_string));
+        .and_then(|v| v["id"].as_str().map(str::to_string))
+        .filter(|id| valid_id(id));
     let sig = b64()
         .decode(env.sig.as_bytes())
         .ok()
@@ -117,20 +136,22 @@ pub fn verify(
     if keys.is_empty() {
         return Err((unverified_id, Refusal::NoKeys));
     }
-    let trusted = keys.iter().any(|k| {
+    let Some(signer) = keys.iter().find(|k| {
         VerifyingKey::from_bytes(k)
             .map(|vk| vk.verify_strict(&bytes, &sig).is_ok())
             .unwrap_or(false)
-    });
-    if !trusted {
+    }) else {
         return Err((unverified_id, Refusal::BadSignature));
-    }
+    };
     let signed: Signed = serde_json::from_slice(&bytes).map_err(|e| {
         (
             unverified_id.clone(),
             Refusal::Malformed(format!("signed command: {e}")),
         )
     })?;
+    if !valid_id(&signed.id) {
+        return Err((None, Refusal::BadId));
+    }
     let id = Some(signed.id.clone());
     if signed.gateway != gateway || signed.ward != ward {
         return Err((
@@ -170,6 +191,7 @@ pub fn verify(
     }
     Ok(Verified {
         id: signed.id,
+        key: *signer,
         expires_ms: expires,
         command: signed.command,
     })
@@ -294,6 +316,17 @@ mod tests {
             serde_json::json!(["get_config"]),
         );
         assert!(matches!(r(&sign(&key(1), &no_op)), Refusal::Malformed(_)));
+    }
+
+    #[test]
+    fn ids_off_the_grammar_are_refused_even_when_signed() {
+        for bad in ["", "a b", " a", "a\n", &"x".repeat(MAX_ID + 1), "ü", "a/b"] {
+            let env = sign(&key(1), &cmd(bad));
+            let (id, why) = check(&env).unwrap_err();
+            assert_eq!(why, Refusal::BadId, "{bad:?}");
+            assert_eq!(id, None, "an id off the grammar never labels a result");
+        }
+        assert!(check(&sign(&key(1), &cmd(&"x".repeat(MAX_ID)))).is_ok());
     }
 
     #[test]

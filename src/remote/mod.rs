@@ -49,6 +49,35 @@ pub fn redact(text: &str) -> String {
     }
 }
 
+/// Remote management must survive a `set_config`: the new config keeps at least one command
+/// key, and keeps the key that signed this command unless the command says it rotates keys
+/// (`"rotate_keys": true`). A config that does not parse is left to the validator.
+pub fn keys_kept(text: &str, signer: &[u8; 32], rotate: bool) -> Result<(), String> {
+    let Ok(new) = crate::config::Config::parse(text) else {
+        return Ok(());
+    };
+    let keys = &new.security.command_keys;
+    if keys.is_empty() {
+        return Err("security.command_keys: the new config has no command key: the gateway could never be managed remotely again".into());
+    }
+    if !rotate && !keys.contains(signer) {
+        return Err("security.command_keys: the new config drops the key that signed this command (say \"rotate_keys\": true in the command to rotate keys)".into());
+    }
+    Ok(())
+}
+
+/// The limiter for refused-command warnings (anyone on the broker can cause them).
+fn refusals() -> &'static crate::logs::RateLimit {
+    static R: std::sync::OnceLock<crate::logs::RateLimit> = std::sync::OnceLock::new();
+    R.get_or_init(|| crate::logs::RateLimit::new(Duration::from_secs(10)))
+}
+
+/// At most 5 results a second (bursts of 20) for commands refused before they verified.
+fn refusal_answers() -> &'static crate::logs::Bucket {
+    static B: std::sync::OnceLock<crate::logs::Bucket> = std::sync::OnceLock::new();
+    B.get_or_init(|| crate::logs::Bucket::new(5.0, 20.0))
+}
+
 fn publish_result(sup: &Supervisor, result: Value) {
     let topic = format!("{}/cmd/result", sup.config().topic_root());
     sup.shared
@@ -71,7 +100,7 @@ pub async fn handle(sup: &mut Supervisor, payload: &[u8]) {
     let v = match verified {
         Ok(v) if sup.replay.contains(&v.id, now) => {
             let why = envelope::Refusal::Replayed(v.id.clone());
-            tracing::warn!(id = %v.id, "command refused: {why}");
+            crate::warn_limited!(refusals(), "replayed", id = %v.id, "command refused: {why}");
             publish_result(
                 sup,
                 json!({"id": v.id, "ok": false, "error": why.to_string()}),
@@ -89,8 +118,15 @@ pub async fn handle(sup: &mut Supervisor, payload: &[u8]) {
             {
                 error.push_str(" (note: the gateway clock is not NTP-synchronised)");
             }
-            tracing::warn!(?id, "command refused: {error}");
-            publish_result(sup, json!({"id": id, "ok": false, "error": error}));
+            // The error may quote the payload (a serde message): clipped, and at most one
+            // line per period, whatever the rate of garbage on T/cmd.
+            let error = crate::logs::clip(&error);
+            crate::warn_limited!(refusals(), "refused", ?id, "command refused: {error}");
+            // Answers to refused commands are rate-limited too: a flood of garbage on T/cmd
+            // must not become a flood of results competing with events for the uplink.
+            if refusal_answers().take(std::time::Instant::now()) {
+                publish_result(sup, json!({"id": id, "ok": false, "error": error}));
+            }
             return;
         }
     };
@@ -108,7 +144,10 @@ pub async fn handle(sup: &mut Supervisor, payload: &[u8]) {
     let outcome: Result<Value, String> = match op.as_str() {
         "get_config" => Ok(json!({"config": redact(&sup.config_text)})),
         "set_config" => match v.command["config"].as_str() {
-            Some(text) => sup.apply_text(text.to_string(), Source::Command).await.map(|d| json!({"applied": d})),
+            Some(text) => match keys_kept(text, &v.key, v.command["rotate_keys"] == json!(true)) {
+                Err(why) => Err(sup.reject(Source::Command, vec![why]).await),
+                Ok(()) => sup.apply_text(text.to_string(), Source::Command).await.map(|d| json!({"applied": d})),
+            },
             None => Err("set_config needs \"config\": the TOML text".into()),
         },
         "check_now" => Ok(check_now(sup).await),

@@ -1,6 +1,12 @@
 //! Durable replay memory: every accepted command id is remembered until its expiry, on disk
 //! (`{data_dir}/commands.seen`, one `expires_ms id` line each, fsynced before the command
 //! runs), so restarting the agent does not reopen the window for a replay.
+//!
+//! Ids are stored exactly as verified (the envelope's id grammar has no spaces or line
+//! breaks, so a line is unambiguous); nothing is normalised on the way in or out. The file's
+//! name is made durable too: when the insert creates it, its directory is fsynced before the
+//! command may run. Memory and file stay bounded: an id is dropped once its command expires
+//! (windows are at most a day), and the file is compacted when most of its lines are dead.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -24,7 +30,7 @@ impl Replay {
                 // A torn last line (crash mid-append) is skipped.
                 if let Some((exp, id)) = line.split_once(' ') {
                     if let Ok(exp) = exp.parse::<i64>() {
-                        if exp > now_ms && !id.is_empty() {
+                        if exp > now_ms && super::envelope::valid_id(id) {
                             seen.insert(id.to_string(), exp);
                         }
                     }
@@ -44,14 +50,23 @@ impl Replay {
 
     /// Remembers `id` durably. Call before acting on the command.
     pub fn insert(&mut self, id: &str, expires_ms: i64, now_ms: i64) -> io::Result<()> {
-        let clean: String = id.chars().filter(|c| !c.is_whitespace()).collect();
+        if !super::envelope::valid_id(id) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a command id of the grammar",
+            ));
+        }
+        let created = !self.path.exists();
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;
-        f.write_all(format!("{expires_ms} {clean}\n").as_bytes())?;
+        f.write_all(format!("{expires_ms} {id}\n").as_bytes())?;
         f.sync_data()?;
-        self.seen.insert(clean, expires_ms);
+        if created {
+            sync_dir(&self.path)?;
+        }
+        self.seen.insert(id.to_string(), expires_ms);
         self.lines += 1;
         self.seen.retain(|_, &mut e| e > now_ms);
         if self.lines > 2 * self.seen.len() + 64 {
@@ -70,11 +85,17 @@ impl Replay {
             f.sync_all()?;
         }
         fs::rename(&tmp, &self.path)?;
-        if let Some(d) = self.path.parent() {
-            File::open(d)?.sync_all()?;
-        }
+        sync_dir(&self.path)?;
         self.lines = self.seen.len();
         Ok(())
+    }
+}
+
+/// Makes the name of `file` durable: fsync of its directory.
+fn sync_dir(file: &Path) -> io::Result<()> {
+    match file.parent() {
+        Some(d) => File::open(d)?.sync_all(),
+        None => Ok(()),
     }
 }
 
@@ -92,6 +113,21 @@ mod tests {
         assert!(r.contains("a", 10));
         let r = Replay::open(d.path(), 2000).unwrap();
         assert!(!r.contains("a", 2000));
+    }
+
+    #[test]
+    fn ids_are_stored_and_checked_exactly_and_ids_off_the_grammar_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = Replay::open(d.path(), 0).unwrap();
+        // The regression: an id with spaces was stored without them and checked with them,
+        // so its replays were obeyed. Such an id is now refused before it can run at all.
+        assert!(r.insert("a b", 1000, 0).is_err());
+        assert!(r.insert("", 1000, 0).is_err());
+        r.insert("AbC.1_2:3-4", 1000, 0).unwrap();
+        assert!(r.contains("AbC.1_2:3-4", 1));
+        assert!(!r.contains("abc.1_2:3-4", 1));
+        let r = Replay::open(d.path(), 1).unwrap();
+        assert!(r.contains("AbC.1_2:3-4", 1));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! connection (QoS 1 duplicates are expected by the contract). Reconnects back off
 //! exponentially with jitter; a dead link is found by the MQTT keep-alive.
 
+pub mod commands;
 pub mod session;
 pub mod tls;
 
@@ -34,6 +35,8 @@ pub struct UplinkStats {
     pub connected: AtomicBool,
     pub connects: AtomicU64,
     pub delivered: AtomicU64,
+    /// What the command link received and refused.
+    pub commands: commands::CommandStats,
 }
 
 /// Latest-value retained messages (camera health): not buffered, since only the newest value
@@ -231,6 +234,7 @@ impl Uplink {
             "buffer": b,
             "delivered": self.stats.delivered.load(Ordering::Relaxed),
             "connects": self.stats.connects.load(Ordering::Relaxed),
+            "commands": self.stats.commands.json(),
             "rss_kb": rss_kb(),
         });
         if let serde_json::Value::Object(m) = &mut v {
@@ -264,6 +268,18 @@ impl Uplink {
         let m = &self.config.mqtt;
         let mut backoff = Backoff::new(m.reconnect_min, m.reconnect_max);
         let window = m.max_inflight as usize;
+        // Commands arrive on a connection of their own (see `commands`): nothing published
+        // on T/cmd can take this one down.
+        let _link = self.commands.clone().map(|tx| {
+            let link = commands::CommandLink {
+                config: self.config.clone(),
+                buffer: self.buffer.clone(),
+                clock: self.clock.clone(),
+                stats: self.stats.clone(),
+                commands: tx,
+            };
+            AbortOnDrop(tokio::spawn(link.run(shutdown.clone())))
+        });
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -321,7 +337,6 @@ impl Uplink {
         let mut telemetry = tokio::time::interval(self.config.mqtt.telemetry_interval);
         telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let status_topic = topic(&self.config, "status");
-        let cmd_topic = topic(&self.config, "cmd");
         let format = self.config.mqtt.payload;
         let topics = [
             record_topic(&self.config, Class::Event),
@@ -357,21 +372,21 @@ impl Uplink {
                             backoff.reset();
                             self.stats.connected.store(true, Ordering::SeqCst);
                             self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                            if self.commands.is_some() {
+                                // "Online" means commandable: give the command link (its own
+                                // connection) a moment to subscribe first, so a station that
+                                // sends a command on seeing the status is heard.
+                                let c = &self.stats.commands;
+                                let ready = c.ready.notified();
+                                if !c.subscribed.load(Ordering::SeqCst) {
+                                    let _ = tokio::time::timeout(Duration::from_secs(2), ready).await;
+                                }
+                            }
                             if client.try_publish(&status_topic, QoS::AtLeastOnce, true, self.status_online()).is_err() {
                                 return false;
                             }
                             session.submitted(None, Instant::now());
                             self.retained.mark_all_dirty();
-                            if self.commands.is_some() {
-                                let _ = client.try_subscribe(&cmd_topic, QoS::AtLeastOnce);
-                            }
-                        }
-                        Some(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == cmd_topic => {
-                            if let Some(tx) = &self.commands {
-                                if tx.try_send(p.payload.to_vec()).is_err() {
-                                    tracing::warn!("command queue full: a command was dropped");
-                                }
-                            }
                         }
                         Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),
                         Some(Ok(Event::Outgoing(Outgoing::PingReq))) => session.on_ping_sent(Instant::now()),
