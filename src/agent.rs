@@ -132,7 +132,7 @@ pub async fn open_shared(
             .await;
     }
     if recovery.anything_skipped() {
-        tracing::warn!(corrupt = recovery.corrupt, torn_bytes = recovery.torn_bytes, strays = ?recovery.strays, "buffer recovery skipped damaged data");
+        tracing::warn!(corrupt = recovery.corrupt, torn_bytes = recovery.torn_bytes, strays = ?recovery.strays, quarantined = ?recovery.quarantined, "buffer recovery skipped damaged data");
         shared
             .alert(
                 "buffer_corrupt",
@@ -141,6 +141,7 @@ pub async fn open_shared(
                     "corrupt_records": recovery.corrupt,
                     "torn_tail_bytes": recovery.torn_bytes,
                     "stray_files": recovery.strays,
+                    "quarantined": recovery.quarantined,
                     "empty_segments_removed": recovery.empty_removed,
                     "pending": recovery.pending,
                 }),

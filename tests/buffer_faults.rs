@@ -171,6 +171,81 @@ fn damaged_segments_and_stray_files_skip_only_what_is_damaged() {
     assert!(!data.join("buffer/events/00000000000099999999.seg").exists());
 }
 
+#[test]
+fn a_segment_that_cannot_be_read_is_quarantined_and_the_rest_is_delivered() {
+    // The crash loop on a failing SD card: any I/O error while opening the buffer made every
+    // start fail. Now one bad segment is set aside, reported, and the rest goes out.
+    let mut broker = Broker::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut agent = Agent::in_dir(
+        tmp.path(),
+        data.clone(),
+        broker.port,
+        "--\n[buffer]\nmax_bytes = 262144\n",
+    );
+    broker.stop();
+    let mut accepted = BTreeSet::new();
+    for _ in 0..800 {
+        accepted.insert(agent.accepted("cam01"));
+    }
+    assert_eq!(agent.term().code(), Some(0));
+    let segs = segments(&data, "events");
+    assert!(segs.len() >= 3, "want several segments, got {}", segs.len());
+    // 1. A directory where a segment should be (EISDIR on read).
+    let dir_seg = data.join("buffer/events/00000000000088888888.seg");
+    std::fs::create_dir(&dir_seg).unwrap();
+    // 2. A "segment" far larger than any the agent writes (garbage on a failing card):
+    //    never read into memory.
+    let huge = data.join("buffer/events/00000000000077777777.seg");
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(64 << 20).unwrap();
+    // 3. A real segment made unreadable: replaced by a dangling symlink (ENOENT on open).
+    let lost: BTreeSet<u64> = frames(&segs[1]).iter().map(|f| f.2).collect();
+    std::fs::remove_file(&segs[1]).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/segment", &segs[1]).unwrap();
+    let expected: BTreeSet<u64> = accepted.difference(&lost).copied().collect();
+
+    broker.restart();
+    let mut sub = Subscriber::new(broker.port, &format!("{T}/+"));
+    agent.spawn();
+    sub.wait_until(
+        Duration::from_secs(30),
+        "every readable record and the report",
+        |m| {
+            event_seqs(m).0.len() >= expected.len()
+                && m.iter().any(|m| m.json()["kind"] == "buffer_corrupt")
+        },
+    );
+    assert_eq!(event_seqs(&sub.seen).0, expected, "the readable records");
+    let report = sub
+        .on("alert")
+        .into_iter()
+        .find(|a| a["kind"] == "buffer_corrupt")
+        .unwrap();
+    let q = report["detail"]["quarantined"].as_array().unwrap().clone();
+    assert_eq!(q.len(), 3, "{report}");
+    let q = serde_json::Value::Array(q).to_string();
+    assert!(
+        q.contains("88888888") && q.contains("not a regular file"),
+        "{q}"
+    );
+    assert!(
+        q.contains("77777777") && q.contains("larger than any segment"),
+        "{q}"
+    );
+    // Set aside, not deleted.
+    let qdir = data.join("buffer/quarantine");
+    assert!(qdir.join("events-00000000000088888888.seg").is_dir());
+    assert!(qdir.join("events-00000000000077777777.seg").exists());
+    assert!(!dir_seg.exists() && !huge.exists());
+    let rss = agent.rss_kb().1;
+    assert!(
+        rss < 32 * 1024,
+        "peak RSS {rss} KiB: the 64 MiB file was not read"
+    );
+}
+
 struct Tmpfs(PathBuf);
 
 impl Drop for Tmpfs {

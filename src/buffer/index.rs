@@ -45,7 +45,7 @@ pub struct Pos {
     pub offset: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Stream {
     pub segs: VecDeque<SegMeta>,
     /// The next frame to read.

@@ -75,6 +75,10 @@ pub struct Recovery {
     pub empty_removed: usize,
     /// Files in the buffer directory that are not ours, left alone.
     pub strays: Vec<String>,
+    /// Segments that could not be read (an I/O error, a directory where a segment should
+    /// be, a size no segment has): moved aside to `buffer/quarantine/`, never deleted, each
+    /// with what failed. The rest of the buffer is delivered.
+    pub quarantined: Vec<String>,
     /// The previous run did not close the buffer (a crash, kill -9 or power cut). With
     /// `sync = "always"` nothing it accepted can be missing; with `interval`, what it accepted
     /// in the last `sync_interval` before a power cut may be.
@@ -83,7 +87,10 @@ pub struct Recovery {
 
 impl Recovery {
     pub fn anything_skipped(&self) -> bool {
-        self.corrupt > 0 || self.torn_bytes > 0 || !self.strays.is_empty()
+        self.corrupt > 0
+            || self.torn_bytes > 0
+            || !self.strays.is_empty()
+            || !self.quarantined.is_empty()
     }
 }
 
@@ -143,6 +150,9 @@ struct Inner {
     scratch: Vec<u8>,
     /// Segments sealed since the last sync that still need one.
     sealed_dirty: Vec<File>,
+    /// Tests: the eviction report fails to write.
+    #[cfg(test)]
+    fail_drop_report: bool,
 }
 
 #[derive(Default)]
@@ -153,11 +163,15 @@ struct Pending {
     base: (u64, u64, u64),
 }
 
-pub(crate) fn class_dir(dir: &Path, class: Class) -> PathBuf {
-    dir.join(match class {
+fn class_dir_name(class: Class) -> &'static str {
+    match class {
         Class::Event => "events",
         Class::Alert => "alerts",
-    })
+    }
+}
+
+pub(crate) fn class_dir(dir: &Path, class: Class) -> PathBuf {
+    dir.join(class_dir_name(class))
 }
 
 fn seg_path(dir: &Path, class: Class, name: u64) -> PathBuf {
@@ -255,6 +269,13 @@ impl Buffer {
         fs::create_dir_all(class_dir(&dir, Class::Alert))?;
         sync_dir(&dir)?;
         sync_dir(data_dir)?;
+        // When the agent created data_dir itself (no package postinst), its name is durable
+        // only once its parent is synced: a power cut could take the whole directory.
+        if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Err(e) = sync_dir(parent) {
+                tracing::warn!("cannot sync {}: {e}", parent.display());
+            }
+        }
         let lock = lock_dir(&dir)?;
         // Present while a buffer is open: finding it at open means the last run never closed.
         let marker = dir.join("open");
@@ -394,6 +415,28 @@ impl Buffer {
     }
 }
 
+/// The largest segment file recovery reads: the segment size bound plus one frame of slack.
+/// Anything larger is not a segment this agent wrote: it is quarantined unread.
+pub const MAX_SEGMENT_FILE: u64 = (1 << 20) + frame::MAX_PAYLOAD as u64 + 1024;
+
+/// Moves an unreadable segment aside (`buffer/quarantine/{class}-{name}`), so it is kept for
+/// a post-mortem and never read again, and notes it in the report.
+fn quarantine(dir: &Path, class: Class, fname: &str, why: &str, report: &mut Recovery) {
+    let from = class_dir(dir, class).join(fname);
+    let qdir = dir.join("quarantine");
+    let to = qdir.join(format!("{}-{fname}", class_dir_name(class)));
+    let moved = fs::create_dir_all(&qdir)
+        .and_then(|()| fs::rename(&from, &to))
+        .and_then(|()| sync_dir(&class_dir(dir, class)))
+        .and_then(|()| sync_dir(&qdir));
+    let what = format!("buffer/{}/{fname}: {why}", class_dir_name(class));
+    tracing::error!("buffer segment quarantined: {what}");
+    report.quarantined.push(match moved {
+        Ok(()) => format!("{what} (moved to buffer/quarantine/)"),
+        Err(e) => format!("{what} (could not be moved aside: {e}; skipped)"),
+    });
+}
+
 fn recover(
     dir: PathBuf,
     opts: Options,
@@ -404,9 +447,19 @@ fn recover(
     for stale in ["seq.tmp", "acked.tmp"] {
         let _ = fs::remove_file(dir.join(stale));
     }
-    for entry in fs::read_dir(&dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if !["seq", "acked", "lock", "open", "events", "alerts"].contains(&name.as_str()) {
+    for entry in fs::read_dir(&dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ![
+            "seq",
+            "acked",
+            "lock",
+            "open",
+            "events",
+            "alerts",
+            "quarantine",
+        ]
+        .contains(&name.as_str())
+        {
             report.strays.push(format!("buffer/{name}"));
         }
     }
@@ -419,8 +472,30 @@ fn recover(
     for class in Class::ALL {
         let cdir = class_dir(&dir, class);
         let mut names = Vec::new();
-        for entry in fs::read_dir(&cdir)? {
-            let fname = entry?.file_name().to_string_lossy().into_owned();
+        let entries = match fs::read_dir(&cdir) {
+            Ok(e) => e,
+            Err(e) => {
+                // The class directory itself cannot be listed: set it aside whole and start
+                // the class afresh.
+                let qdir = dir.join("quarantine");
+                let to = qdir.join(class_dir_name(class));
+                let moved = fs::create_dir_all(&qdir).and_then(|()| fs::rename(&cdir, &to));
+                report.quarantined.push(format!(
+                    "buffer/{}/: cannot be listed: {e}{}",
+                    class_dir_name(class),
+                    if moved.is_ok() {
+                        " (moved to buffer/quarantine/)"
+                    } else {
+                        ""
+                    }
+                ));
+                fs::create_dir_all(&cdir)?;
+                continue;
+            }
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            let fname = entry.file_name().to_string_lossy().into_owned();
             let parsed = fname
                 .strip_suffix(".seg")
                 .filter(|n| n.len() == 20)
@@ -439,9 +514,32 @@ fn recover(
         stream.last_read = frontier;
         for name in names {
             let path = seg_path(&dir, class, name);
-            let bytes = fs::read(&path)?;
+            let fname = format!("{name:020}.seg");
+            // One bad segment (an I/O error on a failing SD card, a directory in its place, a
+            // size no segment has) must never stop the start: it is set aside, the rest goes on.
+            let read = fs::metadata(&path).and_then(|m| {
+                if !m.is_file() {
+                    Err(io::Error::other("not a regular file"))
+                } else if m.len() > MAX_SEGMENT_FILE {
+                    Err(io::Error::other(format!(
+                        "{} bytes, larger than any segment ({MAX_SEGMENT_FILE})",
+                        m.len()
+                    )))
+                } else {
+                    fs::read(&path)
+                }
+            });
+            let bytes = match read {
+                Ok(b) => b,
+                Err(e) => {
+                    quarantine(&dir, class, &fname, &e.to_string(), &mut report);
+                    continue;
+                }
+            };
             if bytes.len() <= HEADER_LEN {
-                fs::remove_file(&path)?;
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!("cannot remove the empty segment {}: {e}", path.display());
+                }
                 report.empty_removed += 1;
                 continue;
             }
@@ -470,14 +568,26 @@ fn recover(
             max_seq = max_seq.max(meta.last_seq);
             let valid_len = (HEADER_LEN + end.valid_end) as u64;
             if end.tail_bytes > 0 {
-                let f = OpenOptions::new().write(true).open(&path)?;
-                f.set_len(valid_len)?;
-                f.sync_all()?;
+                let cut = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(valid_len).and_then(|()| f.sync_all()));
+                if let Err(e) = cut {
+                    // The valid frames are indexed up to valid_len; the torn tail stays on disk
+                    // (the segment is sealed and never appended to, and reads stop at
+                    // meta.bytes), to be cut at a later start.
+                    tracing::warn!("cannot cut the torn tail of {}: {e}", path.display());
+                }
                 report.torn_bytes += end.tail_bytes as u64;
             }
             meta.bytes = valid_len;
             if meta.records == 0 || meta.acked == meta.records {
-                fs::remove_file(&path)?;
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!(
+                        "cannot remove the delivered segment {}: {e}",
+                        path.display()
+                    );
+                }
                 if meta.records == 0 {
                     report.empty_removed += 1;
                 }
@@ -491,8 +601,11 @@ fn recover(
             stream.segs.push_back(meta);
         }
     }
-    sync_dir(&class_dir(&dir, Class::Event))?;
-    sync_dir(&class_dir(&dir, Class::Alert))?;
+    for class in Class::ALL {
+        if let Err(e) = sync_dir(&class_dir(&dir, class)) {
+            tracing::warn!("cannot sync buffer/{}/: {e}", class.name());
+        }
+    }
     let inner = Inner {
         dir,
         opts,
@@ -511,6 +624,8 @@ fn recover(
         failed: Vec::new(),
         scratch: Vec::with_capacity(256),
         sealed_dirty: Vec::new(),
+        #[cfg(test)]
+        fail_drop_report: false,
     };
     Ok((inner, report))
 }
@@ -585,34 +700,32 @@ impl Inner {
 
     /// Evicts until `need` more bytes fit under `max_bytes`. Returns false when it cannot.
     fn make_room(&mut self, need: u64, after: &mut AfterWrite) -> Result<(), AppendError> {
+        // Choose the victims on a copy of the index first: nothing changes until the report
+        // of what will go is durable.
+        let mut trial = self.streams.clone();
+        let mut victims = Vec::new();
         let mut dropped = 0u64;
-        while self.total_bytes() + need > self.opts.max_bytes {
-            let victim = [Class::Event, Class::Alert].into_iter().find_map(|c| {
-                self.streams[c.index()]
-                    .eviction_candidate()
-                    .map(|s| (c, s.name))
-            });
+        while trial.iter().map(|s| s.bytes()).sum::<u64>() + need > self.opts.max_bytes {
+            let victim = [Class::Event, Class::Alert]
+                .into_iter()
+                .find_map(|c| trial[c.index()].eviction_candidate().map(|s| (c, s.name)));
             let Some((class, name)) = victim else {
                 break;
             };
-            if self.streams[class.index()]
-                .active()
-                .is_some_and(|a| a.name == name)
-            {
-                self.seal(class);
-            }
-            if self.readers[class.index()]
-                .as_ref()
-                .is_some_and(|(n, _)| *n == name)
-            {
-                self.readers[class.index()] = None;
-            }
-            dropped += self.streams[class.index()].remove(name);
-            after.unlink.push(seg_path(&self.dir, class, name));
+            dropped += trial[class.index()].remove(name);
+            victims.push((class, name));
         }
-        if dropped > 0 {
-            self.dropped_total += dropped;
-            tracing::warn!(dropped, "buffer full: evicted the oldest records");
+        if !victims.is_empty() {
+            tracing::warn!(dropped, "buffer full: evicting the oldest records");
+            // The report must not land in a segment that is about to go.
+            if victims.iter().any(|&(c, n)| {
+                c == Class::Alert
+                    && self.streams[c.index()]
+                        .active()
+                        .is_some_and(|a| a.name == n)
+            }) {
+                self.seal(Class::Alert);
+            }
             let rec = NewRecord {
                 ts_ms: self.clock.now_ms(),
                 clock_synced: self.clock.synced(),
@@ -623,13 +736,34 @@ impl Inner {
                         "max_bytes": self.opts.max_bytes}),
                 ),
             };
-            // The report must be durable before the victims go: sync it even in interval mode.
-            self.write_one(rec)
-                .map_err(|e| AppendError::Io(e.to_string()))?;
-            self.flush_class(Class::Alert);
-            if let Some(f) = &self.writers[Class::Alert.index()] {
-                f.sync_data().map_err(|e| AppendError::Io(e.to_string()))?;
+            // The report is durable before the victims go (synced even in interval mode). If
+            // it cannot be made durable, nothing is evicted and the append fails.
+            if let Err(e) = self.write_drop_report(rec) {
+                tracing::error!(
+                    dropped,
+                    "cannot record the eviction report; nothing was evicted: {e}"
+                );
+                return Err(AppendError::Io(format!(
+                    "the buffer is full and the eviction report cannot be written ({e})"
+                )));
             }
+            for (class, name) in victims {
+                if self.streams[class.index()]
+                    .active()
+                    .is_some_and(|a| a.name == name)
+                {
+                    self.seal(class);
+                }
+                if self.readers[class.index()]
+                    .as_ref()
+                    .is_some_and(|(n, _)| *n == name)
+                {
+                    self.readers[class.index()] = None;
+                }
+                self.streams[class.index()].remove(name);
+                after.unlink.push(seg_path(&self.dir, class, name));
+            }
+            self.dropped_total += dropped;
         }
         if self.total_bytes() + need > self.opts.max_bytes {
             return Err(AppendError::Full(need));
@@ -637,8 +771,26 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes one frame to the open segment of its class (opening one if needed), without
-    /// any space check.
+    /// Appends the `buffer_dropped` record and makes it durable (write and fdatasync), or
+    /// says why it could not.
+    fn write_drop_report(&mut self, rec: NewRecord) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_drop_report {
+            return Err(io::Error::other("injected: the report write fails"));
+        }
+        let failed_before = self.failed.len();
+        self.write_one(rec)?;
+        self.flush_class(Class::Alert);
+        if self.failed.len() > failed_before {
+            let (_, why) = self.failed.pop().expect("just pushed");
+            return Err(io::Error::other(why));
+        }
+        match &self.writers[Class::Alert.index()] {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
+    }
+
     /// Encodes one frame into the open segment's pending bytes (opening a segment if needed),
     /// without any space check. The bytes reach the file in [`Inner::flush_class`], called
     /// before the lock is released, so readers never see a record that is not written.
@@ -1023,5 +1175,85 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>) {
         if closed {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: u64) -> NewRecord {
+        NewRecord {
+            ts_ms: i as i64,
+            clock_synced: true,
+            body: Body::Event {
+                kind: "motion".into(),
+                camera: format!("cam{i:04}"),
+                source: "ingest".into(),
+                state: "pulse".into(),
+                detail: "{}".into(),
+            },
+        }
+    }
+
+    fn seg_files(dir: &Path) -> usize {
+        Class::ALL
+            .iter()
+            .map(|&c| {
+                fs::read_dir(class_dir(&dir.join("buffer"), c))
+                    .unwrap()
+                    .count()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_failed_eviction_report_deletes_nothing_and_the_next_start_delivers_everything() {
+        let d = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::FixedClock::new(1_000, true));
+        let opts = Options::new(
+            64 * 1024,
+            crate::config::SyncMode::Always,
+            Duration::from_millis(200),
+        );
+        let (b, _) = Buffer::open(d.path(), opts.clone(), clock.clone()).unwrap();
+        // Fill to the brim, then make the report fail.
+        let mut accepted = 0u64;
+        loop {
+            if b.shared.inner.lock().unwrap().total_bytes() + 512 > 64 * 1024 {
+                break;
+            }
+            b.append_blocking(event(accepted)).unwrap();
+            accepted += 1;
+        }
+        b.shared.inner.lock().unwrap().fail_drop_report = true;
+        let files_before = seg_files(d.path());
+        let mut refused = 0;
+        for i in 0..200 {
+            match b.append_blocking(event(accepted + i)) {
+                Ok(_) => accepted += 1,
+                Err(AppendError::Io(e)) => {
+                    assert!(e.contains("eviction report"), "{e}");
+                    refused += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            refused > 0,
+            "the buffer was full: appends needed an eviction"
+        );
+        assert!(
+            seg_files(d.path()) >= files_before,
+            "no segment was deleted"
+        );
+        assert_eq!(b.stats().dropped_total, 0, "nothing counted as dropped");
+        b.close();
+        drop(b);
+        // The regression: the victims vanished without a report. Now the next start finds
+        // every accepted record still on disk.
+        let (b, rec) = Buffer::open(d.path(), opts, clock).unwrap();
+        assert_eq!(rec.pending, accepted, "{rec:?}");
+        b.close();
     }
 }
