@@ -179,8 +179,10 @@ pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result
             hub: hub.clone(),
         };
         let sd = token.clone();
+        let limits = ingest::Limits::for_fds(ingest::raise_fd_limit(), config.cameras.len());
+        tracing::debug!(connections = limits.connections, "ingest limits");
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = ingest::serve(listener, state, sd).await {
+            if let Err(e) = ingest::serve(listener, state, limits, sd).await {
                 tracing::error!("ingest server failed: {e}");
             }
         }));

@@ -4,8 +4,16 @@
 //! force (after the fsync with `always`), 400 for malformed input, 404 for an unknown camera,
 //! 413 for bodies over 64 KiB, 503 while the buffer cannot take it. Every error is a JSON body
 //! `{"error": "..."}`; nothing is buffered for a refused request.
+//!
+//! Anything on the box can reach this port, so the server is bounded (see [`serve`]): at most
+//! [`Limits::connections`] connections at once (503 beyond), a request head must arrive within
+//! [`HEAD_TIMEOUT`], a body within [`BODY_TIMEOUT`], and no connection lives longer than
+//! [`CONN_LIFETIME`]. The connection limit follows from the file descriptors the process may
+//! open, with enough reserved for probes, event streams, the broker and the buffer, so
+//! half-sent requests can never starve them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -22,6 +30,59 @@ use crate::config::Config;
 use crate::record::{format_id, Body as RecordBody, NewRecord};
 
 pub const MAX_BODY: usize = 64 * 1024;
+/// A request head must be complete this long after the connection opens (or goes idle).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request body must be complete this long after its head.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// No ingest connection lives longer than this (keep-alive included).
+pub const CONN_LIFETIME: Duration = Duration::from_secs(60);
+/// The most ingest connections at once, when file descriptors allow.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How many connections the server takes at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub connections: usize,
+}
+
+impl Limits {
+    /// From the soft file-descriptor limit and the number of cameras: every camera may need
+    /// a few descriptors at once (a probe round opens TCP checks, snapshot, RTSP and ONVIF
+    /// connections; event streams hold one each), plus a fixed reserve for the buffer, the
+    /// broker links, logs and the board. Ingest gets what is left, at most
+    /// [`MAX_CONNECTIONS`] and at least 2.
+    pub fn for_fds(soft_limit: u64, cameras: usize) -> Limits {
+        let reserved = 64 + 8 * cameras as u64;
+        let left = soft_limit.saturating_sub(reserved);
+        Limits {
+            connections: (left as usize).clamp(2, MAX_CONNECTIONS),
+        }
+    }
+}
+
+/// Raises the soft file-descriptor limit to the hard one; returns the soft limit in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+    }
+    r.rlim_cur
+}
 
 #[derive(Clone)]
 pub struct Ingest {
@@ -42,6 +103,16 @@ struct EventIn {
     detail: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+fn body_timeout() -> Response {
+    error(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the body did not arrive within {} s",
+            BODY_TIMEOUT.as_secs()
+        ),
+    )
+}
+
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, axum::Json(serde_json::json!({"error": msg.into()}))).into_response()
 }
@@ -59,25 +130,36 @@ async fn post_event(State(ing): State<Ingest>, req: Request) -> Response {
             format!("body exceeds {MAX_BODY} bytes"),
         );
     }
-    let bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
+    let bytes = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(req.into_body(), MAX_BODY),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body exceeds {MAX_BODY} bytes"),
             )
         }
+        Err(_) => return body_timeout(),
     };
     let ev: EventIn = match serde_json::from_slice(&bytes) {
         Ok(e) => e,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed event: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed event: {}", crate::logs::clip(&e.to_string())),
+            )
+        }
     };
     if ev.kind != "motion" {
         return error(
             StatusCode::BAD_REQUEST,
             format!(
                 "kind \"{}\" is not supported (expected \"motion\")",
-                ev.kind
+                crate::logs::clip(&ev.kind)
             ),
         );
     }
@@ -86,14 +168,14 @@ async fn post_event(State(ing): State<Ingest>, req: Request) -> Response {
             StatusCode::BAD_REQUEST,
             format!(
                 "state \"{}\" is not one of \"start\", \"end\", \"pulse\"",
-                ev.state
+                crate::logs::clip(&ev.state)
             ),
         );
     }
     if ing.config.camera(&ev.camera).is_none() {
         return error(
             StatusCode::NOT_FOUND,
-            format!("unknown camera \"{}\"", ev.camera),
+            format!("unknown camera \"{}\"", crate::logs::clip(&ev.camera)),
         );
     }
     let detail = ev
@@ -135,7 +217,7 @@ async fn post_hikvision(
     if ing.config.camera(&camera).is_none() {
         return error(
             StatusCode::NOT_FOUND,
-            format!("unknown camera \"{camera}\""),
+            format!("unknown camera \"{}\"", crate::logs::clip(&camera)),
         );
     }
     let ct = req
@@ -144,9 +226,15 @@ async fn post_hikvision(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let bytes = match axum::body::to_bytes(req.into_body(), 4 * MAX_BODY * 16).await {
-        Ok(b) => b,
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+    let bytes = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(req.into_body(), 4 * MAX_BODY * 16),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+        Err(_) => return body_timeout(),
     };
     let mut xmls: Vec<Vec<u8>> = Vec::new();
     match crate::events::multipart::boundary(&ct) {
@@ -197,13 +285,120 @@ pub fn router(ing: Ingest) -> Router {
         .with_state(ing)
 }
 
-/// Serves until `shutdown`.
+/// The answer to a connection beyond the limit, written without parsing anything.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 49\r\nConnection: close\r\n\r\n{\"error\":\"too many connections: try again soon\"}";
+
+/// Connections older than this may be closed to make room for a new one when the limit is
+/// reached: a real request from the box takes milliseconds, so the oldest connections are
+/// the stalled ones (half-sent heads, drip-fed bodies, idle keep-alives).
+pub const EVICT_AFTER: Duration = Duration::from_millis(500);
+
+/// The open connections: id -> (opened, the task serving it).
+type Open = Arc<
+    std::sync::Mutex<
+        std::collections::BTreeMap<u64, (tokio::time::Instant, tokio::task::AbortHandle)>,
+    >,
+>;
+
+/// Serves until `shutdown`, within `limits` (see the module doc). At the limit, the oldest
+/// connection (if older than [`EVICT_AFTER`]) is closed to make room; if none is, the new
+/// one is answered 503.
 pub async fn serve(
     listener: TcpListener,
     ing: Ingest,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ing))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio::io::AsyncWriteExt;
+    let app = router(ing);
+    let open: Open = Default::default();
+    let mut next_id = 0u64;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a transient error: do not spin.
+                crate::warn_limited!(
+                    accept_errors(),
+                    "accept",
+                    "ingest cannot accept a connection: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let room = {
+            let mut o = open.lock().unwrap();
+            if o.len() < limits.connections {
+                true
+            } else {
+                let oldest = o.iter().next().map(|(&id, &(t, _))| (id, t));
+                match oldest {
+                    Some((id, t)) if t.elapsed() >= EVICT_AFTER => {
+                        if let Some((_, h)) = o.remove(&id) {
+                            h.abort();
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        };
+        if !room {
+            crate::warn_limited!(
+                accept_errors(),
+                "busy",
+                limit = limits.connections,
+                "ingest connection limit reached: answering 503"
+            );
+            tokio::spawn(async move {
+                let mut s = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(1), s.write_all(BUSY)).await;
+            });
+            continue;
+        }
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let (sd, registry) = (shutdown.clone(), open.clone());
+        let id = next_id;
+        next_id += 1;
+        // Registered under the lock before it can run (and so before it can deregister).
+        let mut o = open.lock().unwrap();
+        let task = tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            let lifetime = tokio::time::sleep(CONN_LIFETIME);
+            tokio::pin!(lifetime);
+            let done = tokio::select! {
+                _ = conn.as_mut() => true,
+                _ = &mut lifetime => false,
+                _ = sd.cancelled() => false,
+            };
+            if !done {
+                // Let the request in progress finish (its answer may be a 202), then close.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+            }
+            registry.lock().unwrap().remove(&id);
+        });
+        o.insert(id, (tokio::time::Instant::now(), task.abort_handle()));
+    }
+    // In-flight requests get a moment to be answered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !open.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn accept_errors() -> &'static crate::logs::RateLimit {
+    static R: std::sync::OnceLock<crate::logs::RateLimit> = std::sync::OnceLock::new();
+    R.get_or_init(|| crate::logs::RateLimit::new(Duration::from_secs(10)))
 }
