@@ -288,21 +288,20 @@ pub fn router(ing: Ingest) -> Router {
 /// The answer to a connection beyond the limit, written without parsing anything.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 49\r\nConnection: close\r\n\r\n{\"error\":\"too many connections: try again soon\"}";
 
-/// Connections older than this may be closed to make room for a new one when the limit is
-/// reached: a real request from the box takes milliseconds, so the oldest connections are
-/// the stalled ones (half-sent heads, drip-fed bodies, idle keep-alives).
-pub const EVICT_AFTER: Duration = Duration::from_millis(500);
+/// An open connection: the task serving it, and whether a request is being handled on it
+/// (its head arrived and its answer is not yet written).
+struct Conn {
+    task: tokio::task::AbortHandle,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+}
 
-/// The open connections: id -> (opened, the task serving it).
-type Open = Arc<
-    std::sync::Mutex<
-        std::collections::BTreeMap<u64, (tokio::time::Instant, tokio::task::AbortHandle)>,
-    >,
->;
+/// The open connections by id (ids increase: the first is the oldest).
+type Open = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Conn>>>;
 
 /// Serves until `shutdown`, within `limits` (see the module doc). At the limit, the oldest
-/// connection (if older than [`EVICT_AFTER`]) is closed to make room; if none is, the new
-/// one is answered 503.
+/// connection that is not handling a request (a half-sent head, an idle keep-alive) is
+/// closed to make room: a stalled client can never hold a slot a real one needs. When every
+/// slot is handling a request, the new connection is answered 503.
 pub async fn serve(
     listener: TcpListener,
     ing: Ingest,
@@ -337,15 +336,17 @@ pub async fn serve(
             if o.len() < limits.connections {
                 true
             } else {
-                let oldest = o.iter().next().map(|(&id, &(t, _))| (id, t));
-                match oldest {
-                    Some((id, t)) if t.elapsed() >= EVICT_AFTER => {
-                        if let Some((_, h)) = o.remove(&id) {
-                            h.abort();
-                        }
+                use std::sync::atomic::Ordering;
+                let idle = o
+                    .iter()
+                    .find(|(_, c)| !c.busy.load(Ordering::SeqCst))
+                    .map(|(&id, _)| id);
+                match idle.and_then(|id| o.remove(&id)) {
+                    Some(c) => {
+                        c.task.abort();
                         true
                     }
-                    _ => false,
+                    None => false,
                 }
             }
         };
@@ -362,7 +363,22 @@ pub async fn serve(
             });
             continue;
         }
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let svc = {
+            let app = hyper_util::service::TowerToHyperService::new(app.clone());
+            let busy = busy.clone();
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                use hyper::service::Service as _;
+                use std::sync::atomic::Ordering;
+                busy.store(true, Ordering::SeqCst);
+                let (busy, answer) = (busy.clone(), app.call(req));
+                async move {
+                    let r = answer.await;
+                    busy.store(false, Ordering::SeqCst);
+                    r
+                }
+            })
+        };
         let (sd, registry) = (shutdown.clone(), open.clone());
         let id = next_id;
         next_id += 1;
@@ -388,7 +404,13 @@ pub async fn serve(
             }
             registry.lock().unwrap().remove(&id);
         });
-        o.insert(id, (tokio::time::Instant::now(), task.abort_handle()));
+        o.insert(
+            id,
+            Conn {
+                task: task.abort_handle(),
+                busy,
+            },
+        );
     }
     // In-flight requests get a moment to be answered.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);

@@ -5,108 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use camgw::remote::envelope::{self, Signed};
+use camgw::remote::envelope;
 use camgw::sim::{SimCamera, SimControl};
 use common::*;
 use ed25519_dalek::SigningKey;
 
 const T: &str = "camgw/w-test/gw-test";
-
-struct Station {
-    dir: tempfile::TempDir,
-    key: SigningKey,
-    public: String,
-}
-
-fn station() -> Station {
-    let dir = tempfile::tempdir().unwrap();
-    let out = common::camgw_command(BIN)
-        .arg("keygen")
-        .arg("--out")
-        .arg(dir.path().join("ward"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let key = camgw::station::load_key(&dir.path().join("ward.key")).unwrap();
-    let public = std::fs::read_to_string(dir.path().join("ward.pub"))
-        .unwrap()
-        .trim()
-        .to_string();
-    Station { dir, key, public }
-}
-
-fn security(st: &Station) -> String {
-    format!(
-        "\n[security]\ncommand_keys = [\"{}\"]\nrollback_timeout_s = 3\n",
-        st.public
-    )
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn signed(id: &str, command: serde_json::Value) -> Signed {
-    envelope::new_signed(id, GW, WARD, now_ms(), 60_000, command)
-}
-
-/// `camgw cmd` as the station runs it: (exit code, result JSON).
-fn cmd(st: &Station, port: u16, json: &str, timeout_s: u64) -> (i32, serde_json::Value) {
-    let out = common::camgw_command(BIN)
-        .args(["cmd", "--key"])
-        .arg(st.dir.path().join("ward.key"))
-        .args([
-            "--mqtt",
-            &format!("mqtt://127.0.0.1:{port}"),
-            "--ward",
-            WARD,
-            "--gateway",
-            GW,
-            "--timeout-s",
-            &timeout_s.to_string(),
-            json,
-        ])
-        .output()
-        .unwrap();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (out.status.code().unwrap(), v)
-}
-
-/// Publishes a raw payload on T/cmd and returns the result carrying `id` (or with a null id).
-fn raw(port: u16, sub: &mut Subscriber, payload: Vec<u8>, id: Option<&str>) -> serde_json::Value {
-    let mut o = rumqttc::MqttOptions::new(format!("raw-{}", free_port()), "127.0.0.1", port);
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    let (c, mut conn) = rumqttc::Client::new(o, 10);
-    c.publish(
-        format!("{T}/cmd"),
-        rumqttc::QoS::AtLeastOnce,
-        false,
-        payload,
-    )
-    .unwrap();
-    for ev in conn.iter().take(20) {
-        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev {
-            break;
-        }
-    }
-    let before = sub.seen.len();
-    let want = id.map(str::to_string);
-    let is_it =
-        |m: &Msg| m.leaf() == "result" && m.json()["id"].as_str().map(str::to_string) == want;
-    sub.wait_until(Duration::from_secs(10), "command result", |m| {
-        m[before.min(m.len())..].iter().any(is_it)
-    });
-    sub.seen[before..].iter().find(|m| is_it(m)).unwrap().json()
-}
-
-fn config_of(st: &Station, port: u16) -> String {
-    let (code, v) = cmd(st, port, r#"{"op":"get_config"}"#, 10);
-    assert_eq!(code, 0, "{v}");
-    v["config"].as_str().unwrap().to_string()
-}
 
 #[test]
 fn keygen_writes_a_private_key_0600_and_a_one_line_public_key() {

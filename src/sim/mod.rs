@@ -6,6 +6,7 @@
 
 pub mod camera;
 pub mod discovery;
+pub mod hostile;
 pub mod jpeg;
 
 pub use camera::{SimCamera, SimControl};

@@ -254,7 +254,8 @@ impl Subscriber {
         std::thread::spawn(move || {
             let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
             opts.set_keep_alive(Duration::from_secs(5));
-            opts.set_max_packet_size(1 << 20, 1 << 20);
+            // Large enough for what a hostile peer may publish (tests/hostile.rs).
+            opts.set_max_packet_size(8 << 20, 8 << 20);
             let (client, mut conn) = rumqttc::Client::new(opts, 100);
             for ev in conn.iter() {
                 if stop2.load(std::sync::atomic::Ordering::SeqCst) {
@@ -498,15 +499,37 @@ impl Agent {
             .append(true)
             .open(self.dir.join("agent.log"))
             .unwrap();
-        let child = camgw_command(&agent_bin())
+        let mut command = camgw_command(&agent_bin());
+        command
             .args(["run", "--config"])
             .arg(&self.config_path)
             .env("CAMGW_LOG", "debug")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        // CAMGW_TEST_NOFILE=N: the agent runs with a file-descriptor limit of N (soft and hard).
+        if let Some(n) = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "CAMGW_TEST_NOFILE")
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let l = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + scaled(Duration::from_secs(15));
         while TcpStream::connect(self.ingest).is_err() {
@@ -703,4 +726,111 @@ impl StallProxy {
     pub fn connections(&self) -> u64 {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+// ---- The station side of signed commands (tests/remote.rs, tests/hostile.rs). ----
+
+use camgw::remote::envelope::{self, Signed};
+use ed25519_dalek::SigningKey;
+
+/// A ward station's key pair, made by `camgw keygen`.
+pub struct Station {
+    pub dir: tempfile::TempDir,
+    pub key: SigningKey,
+    pub public: String,
+}
+
+pub fn station() -> Station {
+    let dir = tempfile::tempdir().unwrap();
+    let out = camgw_command(BIN)
+        .arg("keygen")
+        .arg("--out")
+        .arg(dir.path().join("ward"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = camgw::station::load_key(&dir.path().join("ward.key")).unwrap();
+    let public = std::fs::read_to_string(dir.path().join("ward.pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Station { dir, key, public }
+}
+
+pub fn security(st: &Station) -> String {
+    format!(
+        "\n[security]\ncommand_keys = [\"{}\"]\nrollback_timeout_s = 3\n",
+        st.public
+    )
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+pub fn signed(id: &str, command: serde_json::Value) -> Signed {
+    envelope::new_signed(id, GW, WARD, now_ms(), 60_000, command)
+}
+
+/// `camgw cmd` as the station runs it: (exit code, result JSON).
+pub fn cmd(st: &Station, port: u16, json: &str, timeout_s: u64) -> (i32, serde_json::Value) {
+    let out = camgw_command(BIN)
+        .args(["cmd", "--key"])
+        .arg(st.dir.path().join("ward.key"))
+        .args([
+            "--mqtt",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--ward",
+            WARD,
+            "--gateway",
+            GW,
+            "--timeout-s",
+            &timeout_s.to_string(),
+            json,
+        ])
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap(), v)
+}
+
+/// Publishes a raw payload on T/cmd and returns the result carrying `id` (or with a null id).
+pub fn raw(
+    port: u16,
+    sub: &mut Subscriber,
+    payload: Vec<u8>,
+    id: Option<&str>,
+) -> serde_json::Value {
+    let mut o = rumqttc::MqttOptions::new(format!("raw-{}", free_port()), "127.0.0.1", port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (c, mut conn) = rumqttc::Client::new(o, 10);
+    c.publish(
+        format!("camgw/{WARD}/{GW}/cmd"),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        payload,
+    )
+    .unwrap();
+    for ev in conn.iter().take(20) {
+        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev {
+            break;
+        }
+    }
+    let before = sub.seen.len();
+    let want = id.map(str::to_string);
+    let is_it =
+        |m: &Msg| m.leaf() == "result" && m.json()["id"].as_str().map(str::to_string) == want;
+    sub.wait_until(Duration::from_secs(10), "command result", |m| {
+        m[before.min(m.len())..].iter().any(is_it)
+    });
+    sub.seen[before..].iter().find(|m| is_it(m)).unwrap().json()
+}
+
+pub fn config_of(st: &Station, port: u16) -> String {
+    let (code, v) = cmd(st, port, r#"{"op":"get_config"}"#, 10);
+    assert_eq!(code, 0, "{v}");
+    v["config"].as_str().unwrap().to_string()
 }
