@@ -255,7 +255,9 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
 }
 
-async fn read_body<R: AsyncRead + Unpin>(
+/// Reads a response body after its head (`have`: bytes already read past the head): chunked,
+/// by Content-Length, or to the end; at most `max` bytes.
+pub async fn read_body<R: AsyncRead + Unpin>(
     r: &mut R,
     headers: &[(String, String)],
     mut have: Vec<u8>,

@@ -1,0 +1,9 @@
+//! Dahua eventManager fields (`Code=VideoMotion;action=Start;index=0`).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(e) = camgw::events::dahua::parse(data) {
+        let _ = camgw::events::dahua::classify(&e);
+    }
+});
