@@ -36,9 +36,6 @@ put wsdiscovery '<e><RelatesTo>urn:uuid:1</RelatesTo><ProbeMatches><ProbeMatch><
 put config '[gateway]\nid = "gw"\nward = "w"\ndata_dir = "/tmp/x"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n[[camera]]\nid = "cam01"\nvendor = "hikvision"\nhost = "10.0.0.5"\nrtsp_url = "rtsp://admin:Fuzz-S3cret@10.0.0.5:554/x"\nsnapshot_url = "http://admin:Fuzz-S3cret@10.0.0.5/s.jpg"\n' 1
 # A buffer segment's frames: mark C4 6D 67 77, then junk the fuzzer grows into frames.
 put buffer_frames '\xc4\x6d\x67\x77\x05\x00\x00\x00\x00\x00\x00\x00hello' 1
-# A real baseline JPEG, where ImageMagick is at hand.
-if command -v convert >/dev/null; then
-  convert -size 64x48 gradient:gray-white -quality 70 "jpeg:$c/jpeg/seed-1" 2>/dev/null || true
-  convert -size 64x48 gradient:gray-white -interlace JPEG "jpeg:$c/jpeg/seed-2" 2>/dev/null || true
-fi
+# Our own stills (baseline and progressive JPEG), committed under fuzz/seeds/.
+cp seeds/jpeg/* $c/jpeg/
 put jpeg '\xff\xd8\xff\xe0\x00\x10JFIF\x00' 3

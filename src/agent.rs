@@ -525,9 +525,11 @@ impl Supervisor {
             .filter(|c| old.camera(&c.id).is_some_and(|o| o != *c))
             .map(|c| c.id.clone())
             .collect();
-        let connects_before = self.shared.stats.connects.load(Ordering::SeqCst);
         let new = Arc::new(new);
         self.parts.take().expect("parts running").stop().await;
+        // Counted after the old uplink stopped: a reconnect of the old settings while they
+        // were stopping must not pass for the new ones connecting.
+        let connects_before = self.shared.stats.connects.load(Ordering::SeqCst);
         for id in &removed {
             self.shared.retained.set(health_topic(&old, id), Vec::new());
         }

@@ -33,7 +33,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// A request head must be complete this long after the connection opens (or goes idle).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request body must be complete this long after its head.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// No ingest connection lives longer than this (keep-alive included).
 pub const CONN_LIFETIME: Duration = Duration::from_secs(60);
 /// The most ingest connections at once, when file descriptors allow.
@@ -291,6 +291,7 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: applicat
 /// An open connection: the task serving it, and whether a request is being handled on it
 /// (its head arrived and its answer is not yet written).
 struct Conn {
+    opened: tokio::time::Instant,
     task: tokio::task::AbortHandle,
     busy: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -298,10 +299,30 @@ struct Conn {
 /// The open connections by id (ids increase: the first is the oldest).
 type Open = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Conn>>>;
 
+/// A connection younger than this is not evicted: a real client's head arrives within
+/// milliseconds, so a flood of new connections cannot push out one that just connected.
+pub const EVICT_GRACE: Duration = Duration::from_millis(50);
+
+/// Removes a connection from the registry when its task ends, however it ends.
+struct Deregister {
+    id: u64,
+    registry: Open,
+}
+
+impl Drop for Deregister {
+    fn drop(&mut self) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
 /// Serves until `shutdown`, within `limits` (see the module doc). At the limit, the oldest
-/// connection that is not handling a request (a half-sent head, an idle keep-alive) is
-/// closed to make room: a stalled client can never hold a slot a real one needs. When every
-/// slot is handling a request, the new connection is answered 503.
+/// connection that is not handling a request (a half-sent head, an idle keep-alive) and is
+/// older than [`EVICT_GRACE`] is closed to make room: a stalled head can never hold a slot a
+/// real client needs. A request being handled (a drip-fed body included, for at most
+/// [`BODY_TIMEOUT`]) keeps its slot; when every slot is busy, the newcomer gets a 503.
 pub async fn serve(
     listener: TcpListener,
     ing: Ingest,
@@ -332,14 +353,16 @@ pub async fn serve(
             }
         };
         let room = {
-            let mut o = open.lock().unwrap();
+            let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
             if o.len() < limits.connections {
                 true
             } else {
                 use std::sync::atomic::Ordering;
                 let idle = o
                     .iter()
-                    .find(|(_, c)| !c.busy.load(Ordering::SeqCst))
+                    .find(|(_, c)| {
+                        !c.busy.load(Ordering::SeqCst) && c.opened.elapsed() >= EVICT_GRACE
+                    })
                     .map(|(&id, _)| id);
                 match idle.and_then(|id| o.remove(&id)) {
                     Some(c) => {
@@ -383,8 +406,10 @@ pub async fn serve(
         let id = next_id;
         next_id += 1;
         // Registered under the lock before it can run (and so before it can deregister).
-        let mut o = open.lock().unwrap();
+        let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
         let task = tokio::spawn(async move {
+            // Deregisters however the task ends: done, evicted (aborted) or panicking.
+            let _registered = Deregister { id, registry };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
@@ -402,11 +427,11 @@ pub async fn serve(
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
             }
-            registry.lock().unwrap().remove(&id);
         });
         o.insert(
             id,
             Conn {
+                opened: tokio::time::Instant::now(),
                 task: task.abort_handle(),
                 busy,
             },
@@ -414,7 +439,9 @@ pub async fn serve(
     }
     // In-flight requests get a moment to be answered.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while !open.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
+    while !open.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())

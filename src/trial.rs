@@ -70,7 +70,10 @@ fn unlink_durably(path: &Path) -> io::Result<()> {
 /// `FILE.prev`).
 pub fn replace(path: &Path, old: &str, new: &str) -> io::Result<()> {
     write_durably(&prev_path(path), old.as_bytes())?;
-    write_durably(path, new.as_bytes())
+    write_durably(path, new.as_bytes())?;
+    // The config in force (`old`) is a proven one; a marker left by a failed `confirm` is
+    // stale and would make the next start undo this change.
+    unlink_durably(&marker_path(path))
 }
 
 /// Starts the trial of `new` (the config in force is `old`).

@@ -68,8 +68,12 @@ pub struct Element<'a, 'b> {
 impl Element<'_, '_> {
     /// The value of the attribute with this local name.
     pub fn attr(&self, name: &str) -> Option<String> {
+        // Without quick-xml's duplicate checks (quadratic on a crafted element), and at most
+        // 64 attributes looked at.
         self.start
             .attributes()
+            .with_checks(false)
+            .take(64)
             .flatten()
             .find(|a| local(a.key.as_ref()) == name)
             .map(|a| String::from_utf8_lossy(&a.value).into_owned())

@@ -424,7 +424,14 @@ pub const MAX_SEGMENT_FILE: u64 = (1 << 20) + frame::MAX_PAYLOAD as u64 + 1024;
 fn quarantine(dir: &Path, class: Class, fname: &str, why: &str, report: &mut Recovery) {
     let from = class_dir(dir, class).join(fname);
     let qdir = dir.join("quarantine");
-    let to = qdir.join(format!("{}-{fname}", class_dir_name(class)));
+    // Never over an earlier quarantined file of the same name.
+    let to = (0..)
+        .map(|n| match n {
+            0 => qdir.join(format!("{}-{fname}", class_dir_name(class))),
+            n => qdir.join(format!("{}-{fname}.{n}", class_dir_name(class))),
+        })
+        .find(|p| !p.exists())
+        .expect("an unused name");
     let moved = fs::create_dir_all(&qdir)
         .and_then(|()| fs::rename(&from, &to))
         .and_then(|()| sync_dir(&class_dir(dir, class)))
@@ -700,6 +707,9 @@ impl Inner {
 
     /// Evicts until `need` more bytes fit under `max_bytes`. Returns false when it cannot.
     fn make_room(&mut self, need: u64, after: &mut AfterWrite) -> Result<(), AppendError> {
+        if self.total_bytes() + need <= self.opts.max_bytes {
+            return Ok(());
+        }
         // Choose the victims on a copy of the index first: nothing changes until the report
         // of what will go is durable.
         let mut trial = self.streams.clone();
@@ -779,11 +789,16 @@ impl Inner {
             return Err(io::Error::other("injected: the report write fails"));
         }
         let failed_before = self.failed.len();
-        self.write_one(rec)?;
+        let report = self.write_one(rec)?;
         self.flush_class(Class::Alert);
-        if self.failed.len() > failed_before {
-            let (_, why) = self.failed.pop().expect("just pushed");
-            return Err(io::Error::other(why));
+        // A failed flush lists every record of that write (other callers' alerts of this batch
+        // too): the entry stays for the batch's drain to answer them; here it only says that
+        // the report did not make it.
+        if let Some((_, why)) = self.failed[failed_before..]
+            .iter()
+            .find(|(seqs, _)| seqs.contains(&report.seq))
+        {
+            return Err(io::Error::other(why.clone()));
         }
         match &self.writers[Class::Alert.index()] {
             Some(f) => f.sync_data(),

@@ -72,10 +72,12 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    /// Every message goes through [`redact_url`]: whatever a check echoes, a password
+    /// written as user info never reaches the output.
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.into(),
-            message: message.into(),
+            message: redact_url(&message.into()),
         });
     }
 
@@ -238,18 +240,35 @@ pub fn check_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `s` with any password inside it (`scheme://user:pw@host`) replaced by `***`, for messages.
+/// `s` with every password in it replaced by `***`: for each `@`, the token before it (from
+/// the last space, quote, comma or bracket, and after a `://` when there is one) is user
+/// info, and what follows its first `:` is a password. Whatever the shape: a URL, a
+/// malformed one (`rtsp//u:pw@h`), a password holding `/` or `?`, a URL pasted into the wrong
+/// key, several in one message.
 pub fn redact_url(s: &str) -> String {
-    // Whatever the shape (even `rtsp//u:pw@h`, not a URL at all): the text between the last
-    // `/` before the last `@` and that `@` is user info; after its first `:` is a password.
-    let Some(at) = s.rfind('@') else {
-        return s.to_string();
-    };
-    let start = s[..at].rfind('/').map_or(0, |i| i + 1);
-    match s[start..at].find(':') {
-        Some(c) => format!("{}:***{}", &s[..start + c], &s[at..]),
-        None => s.to_string(),
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('@') {
+        let before = &rest[..at];
+        let tok_start = before
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| c.is_whitespace() || "\"'(,[=<>".contains(c))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let tok = &before[tok_start..];
+        let ui_start = tok.find("://").map_or(0, |i| i + 3);
+        match tok[ui_start..].find(':') {
+            Some(c) => {
+                out.push_str(&before[..tok_start + ui_start + c + 1]);
+                out.push_str("***");
+            }
+            None => out.push_str(before),
+        }
+        out.push('@');
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
+    out
 }
 
 /// `scheme://host[:port][/path]` with one of the allowed schemes and no password inside.
@@ -268,8 +287,9 @@ fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
             schemes.join(" or ")
         ));
     }
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    if authority
+    // User info runs to the last `@` (a password may hold `/` or `?`): any `:` before it is
+    // taken for a password, conservatively.
+    if rest
         .rsplit_once('@')
         .is_some_and(|(ui, _)| ui.contains(':'))
     {
@@ -280,6 +300,7 @@ fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
                 .into(),
         );
     }
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
     let hostport = authority.rsplit('@').next().unwrap_or("");
     let (host, port) = split_host_port(hostport);
     if host.is_empty() {
@@ -1103,6 +1124,27 @@ events = ["hikvision"]
         assert!(!p.join("\n").contains("Sup3rS3cret"), "{p:?}");
         assert_eq!(redact_url("rtsp://u:pw@h:1/x?y"), "rtsp://u:***@h:1/x?y");
         assert_eq!(redact_url("rtsp://u@h/x"), "rtsp://u@h/x");
+        // The reviewer's cases: a password holding `/` or `?`, a URL in an id.
+        assert_eq!(
+            redact_url("rtsp://admin:Secr/et@10.0.0.9/x"),
+            "rtsp://admin:***@10.0.0.9/x"
+        );
+        assert_eq!(
+            redact_url("\"rtsp://a:Se?cret@h\" and x:y@z"),
+            "\"rtsp://a:***@h\" and x:***@z"
+        );
+        for url in [
+            "rtsp://admin:Secr/et@10.0.0.9/x",
+            "rtsp://admin:Se?cret@10.0.0.9/x",
+        ] {
+            let e = check_url(url, &["rtsp"]).unwrap_err();
+            assert!(
+                e.contains("credentials") && !e.contains("Secr") && !e.contains("Se?"),
+                "{e}"
+            );
+        }
+        let p = problems(&GOOD.replace("id = \"cam01\"", "id = \"rtsp://admin:Sup3rS3cret@h/x\""));
+        assert!(!p.join("\n").contains("Sup3rS3cret"), "{p:?}");
         // A user name alone is allowed.
         assert!(check_url("rtsp://admin@h/x", &["rtsp"]).is_ok());
     }

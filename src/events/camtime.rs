@@ -37,6 +37,8 @@ pub fn parse(s: &str) -> Option<i64> {
         .unwrap_or(0);
     let offset_min: i64 = match zone {
         "" | "Z" | "z" => 0,
+        // Byte arithmetic below: a zone with non-ASCII text is not a zone (fuzz finding).
+        z if !z.is_ascii() => return None,
         z => {
             let sign = if z.starts_with('-') { -1 } else { 1 };
             let z = &z[1..];
@@ -62,6 +64,13 @@ pub fn parse(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::clock::rfc3339_ms;
+
+    #[test]
+    fn fuzz_crash_a_multibyte_character_in_the_zone_is_refused_not_sliced() {
+        // fuzz/artifacts/camtime/crash-500adbbb: `split_at` inside a two-byte character.
+        assert_eq!(parse("2009-1-1T5:2z11255:27\u{5e5}Z"), None);
+        assert_eq!(parse("2009-01-01T05:02:00+ץ1"), None);
+    }
 
     #[test]
     fn real_camera_timestamps_parse() {

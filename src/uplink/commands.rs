@@ -121,6 +121,14 @@ impl CommandLink {
 
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Not subscribed once this link is gone, however it ends (the stats outlive it).
+        struct Unsubscribed<'a>(&'a CommandStats);
+        impl Drop for Unsubscribed<'_> {
+            fn drop(&mut self) {
+                self.0.subscribed.store(false, Ordering::SeqCst);
+            }
+        }
+        let _unsubscribed = Unsubscribed(&self.stats.commands);
         let m = &self.config.mqtt;
         let mut backoff = Backoff::new(m.reconnect_min, m.reconnect_max);
         let cmd_topic = super::topic(&self.config, "cmd");
@@ -167,9 +175,20 @@ impl CommandLink {
                         }
                         let _ = client.try_subscribe(&cmd_topic, QoS::AtLeastOnce);
                     }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        self.stats.commands.subscribed.store(true, Ordering::SeqCst);
-                        self.stats.commands.ready.notify_waiters();
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        if ack
+                            .return_codes
+                            .iter()
+                            .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)))
+                        {
+                            self.stats.commands.subscribed.store(true, Ordering::SeqCst);
+                            self.stats.commands.ready.notify_waiters();
+                        } else {
+                            break format!(
+                                "the broker refused the subscription to {cmd_topic} ({:?})",
+                                ack.return_codes
+                            );
+                        }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
                         if p.payload.is_empty() {
