@@ -233,6 +233,22 @@ impl Config {
 
     /// Reads and validates a file; I/O errors become a single problem.
     pub fn load(path: &Path) -> Result<Config, Invalid> {
+        // A config is a few KiB; anything near this is not one (and is not read whole).
+        const MAX_FILE: u64 = 1 << 20;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.len() > MAX_FILE {
+                return Err(Invalid {
+                    problems: vec![Problem {
+                        path: "(file)".into(),
+                        message: format!(
+                            "{} is {} bytes, larger than any config ({MAX_FILE})",
+                            path.display(),
+                            m.len()
+                        ),
+                    }],
+                });
+            }
+        }
         match std::fs::read_to_string(path) {
             Ok(text) => validate(&text),
             Err(e) => Err(Invalid {
