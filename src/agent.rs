@@ -86,7 +86,8 @@ pub async fn open_shared(
         segments = recovery.segments,
         "buffer opened"
     );
-    let (tx, rx) = mpsc::channel(16);
+    // Small: each queued payload may be up to the command link's 1 MiB limit.
+    let (tx, rx) = mpsc::channel(4);
     let shared = Shared {
         buffer,
         clock,

@@ -562,6 +562,20 @@ impl Agent {
         (get("VmRSS:"), get("VmHWM:"))
     }
 
+    /// Anonymous (heap, stacks) plus shared memory in KiB: the RSS that what peers send can
+    /// grow, without the file-backed text pages of the binary (large for a debug build).
+    pub fn rss_anon_kb(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        s.lines()
+            .filter(|l| l.starts_with("RssAnon:") || l.starts_with("RssShmem:"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .sum()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
