@@ -17,23 +17,6 @@ use common::*;
 const CAMERAS: usize = 64;
 const INTERVAL_S: u64 = 10;
 
-/// (utime + stime in seconds, VmHWM in KiB) of a process.
-fn usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    let hz = 100.0; // USER_HZ on Linux
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks / hz, hwm)
-}
-
 fn http_get(addr: &str, path: &str) -> String {
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return String::new();

@@ -14,52 +14,6 @@ use camgw::sim::hostile::{Attack, HostileCamera};
 use camgw::sim::{SimCamera, SimControl};
 use common::*;
 
-/// (utime + stime in seconds, VmHWM in KiB).
-fn usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, hwm)
-}
-
-fn block(id: &str, h: &HostileCamera) -> String {
-    let base = format!(
-        "\n[[camera]]\nid = \"{id}\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"pw\"\nhttp_base = \"{}\"\n",
-        h.url("")
-    );
-    match h.attack {
-        Attack::BoundaryNoNewline | Attack::JunkStream => {
-            format!("{base}vendor = \"hikvision\"\nevents = [\"hikvision\"]\nprobe = false\n")
-        }
-        Attack::WrongContentType => format!(
-            "{base}vendor = \"dahua\"\nevents = [\"dahua\"]\nsnapshot_url = \"{}\"\n",
-            h.url("/s.jpg")
-        ),
-        Attack::DeepXml => format!(
-            "{base}vendor = \"onvif\"\nevents = [\"onvif\"]\nonvif_url = \"{}\"\n",
-            h.url("/onvif/device_service")
-        ),
-        Attack::RtspInterleave => {
-            format!(
-                "{base}vendor = \"generic\"\nrtsp_url = \"{}\"\n",
-                h.rtsp_url()
-            )
-        }
-        _ => format!(
-            "{base}vendor = \"generic\"\nsnapshot_url = \"{}\"\n",
-            h.url("/s.jpg")
-        ),
-    }
-}
-
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() - 1) as f64 * p).round() as usize]
@@ -143,7 +97,7 @@ fn main() {
             "\n[[camera]]\nid = \"cam01\"\nvendor = \"generic\"\nhost = \"127.0.0.1\"\nprobe = false\n",
         );
         for (i, h) in hostiles.iter().enumerate() {
-            cams.push_str(&block(&format!("h{i}"), h));
+            cams.push_str(&h.camera_block(&format!("h{i}"), "pw"));
         }
         let tmp = tempfile::tempdir().unwrap();
         let ingest: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -97,34 +97,10 @@ fn good_camera(cam: &SimCamera) -> String {
     )
 }
 
-/// A camera block for an attack: the attacked URL points at the hostile camera; every
-/// camera has its own password, so a leak names its source.
+/// A camera block for an attack; every camera has its own password, so a leak names its
+/// source.
 fn hostile_block(id: &str, h: &HostileCamera) -> String {
-    let base = format!(
-        "\n[[camera]]\nid = \"{id}\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"pw-{id}-S3cret\"\nhttp_base = \"{}\"\n",
-        h.url("")
-    );
-    match h.attack {
-        Attack::BoundaryNoNewline | Attack::JunkStream => {
-            format!("{base}vendor = \"hikvision\"\nevents = [\"hikvision\"]\nprobe = false\n")
-        }
-        Attack::WrongContentType => format!(
-            "{base}vendor = \"dahua\"\nevents = [\"dahua\"]\nsnapshot_url = \"{}\"\n",
-            h.url("/snap.jpg")
-        ),
-        Attack::DeepXml => format!(
-            "{base}vendor = \"onvif\"\nevents = [\"onvif\"]\nonvif_url = \"{}\"\n",
-            h.url("/onvif/device_service")
-        ),
-        Attack::RtspInterleave => format!(
-            "{base}vendor = \"generic\"\nrtsp_url = \"{}\"\n",
-            h.rtsp_url()
-        ),
-        _ => format!(
-            "{base}vendor = \"generic\"\nsnapshot_url = \"{}\"\n",
-            h.url("/snap.jpg")
-        ),
-    }
+    h.camera_block(id, &format!("pw-{id}-S3cret"))
 }
 
 /// Every secret the test configured.

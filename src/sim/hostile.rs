@@ -92,6 +92,38 @@ impl HostileCamera {
     pub fn rtsp_url(&self) -> String {
         format!("rtsp://127.0.0.1:{}/live", self.port)
     }
+
+    /// A `[[camera]]` block whose attacked URL (event stream, snapshot, ONVIF or RTSP, as the
+    /// attack needs) points at this camera.
+    pub fn camera_block(&self, id: &str, password: &str) -> String {
+        let base = format!(
+            "\n[[camera]]\nid = \"{id}\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"{password}\"\nhttp_base = \"{}\"\n",
+            self.url("")
+        );
+        match self.attack {
+            Attack::BoundaryNoNewline | Attack::JunkStream => {
+                format!("{base}vendor = \"hikvision\"\nevents = [\"hikvision\"]\nprobe = false\n")
+            }
+            Attack::WrongContentType => format!(
+                "{base}vendor = \"dahua\"\nevents = [\"dahua\"]\nsnapshot_url = \"{}\"\n",
+                self.url("/snap.jpg")
+            ),
+            Attack::DeepXml => format!(
+                "{base}vendor = \"onvif\"\nevents = [\"onvif\"]\nonvif_url = \"{}\"\n",
+                self.url("/onvif/device_service")
+            ),
+            Attack::RtspInterleave => {
+                format!(
+                    "{base}vendor = \"generic\"\nrtsp_url = \"{}\"\n",
+                    self.rtsp_url()
+                )
+            }
+            _ => format!(
+                "{base}vendor = \"generic\"\nsnapshot_url = \"{}\"\n",
+                self.url("/snap.jpg")
+            ),
+        }
+    }
 }
 
 impl Drop for HostileCamera {

@@ -629,6 +629,22 @@ impl Drop for Agent {
     }
 }
 
+/// (utime + stime in seconds, VmHWM in KiB) of a process, from /proc (benchmarks).
+pub fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, hwm) // USER_HZ is 100 on Linux
+}
+
 /// A blocking HTTP/1.1 POST; returns the status and the JSON body (Null when not JSON).
 pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect(addr).unwrap();
