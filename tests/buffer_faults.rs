@@ -239,11 +239,15 @@ fn a_segment_that_cannot_be_read_is_quarantined_and_the_rest_is_delivered() {
     assert!(qdir.join("events-00000000000088888888.seg").is_dir());
     assert!(qdir.join("events-00000000000077777777.seg").exists());
     assert!(!dir_seg.exists() && !huge.exists());
-    let rss = agent.rss_kb().1;
-    assert!(
-        rss < 32 * 1024,
-        "peak RSS {rss} KiB: the 64 MiB file was not read"
-    );
+    // Under qemu-user the figure is the emulator's (75 MiB at rest in CI), so the bound on the
+    // agent's own memory is checked natively.
+    if !emulated_suite() {
+        let rss = agent.rss_kb().1;
+        assert!(
+            rss < 32 * 1024,
+            "peak RSS {rss} KiB: the 64 MiB file was not read"
+        );
+    }
 }
 
 struct Tmpfs(PathBuf);

@@ -658,7 +658,7 @@ fn write_report(r: &Report) {
 }
 
 fn skip_under_emulation() -> bool {
-    if std::env::var("CAMGW_TEST_TIME_SCALE").is_ok_and(|v| v != "1") {
+    if emulated_suite() {
         eprintln!(
             "*** SKIPPED: the chaos run is timing-bound; it runs natively, not under qemu ***"
         );

@@ -28,7 +28,7 @@ const RSS_LIMIT_KB: u64 = 32 * 1024;
 /// The pace and memory bounds hold for the real binary; under qemu-user (CI's aarch64 suite)
 /// everything runs several times slower and RSS is the emulator's, so these run natively.
 fn skip_under_emulation() -> bool {
-    let emulated = std::env::var("CAMGW_TEST_TIME_SCALE").is_ok_and(|v| v != "1");
+    let emulated = emulated_suite();
     if emulated {
         eprintln!("*** SKIPPED under emulation: timing- and memory-bound; runs natively in CI ***");
     }

@@ -91,6 +91,12 @@ pub fn agent_bin() -> String {
     std::env::var("CAMGW_BIN").unwrap_or_else(|_| BIN.to_string())
 }
 
+/// True when the suite runs under qemu-user (CI's aarch64 pass sets `CAMGW_TEST_TIME_SCALE`):
+/// pace and memory figures are then the emulator's, so bounds on them are checked natively.
+pub fn emulated_suite() -> bool {
+    std::env::var("CAMGW_TEST_TIME_SCALE").is_ok_and(|v| v != "1")
+}
+
 /// Waits scale by `CAMGW_TEST_TIME_SCALE` (CI sets it for the suite under qemu, where
 /// everything runs several times slower).
 pub fn scaled(d: Duration) -> Duration {
