@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use camgw::events::{dahua, hikvision, multipart};
+use camgw::proto::{dahua, hikvision, multipart};
 use camgw::sim::{SimCamera, SimControl};
 use common::*;
 
@@ -99,7 +99,7 @@ fn main() {
     let r = mbps(pull.len() * reps, runs, || {
         let mut ok = 0;
         for _ in 0..reps {
-            ok += camgw::events::onvif::parse_pull(pull.as_bytes())
+            ok += camgw::proto::onvif::events::parse_pull(pull.as_bytes())
                 .map(|p| p.notifications.len())
                 .unwrap_or(0);
         }

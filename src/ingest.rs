@@ -237,9 +237,9 @@ async fn post_hikvision(
         Err(_) => return body_timeout(),
     };
     let mut xmls: Vec<Vec<u8>> = Vec::new();
-    match crate::events::multipart::boundary(&ct) {
+    match crate::proto::multipart::boundary(&ct) {
         Some(b) => {
-            let mut p = crate::events::multipart::Parser::new(&b);
+            let mut p = crate::proto::multipart::Parser::new(&b);
             p.push(&bytes);
             p.push(format!("\r\n--{b}--\r\n").as_bytes());
             while let Some(part) = p.pull() {

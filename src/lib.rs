@@ -8,9 +8,11 @@
 //! - [`uplink`]: the MQTT session: pure in-flight/packet-id state, backoff, the rumqttc task.
 //! - [`events`]: camera event streams (Hikvision, Dahua), pure multipart parser and coalescer.
 //! - [`health`]: camera probes (TCP, snapshot, RTSP, ONVIF), pure image checks and hysteresis.
+//! - [`faults`]: fault injection for the containment tests (`sim` builds only).
 //! - [`heavy`]: CPU-heavy work on peer bytes (JPEG, large XML) in a bounded pool with a deadline.
-//! - [`http`]: a small HTTP/1.1 client for cameras, with Basic and Digest auth.
 //! - [`ingest`]: the HTTP ingest server (`POST /v1/events`).
+//! - [`proto`]: the protocol layer, where peer bytes are parsed: camera HTTP and Digest,
+//!   multipart, ONVIF SOAP, RTSP, Hikvision/Dahua bodies, WS-Discovery, XML, backoff.
 //! - [`logs`]: outside values clipped for logs; repeated warnings rate-limited.
 //! - [`remote`]: signed commands (Ed25519 envelope, replay memory), ops, config apply/rollback.
 //! - [`station`]: the ward-station side: `keygen` and `cmd`.
@@ -20,7 +22,6 @@
 //! - [`trial`]: the durable trial of a config from `set_config` (crash-safe rollback).
 //! - [`watchdog`]: systemd notify and the hardware watchdog, pinged only while every loop
 //!   progresses.
-//! - [`xml`]: the one bounded, linear reader of XML from peers (depth, size and node limits).
 //! - [`agent`]: `camgw run`: wires config, buffer, uplink and ingest; signals and shutdown.
 //! - [`sim`]: simulated cameras speaking the real wire formats (tests, demo).
 //! - [`demo`]: `camgw demo`: embedded broker, simulated cameras, station view.
@@ -36,11 +37,12 @@ pub mod demo;
 pub mod discover;
 pub mod doctor;
 pub mod events;
+pub mod faults;
 pub mod health;
 pub mod heavy;
-pub mod http;
 pub mod ingest;
 pub mod logs;
+pub mod proto;
 pub mod record;
 pub mod remote;
 #[cfg(feature = "sim")]
@@ -51,7 +53,6 @@ pub mod system;
 pub mod trial;
 pub mod uplink;
 pub mod watchdog;
-pub mod xml;
 
 /// Test data shared by the unit tests.
 #[cfg(test)]

@@ -677,3 +677,142 @@ fn raise_own_fd_limit() {
 fn publish_raw_once(port: u16, payload: Vec<u8>) {
     publish_raw(port, vec![(payload, false)]);
 }
+
+#[test]
+fn a_panic_in_one_cameras_probe_or_stream_is_contained_named_and_restarted() {
+    // No input is known to panic the agent any more, so the fault is injected (the `sim`
+    // build's `CAMGW_FAULTS`): a probe round of `crashy` panics twice, the event stream of
+    // `streamy` three times. Each is restarted with backoff and named in that camera's health;
+    // `steady` and the rest of the agent never notice.
+    let _g = serial();
+    let rt = rt();
+    let sims: Vec<(&str, SimCamera)> = ["steady", "crashy", "streamy"]
+        .into_iter()
+        .map(|id| {
+            let pw = format!("pw-{id}-S3cret");
+            (
+                id,
+                rt.block_on(SimCamera::start(SimControl::new(&pw))).unwrap(),
+            )
+        })
+        .collect();
+    let mut cameras = String::new();
+    for (id, cam) in &sims {
+        let events = if *id == "streamy" {
+            "events = [\"hikvision\"]\n"
+        } else {
+            ""
+        };
+        cameras.push_str(&format!(
+            "\n[[camera]]\nid = \"{id}\"\nvendor = \"hikvision\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"pw-{id}-S3cret\"\nhttp_base = \"{}\"\nsnapshot_url = \"{}\"\n{events}",
+            cam.http_base(),
+            cam.snapshot_url(),
+        ));
+    }
+    let broker = Broker::start();
+    let mut sub = Subscriber::new(broker.port, &format!("{T}/#"));
+    let tmp = tempfile::tempdir().unwrap();
+    let ingest: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let text = config(broker.port, ingest, &tmp.path().join("data"), "", &cameras);
+    let mut agent = Agent::from_text(
+        tmp.path(),
+        tmp.path().join("data"),
+        broker.port,
+        ingest,
+        &text,
+        vec![(
+            "CAMGW_FAULTS".into(),
+            "probe=crashy:2,stream=streamy:3".into(),
+        )],
+    );
+    let health = |m: &[Msg], cam: &str| -> Vec<serde_json::Value> {
+        m.iter()
+            .filter(|m| m.topic == format!("{T}/camera/{cam}/health") && !m.payload.is_empty())
+            .map(|m| m.json())
+            .collect()
+    };
+    let named = |m: &[Msg], cam: &str, problem: &str| {
+        health(m, cam).iter().any(|h| {
+            h["problems"].to_string().contains(problem)
+                && h.to_string().contains("failed inside the agent")
+        })
+    };
+    let mut accepted = BTreeSet::new();
+    let mut post = |agent: &Agent| {
+        let (code, v) = agent.motion("steady", "pulse");
+        assert_eq!(code, 202, "{v}");
+        accepted.insert(v["seq"].as_u64().unwrap());
+    };
+    // 1. The failures are named in the cameras' health.
+    sub.wait_until(
+        scaled(Duration::from_secs(20)),
+        "crashy's probe_crashed and streamy's event_stream, each saying it failed inside the agent",
+        |m| named(m, "crashy", "probe_crashed") && named(m, "streamy", "event_stream"),
+    );
+    post(&agent);
+    // 2. Both restart with backoff and recover: crashy up, streamy's stream reconnected.
+    sub.wait_until(
+        scaled(Duration::from_secs(30)),
+        "crashy and streamy up again after their restarts",
+        |m| {
+            ["crashy", "streamy"].iter().all(|c| {
+                let h = health(m, c);
+                let crashed = h.iter().position(|h| h["state"] != "up");
+                crashed.is_some_and(|i| h[i..].iter().any(|h| h["state"] == "up"))
+            })
+        },
+    );
+    let streamy = &sims[2].1;
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
+    while streamy.event_listeners().0 == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "streamy's stream never reconnected"
+        );
+        sub.drain_for(Duration::from_millis(50));
+    }
+    streamy.hik_event("VMD", "active");
+    sub.wait_until(
+        scaled(Duration::from_secs(10)),
+        "streamy's motion through the restarted stream",
+        |m| {
+            m.iter().any(|m| {
+                m.topic == format!("{T}/event")
+                    && m.json()["camera"] == "streamy"
+                    && m.json()["kind"] == "motion"
+            })
+        },
+    );
+    post(&agent);
+    // 3. steady never left `up`, and the rest of the agent carried on.
+    let steady = health(&sub.seen, "steady");
+    assert!(!steady.is_empty());
+    assert!(
+        steady.iter().all(|h| h["state"] == "up"),
+        "steady's health: {steady:?}"
+    );
+    let log = agent.log();
+    assert!(log.contains("a probe failed inside the agent"), "{log}");
+    assert!(
+        log.contains("the event stream failed inside the agent"),
+        "{log}"
+    );
+    assert!(
+        log.matches("injected fault at probe for crashy").count() >= 2,
+        "{log}"
+    );
+    let (status, took) = term_timed(&mut agent);
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+    assert!(
+        took < scaled(Duration::from_secs(5)),
+        "SIGTERM took {took:?}"
+    );
+    sub.wait_until(Duration::from_secs(10), "every accepted event", |m| {
+        event_seqs(m).0.is_superset(&accepted)
+    });
+    let secrets = secrets(&["steady", "crashy", "streamy"]);
+    for m in &sub.seen {
+        assert_no_secret(&m.topic, &m.payload, &secrets);
+    }
+    assert_no_secret("the agent's log", log.as_bytes(), &secrets);
+}

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use camgw::health::rtsp::{probe, Outcome};
-use camgw::http::Url;
+use camgw::proto::http::Url;
 
 struct Gst(Child);
 

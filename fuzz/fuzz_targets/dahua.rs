@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(e) = camgw::events::dahua::parse(data) {
-        let _ = camgw::events::dahua::classify(&e);
+    if let Ok(e) = camgw::proto::dahua::parse(data) {
+        let _ = camgw::proto::dahua::classify(&e);
     }
 });

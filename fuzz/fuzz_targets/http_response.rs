@@ -1,6 +1,6 @@
 //! The camera HTTP client's response reader: head, then chunked, sized or to-close body.
 #![no_main]
-use camgw::http::{read_body, read_head};
+use camgw::proto::http::{read_body, read_head};
 use libfuzzer_sys::fuzz_target;
 
 thread_local! {

@@ -1,7 +1,7 @@
 //! The multipart event-stream parser (Hikvision alertStream, Dahua attach), fed in the
 //! chunks the first bytes choose: it never panics and never holds more than its bound.
 #![no_main]
-use camgw::events::multipart::{Parser, MAX_HEADERS, MAX_LINE, MAX_PART};
+use camgw::proto::multipart::{Parser, MAX_HEADERS, MAX_LINE, MAX_PART};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

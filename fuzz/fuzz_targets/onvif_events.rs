@@ -1,6 +1,6 @@
 //! ONVIF event-service answers: PullMessages, CreatePullPointSubscription, GetCapabilities.
 #![no_main]
-use camgw::events::onvif;
+use camgw::proto::onvif::events as onvif;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,6 +1,6 @@
 //! The RTSP reader (responses and interleaved frames), fed in chunks.
 #![no_main]
-use camgw::health::rtsp::Reader;
+use camgw::proto::rtsp::Reader;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((_, m)) = camgw::discover::parse_matches(data) {
-        assert!(m.len() <= camgw::discover::MAX_MATCHES);
+    if let Ok((_, m)) = camgw::proto::wsdiscovery::parse_matches(data) {
+        assert!(m.len() <= camgw::proto::wsdiscovery::MAX_MATCHES);
     }
 });

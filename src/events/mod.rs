@@ -11,12 +11,7 @@
 //! The stream's state (connected, video loss) goes into the camera's health. The camera's own
 //! timestamp goes in the event detail; `ts` is the gateway's.
 
-pub mod camtime;
 pub mod coalesce;
-pub mod dahua;
-pub mod hikvision;
-pub mod multipart;
-pub mod onvif;
 mod pullpoint;
 
 use std::collections::HashMap;
@@ -30,9 +25,10 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::Buffer;
 use crate::clock::{rfc3339_ms, Clock};
 use crate::config::{Camera, Config, EventSource};
-use crate::http::{self, Creds, Url};
+use crate::proto::backoff::Backoff;
+use crate::proto::http::{self, Creds, Url};
+use crate::proto::{camtime, dahua, hikvision, multipart};
 use crate::record::{Body, NewRecord};
-use crate::uplink::session::Backoff;
 use coalesce::{Coalescer, Input, Output};
 
 /// What health needs to know about a camera's event stream.
@@ -382,6 +378,7 @@ impl Hub {
         source: &'static str,
         backoff: &mut Backoff,
     ) -> Result<(), String> {
+        crate::faults::panic_point("stream", &cam.id);
         let path = match source {
             "hikvision" => "/ISAPI/Event/notification/alertStream",
             _ => "/cgi-bin/eventManager.cgi?action=attach&codes=[All]&heartbeat=5",

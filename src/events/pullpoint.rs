@@ -1,42 +1,35 @@
-//! The ONVIF pull-point subscription task (the I/O around the pure [`super::onvif`]).
+//! The ONVIF pull-point subscription task (the I/O around the pure
+//! [`crate::proto::onvif::events`]).
 
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::coalesce::Input;
-use super::{camtime, onvif, Hub};
+use super::Hub;
 use crate::clock::rfc3339_ms;
 use crate::config::Camera;
-use crate::health::onvif as dev;
-use crate::http::{self, Url};
-use crate::uplink::session::Backoff;
+use crate::proto::backoff::Backoff;
+use crate::proto::camtime;
+use crate::proto::http::{self, Url};
+use crate::proto::onvif::events::{self as onvif, Request};
+use crate::proto::onvif::{self as soap, device};
 
 async fn call(
     url: &Url,
-    action: &str,
-    body: String,
+    (action, body): Request,
+    header: Option<String>,
     timeout: Duration,
 ) -> Result<http::Response, String> {
-    let ct = format!("application/soap+xml; charset=utf-8; action=\"{action}\"");
-    tokio::time::timeout(
+    soap::call(
+        url,
+        action,
+        soap::envelope(header.as_deref(), body),
+        None,
         timeout,
-        http::request(
-            url,
-            "POST",
-            &[("Content-Type", ct)],
-            body.as_bytes(),
-            1 << 20,
-        ),
     )
     .await
-    .map_err(|_| {
-        format!(
-            "no answer to {} in time",
-            action.rsplit('/').next().unwrap_or(action)
-        )
-    })?
-    .map_err(|e| e.to_string())
+    .map_err(|e| format!("{}: {e}", soap::action_name(action)))
 }
 
 /// `reported` with the scheme, host and port of `configured`: cameras behind NAT or with
@@ -56,15 +49,9 @@ fn lease(p: &onvif::Pulled) -> Option<i64> {
 
 impl Hub {
     fn token(&self, user: &str, pass: &str, offset: i64, to: Option<(&Url, &str)>) -> String {
-        let created = rfc3339_ms(self.clock.now_ms() + offset);
-        let created = format!("{}Z", &created[..19]);
-        let nonce: [u8; 16] = rand::random();
-        let mut h = dev::security_header(user, pass, &nonce, &created);
+        let mut h = soap::token(user, pass, &soap::created(self.clock.now_ms(), offset));
         if let Some((to, action)) = to {
-            h.push_str(&format!(
-                r#"<wsa:Action xmlns:wsa="http://www.w3.org/2005/08/addressing">{action}</wsa:Action><wsa:To xmlns:wsa="http://www.w3.org/2005/08/addressing">{}</wsa:To>"#,
-                dev::xml_escape(&to.absolute())
-            ));
+            h.push_str(&onvif::addressing(&to.absolute(), action));
         }
         h
     }
@@ -87,28 +74,21 @@ impl Hub {
             _ => return Err("ONVIF events need username and password".into()),
         };
         let timeout = self.config.events.read_timeout;
-        let t0 = self.clock.now_ms();
-        let r = call(
-            &base,
-            "http://www.onvif.org/ver10/device/wsdl/GetSystemDateAndTime",
-            dev::envelope(
-                None,
-                r#"<GetSystemDateAndTime xmlns="http://www.onvif.org/ver10/device/wsdl"/>"#,
-            ),
-            timeout,
-        )
-        .await?;
-        let offset = dev::parse_system_date_time(&r.body)
-            .map(|c| c - (t0 + self.clock.now_ms()) / 2)
-            .unwrap_or(0);
-        let caps = "http://www.onvif.org/ver10/device/wsdl/GetCapabilities";
-        let r = call(&base, caps, dev::envelope(Some(&self.token(&user, &pass, offset, None)), r#"<GetCapabilities xmlns="http://www.onvif.org/ver10/device/wsdl"><Category>Events</Category></GetCapabilities>"#), timeout).await?;
+        let clock = self.clock.clone();
+        // A camera that cannot tell its time still gets a token on ours.
+        let offset = match device::clock_offset(&base, timeout, move || clock.now_ms()).await {
+            Ok(o) => o,
+            Err(device::OffsetError::Unreachable(e)) => return Err(e),
+            Err(device::OffsetError::Other(_)) => 0,
+        };
+        let h = self.token(&user, &pass, offset, None);
+        let r = call(&base, onvif::GET_CAPABILITIES, Some(h), timeout).await?;
         let ev_url = onvif::events_xaddr(&r.body)
             .and_then(|x| Url::parse(&x).ok())
             .map(|x| same_host(&base, &x))
             .unwrap_or_else(|| base.clone());
-        let create = "http://www.onvif.org/ver10/events/wsdl/EventPortType/CreatePullPointSubscriptionRequest";
-        let r = call(&ev_url, create, dev::envelope(Some(&self.token(&user, &pass, offset, None)), r#"<CreatePullPointSubscription xmlns="http://www.onvif.org/ver10/events/wsdl"><InitialTerminationTime>PT60S</InitialTerminationTime></CreatePullPointSubscription>"#), timeout).await?;
+        let h = self.token(&user, &pass, offset, None);
+        let r = call(&ev_url, onvif::CREATE_PULL_POINT, Some(h), timeout).await?;
         if r.status != 200 {
             return Err(format!(
                 "CreatePullPointSubscription answered HTTP {}",
@@ -131,26 +111,22 @@ impl Hub {
         });
         backoff.reset();
         tracing::info!(camera = %cam.id, source = "onvif", "event subscription created");
-        let pull =
-            "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription/PullMessagesRequest";
-        let renew = "http://docs.oasis-open.org/wsn/bw-2/SubscriptionManager/RenewRequest";
         loop {
             if self.clock.now_ms() >= renew_at {
-                let h = self.token(&user, &pass, offset, Some((&sub, renew)));
-                let r = call(&sub, renew, dev::envelope(Some(&h), r#"<Renew xmlns="http://docs.oasis-open.org/wsn/b-2"><TerminationTime>PT60S</TerminationTime></Renew>"#), timeout).await?;
+                let h = self.token(&user, &pass, offset, Some((&sub, onvif::RENEW.0)));
+                let r = call(&sub, onvif::RENEW, Some(h), timeout).await?;
                 if r.status != 200 {
                     return Err(format!("Renew answered HTTP {}", r.status));
                 }
                 renew_at = self.clock.now_ms()
                     + lease(&onvif::parse_pull(&r.body).unwrap_or_default()).unwrap_or(60_000) / 2;
             }
-            let h = self.token(&user, &pass, offset, Some((&sub, pull)));
-            let body = r#"<PullMessages xmlns="http://www.onvif.org/ver10/events/wsdl"><Timeout>PT5S</Timeout><MessageLimit>32</MessageLimit></PullMessages>"#;
+            let h = self.token(&user, &pass, offset, Some((&sub, onvif::PULL_MESSAGES.0)));
             let r = call(
                 &sub,
-                pull,
-                dev::envelope(Some(&h), body),
-                timeout + Duration::from_secs(5),
+                onvif::PULL_MESSAGES,
+                Some(h),
+                timeout + onvif::PULL_WAIT,
             )
             .await?;
             if r.status != 200 {
@@ -190,17 +166,12 @@ impl Hub {
         let (Some(user), Some(pass)) = (&cam.username, &cam.password) else {
             return;
         };
-        let action = "http://docs.oasis-open.org/wsn/bw-2/SubscriptionManager/UnsubscribeRequest";
-        let h = self.token(user, pass.expose(), offset, Some((&sub, action)));
-        let _ = call(
-            &sub,
-            action,
-            dev::envelope(
-                Some(&h),
-                r#"<Unsubscribe xmlns="http://docs.oasis-open.org/wsn/b-2"/>"#,
-            ),
-            Duration::from_secs(2),
-        )
-        .await;
+        let h = self.token(
+            user,
+            pass.expose(),
+            offset,
+            Some((&sub, onvif::UNSUBSCRIBE.0)),
+        );
+        let _ = call(&sub, onvif::UNSUBSCRIBE, Some(h), Duration::from_secs(2)).await;
     }
 }

@@ -10,7 +10,6 @@
 //! `camera_up` or `camera_degraded` alerts (through the buffer, like every alert).
 
 pub mod image;
-pub mod onvif;
 pub mod rtsp;
 pub mod state;
 
@@ -25,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::Buffer;
 use crate::clock::{rfc3339_ms, Clock};
 use crate::config::{Camera, Config};
-use crate::http::{self, Creds, Url};
+use crate::proto::http::{self, Creds, Url};
+use crate::proto::onvif::device as onvif;
 use crate::record::{Body, NewRecord};
 use crate::uplink::Retained;
 
@@ -156,7 +156,7 @@ pub async fn probe_round(
             password: p,
             basic: cam.basic_auth,
         });
-        Some(tokio::time::timeout(timeout, onvif::probe(&u, cr, || clock.now_ms())).await)
+        Some(tokio::time::timeout(timeout, onvif::probe(&u, cr, timeout, || clock.now_ms())).await)
     };
     let (snap, rtsp, onvif) = tokio::join!(snap, rtsp, onvif);
 
@@ -452,6 +452,7 @@ impl Monitor {
                 );
                 let mut m = std::mem::take(&mut mem);
                 let task = tokio::spawn(async move {
+                    crate::faults::panic_point("probe", &c.id);
                     let r = probe_round(&c, &mut m, timeout, clock.as_ref(), drift).await;
                     (r, m)
                 });

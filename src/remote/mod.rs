@@ -17,8 +17,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::agent::{Source, Supervisor};
-use crate::health::{health_topic, onvif};
-use crate::http::{self, Creds, Url};
+use crate::health::health_topic;
+use crate::proto::http::{Creds, Url};
+use crate::proto::onvif::device;
 
 /// The config text with every `password` value replaced by `"***"`.
 pub fn redact(text: &str) -> String {
@@ -245,40 +246,18 @@ async fn reboot_camera(sup: &Supervisor, camera: Option<&str>) -> Result<Value, 
             ))
         }
     };
-    let created = crate::clock::rfc3339_ms(sup.shared.clock.now_ms());
-    let created = format!("{}Z", &created[..19]);
-    let nonce: [u8; 16] = rand::random();
-    let header = onvif::security_header(&user, &pass, &nonce, &created);
-    let body = onvif::envelope(
-        Some(&header),
-        r#"<SystemReboot xmlns="http://www.onvif.org/ver10/device/wsdl"/>"#,
-    );
-    let ct = "application/soap+xml; charset=utf-8; action=\"http://www.onvif.org/ver10/device/wsdl/SystemReboot\"".to_string();
-    let r = tokio::time::timeout(
-        config.health.timeout * 2,
-        http::request_auth(
-            &url,
-            "POST",
-            &[("Content-Type", ct)],
-            body.as_bytes(),
-            Some(Creds {
-                user: &user,
-                password: &pass,
-                basic: cam.basic_auth,
-            }),
-            1 << 20,
-        ),
-    )
-    .await
-    .map_err(|_| "the camera did not answer SystemReboot in time".to_string())?
-    .map_err(|e| format!("SystemReboot: {e}"))?;
-    if r.status != 200 || onvif::is_auth_fault(&r.body) {
-        return Err(format!("SystemReboot answered HTTP {}", r.status));
-    }
-    let message = onvif::texts(&r.body)
-        .ok()
-        .and_then(|t| t.into_iter().find(|(k, _)| k == "Message").map(|(_, v)| v))
-        .unwrap_or_default();
+    // The camera's clock may be off: measure it, as the health probe does.
+    let clock = sup.shared.clock.clone();
+    let offset = device::clock_offset(&url, config.health.timeout, move || clock.now_ms())
+        .await
+        .unwrap_or(0);
+    let creds = Creds {
+        user: &user,
+        password: &pass,
+        basic: cam.basic_auth,
+    };
+    let created = crate::proto::onvif::created(sup.shared.clock.now_ms(), offset);
+    let message = device::reboot(&url, creds, &created, config.health.timeout * 2).await?;
     Ok(json!({"camera": id, "method": "onvif", "message": message}))
 }
 

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{digest, find};
+use crate::proto::http::{digest, find};
 use crate::sim::jpeg::{frame, Scene};
 
 /// What the camera does; change it at any time through [`SimCamera::control`].
@@ -475,7 +475,7 @@ fn onvif_answer(sh: &Shared, ctl: &SimControl, body: &[u8]) -> (u16, &'static st
 }
 
 fn token_ok(ctl: &SimControl, text: &str, camera_now: time::OffsetDateTime) -> bool {
-    let Ok(t) = crate::health::onvif::texts(text.as_bytes()) else {
+    let Ok(t) = crate::proto::onvif::texts(text.as_bytes()) else {
         return false;
     };
     let get = |k: &str| t.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -497,7 +497,7 @@ fn token_ok(ctl: &SimControl, text: &str, camera_now: time::OffsetDateTime) -> b
     let skew = (created_ms / 1000 - camera_now.unix_timestamp()).abs();
     user == ctl.user
         && skew <= 10
-        && crate::health::onvif::password_digest(&nonce, created.trim(), &ctl.accepted_password)
+        && crate::proto::onvif::password_digest(&nonce, created.trim(), &ctl.accepted_password)
             == pw.trim()
 }
 

@@ -24,7 +24,7 @@ pub fn probe_matches(relates_to: &str, d: &Device) -> String {
 
 /// The MessageID of a Probe, or None for anything else.
 pub fn probe_id(msg: &[u8]) -> Option<String> {
-    let texts = crate::health::onvif::texts(msg).ok()?;
+    let texts = crate::proto::onvif::texts(msg).ok()?;
     let is_probe = texts
         .iter()
         .any(|(n, t)| n == "Action" && t.ends_with("/discovery/Probe"));
@@ -58,7 +58,7 @@ mod tests {
 
     #[test]
     fn answers_parse_and_relate_to_the_probe() {
-        let probe = crate::discover::probe("urn:uuid:p1");
+        let probe = crate::proto::wsdiscovery::probe("urn:uuid:p1");
         assert_eq!(probe_id(probe.as_bytes()).as_deref(), Some("urn:uuid:p1"));
         let d = Device {
             endpoint: "urn:uuid:cam".into(),
@@ -71,7 +71,7 @@ mod tests {
             None,
             "an answer is not a probe"
         );
-        let (rel, m) = crate::discover::parse_matches(answer.as_bytes()).unwrap();
+        let (rel, m) = crate::proto::wsdiscovery::parse_matches(answer.as_bytes()).unwrap();
         assert_eq!(rel.as_deref(), Some("urn:uuid:p1"));
         assert_eq!(m[0].endpoint, "urn:uuid:cam");
     }

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, ConnectionError, Event, Packet, QoS, StateError};
 use tokio_util::sync::CancellationToken;
 
-use super::session::Backoff;
 use crate::buffer::Buffer;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::proto::backoff::Backoff;
 use crate::record::{Body, NewRecord};
 
 /// The largest packet read on the command link. Envelopes above their own bound (256 KiB)

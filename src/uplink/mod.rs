@@ -25,7 +25,8 @@ use crate::clock::{rfc3339_ms, Clock};
 use crate::config::{Config, PayloadFormat};
 use crate::record::{Class, Record};
 
-use session::{Backoff, Session};
+use crate::proto::backoff::Backoff;
+use session::Session;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -86,7 +86,7 @@ mod tests {
         else {
             return;
         };
-        let mut mp = crate::events::multipart::Parser::new("myboundary");
+        let mut mp = crate::proto::multipart::Parser::new("myboundary");
         mp.push(&x);
         let parts: Vec<_> = std::iter::from_fn(|| mp.pull()).collect();
         assert_eq!(

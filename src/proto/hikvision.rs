@@ -5,7 +5,7 @@
 //! after a silence); `shelteralarm` / `tamperdetection` active → tamper; `videoloss` active →
 //! video loss (a health problem); `videoloss` inactive is the camera's heartbeat.
 
-use crate::health::onvif::texts;
+use crate::proto::onvif::texts;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
@@ -74,7 +74,7 @@ mod tests {
         let Some(x) = fixture("hikvision_alertstream_videoloss_heartbeat.multipart") else {
             return;
         };
-        let mut p = crate::events::multipart::Parser::new("boundary");
+        let mut p = crate::proto::multipart::Parser::new("boundary");
         p.push(&x);
         p.push(b"\r\n--boundary\r\n");
         let parts: Vec<_> = std::iter::from_fn(|| p.pull()).collect();

@@ -3,11 +3,49 @@
 //! `VideoSource/MotionAlarm` (`State`); tamper from `VideoSource/GlobalSceneChange/*`,
 //! `VideoSource/ImageTooBlurry|Dark|Bright/*` and `RuleEngine/TamperDetector/Tamper`.
 //! `PropertyOperation="Initialized"` sets the initial state and creates no event. Elements and
-//! topics are matched by local name: namespaces and prefixes differ by vendor.
+//! topics are matched by local name: namespaces and prefixes differ by vendor. The requests
+//! (with their actions) are built here too; the subscription task is `events::pullpoint`.
 
 use std::ops::ControlFlow;
 
-use crate::xml::{walk, Node};
+use crate::proto::xml::{walk, Node};
+
+/// A request of the event service: (action URI, body element).
+pub type Request = (&'static str, &'static str);
+
+/// GetCapabilities (device service) for the event service's address.
+pub const GET_CAPABILITIES: Request = (
+    "http://www.onvif.org/ver10/device/wsdl/GetCapabilities",
+    r#"<GetCapabilities xmlns="http://www.onvif.org/ver10/device/wsdl"><Category>Events</Category></GetCapabilities>"#,
+);
+/// A 60 s subscription.
+pub const CREATE_PULL_POINT: Request = (
+    "http://www.onvif.org/ver10/events/wsdl/EventPortType/CreatePullPointSubscriptionRequest",
+    r#"<CreatePullPointSubscription xmlns="http://www.onvif.org/ver10/events/wsdl"><InitialTerminationTime>PT60S</InitialTerminationTime></CreatePullPointSubscription>"#,
+);
+/// A long poll of 5 s for at most 32 messages.
+pub const PULL_MESSAGES: Request = (
+    "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription/PullMessagesRequest",
+    r#"<PullMessages xmlns="http://www.onvif.org/ver10/events/wsdl"><Timeout>PT5S</Timeout><MessageLimit>32</MessageLimit></PullMessages>"#,
+);
+/// How long [`PULL_MESSAGES`] may hold the answer.
+pub const PULL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const RENEW: Request = (
+    "http://docs.oasis-open.org/wsn/bw-2/SubscriptionManager/RenewRequest",
+    r#"<Renew xmlns="http://docs.oasis-open.org/wsn/b-2"><TerminationTime>PT60S</TerminationTime></Renew>"#,
+);
+pub const UNSUBSCRIBE: Request = (
+    "http://docs.oasis-open.org/wsn/bw-2/SubscriptionManager/UnsubscribeRequest",
+    r#"<Unsubscribe xmlns="http://docs.oasis-open.org/wsn/b-2"/>"#,
+);
+
+/// The WS-Addressing `Action` and `To` headers a subscription manager wants.
+pub fn addressing(to: &str, action: &str) -> String {
+    format!(
+        r#"<wsa:Action xmlns:wsa="http://www.w3.org/2005/08/addressing">{action}</wsa:Action><wsa:To xmlns:wsa="http://www.w3.org/2005/08/addressing">{}</wsa:To>"#,
+        super::xml_escape(to)
+    )
+}
 
 /// The most notifications read from one PullMessages answer (cameras send a handful; the
 /// request asks for at most 64).
@@ -106,7 +144,7 @@ pub fn parse_pull(xml: &[u8]) -> Result<Pulled, String> {
 
 /// The pull-point address in a CreatePullPointSubscriptionResponse.
 pub fn subscription_address(xml: &[u8]) -> Option<String> {
-    let t = crate::health::onvif::texts(xml).ok()?;
+    let t = crate::proto::onvif::texts(xml).ok()?;
     t.into_iter()
         .find(|(k, _)| k == "Address")
         .map(|(_, v)| v.trim().to_string())
