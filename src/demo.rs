@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use crate::topics::Leaf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -178,10 +180,10 @@ fn station_line(
     start: Instant,
 ) -> Option<(String, Option<u64>)> {
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    let leaf = topic.rsplit('/').next()?;
+    let (_, _, leaf) = crate::topics::parse("camgw", topic)?;
     let t = format!("{:>5.1}s", start.elapsed().as_secs_f64());
     let _ = connected_at;
-    if topic.contains("/camera/") && leaf == "health" {
+    if let Leaf::Health(_) = leaf {
         let problems: Vec<String> = v["problems"]
             .as_array()
             .map(|a| {
@@ -205,7 +207,7 @@ fn station_line(
         ));
     }
     Some(match leaf {
-        "status" => (
+        Leaf::Status => (
             format!(
                 "{t} STATION  gateway {}",
                 if v["online"] == true {
@@ -219,7 +221,7 @@ fn station_line(
             ),
             None,
         ),
-        "event" => (
+        Leaf::Event => (
             format!(
                 "{t} STATION  motion {:<5} camera {} via {} (seq {}, at {})",
                 v["state"].as_str().unwrap_or("?"),
@@ -230,7 +232,7 @@ fn station_line(
             ),
             v["seq"].as_u64(),
         ),
-        "alert" => (
+        Leaf::Alert => (
             format!(
                 "{t} STATION  ALERT {} (seq {}, at {})",
                 crate::station::view::describe("alert", &v),
@@ -239,7 +241,7 @@ fn station_line(
             ),
             None,
         ),
-        "telemetry" => (
+        Leaf::Telemetry => (
             format!(
                 "{t} STATION  telemetry: {} buffered, {} delivered",
                 v["buffer"]["events"], v["delivered"]
@@ -261,7 +263,7 @@ async fn station(
     let mut opts = MqttOptions::new("demo-station", "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut el) = AsyncClient::new(opts, 64);
-    let filter = format!("camgw/{ward}/#");
+    let filter = crate::topics::ward_filter("camgw", &ward);
     let mut connected_at = Instant::now();
     let mut was_connected = false;
     let mut lost = false;

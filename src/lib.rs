@@ -5,6 +5,8 @@
 //! - [`config`]: TOML → raw table → pure validation → typed `Config`.
 //! - [`record`]: the alert/event `Record` and its wire encodings (JSON, postcard).
 //! - [`buffer`]: the durable, crash-safe segment buffer (its module doc is the spec).
+//! - [`bus`]: retained latest values, the outbox and telemetry gauges the parts share with
+//!   the uplink.
 //! - [`uplink`]: the MQTT session: pure in-flight/packet-id state, backoff, the rumqttc task.
 //! - [`events`]: camera event streams (Hikvision, Dahua), pure multipart parser and coalescer.
 //! - [`health`]: camera probes (TCP, snapshot, RTSP, ONVIF), pure image checks and hysteresis.
@@ -16,9 +18,11 @@
 //! - [`logs`]: outside values clipped for logs; repeated warnings rate-limited.
 //! - [`remote`]: signed commands (Ed25519 envelope, replay memory), ops, config apply/rollback.
 //! - [`station`]: the ward-station side: `keygen` and `cmd`.
-//! - [`board`]: the gateway's hardware: pin maps from `boards/`, embedded-hal drivers (inputs,
+//! - [`boardmap`]: board pin maps from `boards/` (data), typed, and the board reference.
+//! - [`board`]: the gateway's hardware: embedded-hal drivers (inputs,
 //!   LED, relays, I2C temperature), Linux and simulated backends, the board task.
 //! - [`system`]: the gateway's self-health (CPU temperature, load, memory, disk) for telemetry.
+//! - [`topics`]: topic names, built and parsed in one place.
 //! - [`trial`]: the durable trial of a config from `set_config` (crash-safe rollback).
 //! - [`watchdog`]: systemd notify and the hardware watchdog, pinged only while every loop
 //!   progresses.
@@ -29,7 +33,9 @@
 
 pub mod agent;
 pub mod board;
+pub mod boardmap;
 pub mod buffer;
+pub mod bus;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
@@ -50,6 +56,7 @@ pub mod sim;
 #[cfg(feature = "station")]
 pub mod station;
 pub mod system;
+pub mod topics;
 pub mod trial;
 pub mod uplink;
 pub mod watchdog;

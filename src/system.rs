@@ -1,12 +1,23 @@
 //! The gateway's own health for `T/telemetry`: CPU temperature, load, memory, free disk under
 //! `data_dir`, uptime, and the `disk_low`/`disk_ok` alerts (with hysteresis). The parsers of
-//! `/proc` and `/sys` text are pure; [`sample`] reads the files.
+//! `/proc` and `/sys` text are pure; [`sample`] reads the files; [`Sampler`] is the task that
+//! puts a sample into the telemetry gauges every 5 s.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::board::temp::Hysteresis;
+use crate::buffer::Buffer;
+use crate::bus::Gauges;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::record::{Body, NewRecord};
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Sample {
@@ -89,6 +100,66 @@ pub fn sample(data_dir: &Path) -> Sample {
 /// `disk_low` raises below `bound_mb` free and clears above 120 % of it.
 pub fn disk_alarm(bound_mb: u64) -> Hysteresis {
     Hysteresis::new(bound_mb as f64, bound_mb as f64 * 1.2 + 1.0)
+}
+
+/// What the sampler reads and writes.
+pub struct Sampler {
+    pub config: Arc<Config>,
+    pub buffer: Buffer,
+    pub clock: Arc<dyn Clock>,
+    pub gauges: Arc<Gauges>,
+    pub disk_low: Arc<AtomicBool>,
+    pub board: Option<Arc<std::sync::Mutex<crate::board::BoardStatus>>>,
+}
+
+/// Samples the gateway's own health into the telemetry every few seconds and raises
+/// `disk_low` / `disk_ok`.
+impl Sampler {
+    /// Runs until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (config, p) = (self.config.clone(), self);
+        let bound = config.gateway.disk_low_mb;
+        let mut alarm = disk_alarm(bound);
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let dir = config.gateway.data_dir.clone();
+            let Ok(s) = tokio::task::spawn_blocking(move || sample(&dir)).await else {
+                continue;
+            };
+            if let (Some(free), true) = (s.disk_free_mb, bound > 0) {
+                let change = alarm.update(free as f64);
+                p.disk_low.store(alarm.active(), Ordering::Relaxed);
+                if let Some(low) = change {
+                    let kind = if low { "disk_low" } else { "disk_ok" };
+                    tracing::warn!(free_mb = free, bound_mb = bound, "{kind}");
+                    let rec = NewRecord {
+                        ts_ms: p.clock.now_ms(),
+                        clock_synced: p.clock.synced(),
+                        body: Body::alert(
+                            kind,
+                            None,
+                            serde_json::json!({"free_mb": free, "bound_mb": bound, "data_dir": config.gateway.data_dir}),
+                        ),
+                    };
+                    if let Err(e) = p.buffer.append(rec).await {
+                        tracing::error!("cannot record the {kind} alert: {e}");
+                    }
+                }
+            }
+            let mut sys = serde_json::to_value(&s).unwrap_or_default();
+            sys["disk_low"] = alarm.active().into();
+            p.gauges.set("system", sys);
+            if let Some(b) = &p.board {
+                let v = serde_json::to_value(&*b.lock().unwrap()).unwrap_or_default();
+                p.gauges.set("board", v);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use embedded_hal::i2c::{ErrorKind as I2cErrorKind, ErrorType as BusErrorType, I2
 use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
 use linux_embedded_hal::{CdevPin, I2CError, I2cdev};
 
-use super::map::{Pin as PinSpec, SensorType};
 use super::temp::sht3x_crc;
+use crate::boardmap::{Pin as PinSpec, SensorType};
 
 /// A GPIO line.
 pub enum Pin {
@@ -272,8 +272,8 @@ fn fill(out: &mut [u8], data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::map::Role;
     use crate::board::temp::TempSensor;
+    use crate::boardmap::Role;
 
     fn spec(chip: &str, line: u32) -> PinSpec {
         PinSpec {

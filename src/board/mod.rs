@@ -1,4 +1,4 @@
-//! The gateway's own hardware: board pin maps ([`map`]), drivers generic over embedded-hal
+//! The gateway's own hardware: board pin maps ([`crate::boardmap`]), drivers generic over embedded-hal
 //! 1.0 ([`input`], [`led`], [`relay`], [`temp`]), the Linux and simulated backends ([`hw`]),
 //! and the board task that ties them to the agent: `enclosure_open`/`enclosure_closed` from
 //! the tamper switch, `over_temperature`/`temperature_ok` with hysteresis, GPIO motion events
@@ -12,7 +12,6 @@
 pub mod hw;
 pub mod input;
 pub mod led;
-pub mod map;
 pub mod relay;
 pub mod temp;
 
@@ -25,11 +24,11 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::boardmap::{self as map, Backend, BoardMap, Role};
 use crate::config::Config;
 use hw::{Bus, Pin};
 use input::DebouncedInput;
 use led::{Pattern, StatusLed};
-use map::{Backend, BoardMap, Role};
 use relay::{Cycles, Relay};
 use temp::{Hysteresis, TempSensor};
 
@@ -54,8 +53,7 @@ pub fn sim_dir(config: &Config) -> PathBuf {
 /// Resolves `gateway.board` (auto-detecting from the device tree) and checks the config's
 /// inputs and relays against it. None for "none".
 pub fn load_map(config: &Config) -> Result<Option<BoardMap>, String> {
-    let r = map::reference(&config.gateway.board)?;
-    let Some(m) = map::resolve(&r, Path::new("/proc/device-tree/compatible"))? else {
+    let Some(m) = map::resolve(&config.gateway.board, Path::new(map::DEVICE_TREE))? else {
         return Ok(None);
     };
     for pin in config.board.inputs.keys() {

@@ -7,7 +7,7 @@
 
 use embedded_hal::i2c::I2c;
 
-use super::map::SensorType;
+use crate::boardmap::SensorType;
 
 /// LM75/LM75A/LM75B temperature register (0x00): a left-aligned two's complement value
 /// with up to 11 significant bits of 0.125 °C (9-bit parts read 0 in the low bits).

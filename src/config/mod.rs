@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use validate::validate;
+pub use validate::{validate, Boards};
 
 /// A password or key: never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -81,7 +81,7 @@ pub struct Gateway {
     pub ward: String,
     pub data_dir: PathBuf,
     /// "none", "auto", a board shipped in `boards/`, or a path to a board file.
-    pub board: String,
+    pub board: crate::boardmap::BoardRef,
     /// Free space under `data_dir` below this raises `disk_low` (0: never).
     pub disk_low_mb: u64,
 }
@@ -226,9 +226,18 @@ pub struct Camera {
 }
 
 impl Config {
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text; the board file it names (if any) is read from disk,
+    /// and `auto` from this device's tree.
     pub fn parse(text: &str) -> Result<Config, Invalid> {
-        validate(text)
+        validate(text, &|r| {
+            crate::boardmap::resolve(r, std::path::Path::new(crate::boardmap::DEVICE_TREE))
+        })
+    }
+
+    /// Parses and validates TOML text, with `boards` resolving a `gateway.board` reference
+    /// (the validation itself does no I/O).
+    pub fn parse_with(text: &str, boards: &Boards<'_>) -> Result<Config, Invalid> {
+        validate(text, boards)
     }
 
     /// Reads and validates a file; I/O errors become a single problem.
@@ -250,7 +259,7 @@ impl Config {
             }
         }
         match std::fs::read_to_string(path) {
-            Ok(text) => validate(&text),
+            Ok(text) => Config::parse(&text),
             Err(e) => Err(Invalid {
                 problems: vec![Problem {
                     path: "(file)".into(),
@@ -262,10 +271,16 @@ impl Config {
 
     /// `{topic_prefix}/{ward}/{gateway.id}`.
     pub fn topic_root(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.mqtt.topic_prefix, self.gateway.ward, self.gateway.id
+        crate::topics::root(
+            &self.mqtt.topic_prefix,
+            &self.gateway.ward,
+            &self.gateway.id,
         )
+    }
+
+    /// A topic below this gateway's root.
+    pub fn topic(&self, leaf: crate::topics::Leaf<'_>) -> String {
+        crate::topics::topic(&self.topic_root(), leaf)
     }
 
     pub fn camera(&self, id: &str) -> Option<&Camera> {

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use toml::{Table, Value};
 
 use super::*;
+use crate::boardmap::{self, BoardMap, BoardRef, Role};
 
 const GATEWAY_KEYS: &[&str] = &["id", "ward", "data_dir", "board", "disk_low_mb"];
 const BOARD_KEYS: &[&str] = &[
@@ -328,8 +329,12 @@ fn split_host_port(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Parses TOML text and validates every section.
-pub fn validate(text: &str) -> Result<Config, Invalid> {
+/// Resolves a board reference to its pin map (`Ok(None)`: no board, or not knowable before
+/// start). The caller decides where board files come from: validation itself does no I/O.
+pub type Boards<'a> = dyn Fn(&BoardRef) -> Result<Option<BoardMap>, String> + 'a;
+
+/// Parses TOML text and validates every section; pure, with the board file behind `boards`.
+pub fn validate(text: &str, boards: &Boards<'_>) -> Result<Config, Invalid> {
     let root: Table = match text.parse::<Table>() {
         Ok(t) => t,
         Err(e) => {
@@ -364,7 +369,7 @@ pub fn validate(text: &str) -> Result<Config, Invalid> {
     let events = events(&mut w, &root);
     let board = board(&mut w, &root);
     if let (Some(g), Some(cams)) = (&gateway, &cameras) {
-        cross_check_board(&mut w, g, &board, cams);
+        cross_check_board(&mut w, g, &board, cams, boards);
     }
 
     match (gateway, mqtt, buffer, health, ingest, security, cameras) {
@@ -414,10 +419,10 @@ fn gateway(w: &mut Walker, root: &Table) -> Option<Gateway> {
         None => None,
     };
     let board = match w.string(t, "gateway", "board") {
-        None if !t.contains_key("board") => Some("none".to_string()),
+        None if !t.contains_key("board") => Some(BoardRef::None),
         None => None,
-        Some(b) => match crate::board::map::reference(&b) {
-            Ok(_) => Some(b),
+        Some(b) => match boardmap::reference(&b) {
+            Ok(r) => Some(r),
             Err(e) => {
                 w.problem("gateway.board", e);
                 None
@@ -480,7 +485,7 @@ fn board(w: &mut Walker, root: &Table) -> BoardConfig {
         Some(Value::Table(m)) => {
             for (pin, cam) in m {
                 let at = format!("board.inputs.{pin}");
-                if crate::board::map::Role::of(pin) != Some(crate::board::map::Role::Motion) {
+                if Role::of(pin) != Some(Role::Motion) {
                     w.problem(&at, "not a motion input pin name (pirN, doorN or inputN)");
                     continue;
                 }
@@ -518,13 +523,16 @@ fn board(w: &mut Walker, root: &Table) -> BoardConfig {
 /// Checks the config against the board file it names (when the board can be known without
 /// the device: a shipped name or a file): inputs and relays must exist on the board, and no
 /// relay may power two cameras.
-fn cross_check_board(w: &mut Walker, g: &Gateway, b: &BoardConfig, cams: &[Camera]) {
-    use crate::board::map::{self, BoardRef, Role};
-    let Ok(r) = map::reference(&g.board) else {
-        return;
-    };
+fn cross_check_board(
+    w: &mut Walker,
+    g: &Gateway,
+    b: &BoardConfig,
+    cams: &[Camera],
+    boards: &Boards<'_>,
+) {
+    let r = &g.board;
     let uses_board = !b.inputs.is_empty() || cams.iter().any(|c| c.relay.is_some());
-    if r == BoardRef::None {
+    if *r == BoardRef::None {
         if uses_board {
             w.problem(
                 "gateway.board",
@@ -533,10 +541,10 @@ fn cross_check_board(w: &mut Walker, g: &Gateway, b: &BoardConfig, cams: &[Camer
         }
         return;
     }
-    if r == BoardRef::Auto {
+    if *r == BoardRef::Auto {
         return; // checked at start, once the device is known
     }
-    let m = match map::resolve(&r, Path::new("/proc/device-tree/compatible")) {
+    let m = match boards(r) {
         Ok(Some(m)) => m,
         Ok(None) => return,
         Err(e) => {
@@ -914,7 +922,7 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
     };
     let relay = w.string(t, p, "relay");
     if let Some(r) = &relay {
-        if crate::board::map::Role::of(r) != Some(crate::board::map::Role::Relay) {
+        if Role::of(r) != Some(Role::Relay) {
             w.problem(
                 join(p, "relay"),
                 format!("\"{r}\" is not a relay pin name (relayN or relay_<name>)"),
@@ -941,6 +949,13 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The edge's resolver, minus the device: board files are read, `auto` is not known.
+    fn validate(text: &str) -> Result<Config, Invalid> {
+        super::validate(text, &|r| {
+            boardmap::resolve(r, std::path::Path::new("/nonexistent/device-tree"))
+        })
+    }
 
     const GOOD: &str = r#"
 [gateway]
@@ -981,10 +996,39 @@ events = ["hikvision"]
         assert_eq!(c.buffer.sync_interval, Duration::from_millis(200));
         assert_eq!(c.health.fail_threshold, 3);
         assert_eq!(c.health.recover_threshold, 2);
-        assert_eq!(c.gateway.board, "none");
+        assert_eq!(c.gateway.board, BoardRef::None);
         assert_eq!(c.ingest, None);
         assert_eq!(c.cameras[0].http_base, "http://192.168.1.64");
         assert_eq!(c.topic_root(), "camgw/q1-p05/q1-p05-gw03");
+    }
+
+    #[test]
+    fn validation_reads_no_board_file_itself() {
+        // The board file named is not on disk: only the resolver the caller passes is asked.
+        let text = GOOD.replace(
+            "data_dir = \"/tmp/camgw\"",
+            "data_dir = \"/tmp/camgw\"\nboard = \"/nowhere/box.toml\"",
+        ) + "relay = \"relay1\"\n";
+        let asked = std::cell::Cell::new(0);
+        let board = boardmap::parse(
+            "name = \"box\"\nbackend = \"sim\"\n[pins]\nrelay1 = { chip = \"sim\", line = 5 }\n",
+        )
+        .unwrap();
+        let c = super::validate(&text, &|r| {
+            asked.set(asked.get() + 1);
+            assert_eq!(*r, BoardRef::File("/nowhere/box.toml".into()));
+            Ok(Some(board.clone()))
+        })
+        .unwrap();
+        assert_eq!(asked.get(), 1);
+        assert_eq!(c.gateway.board.to_string(), "/nowhere/box.toml");
+        let e = super::validate(&text, &|_| Err("the resolver's own words".into())).unwrap_err();
+        let p: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            p.iter()
+                .any(|l| l.contains("gateway.board: the resolver's own words")),
+            "{p:?}"
+        );
     }
 
     #[test]

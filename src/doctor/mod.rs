@@ -224,7 +224,7 @@ fn data_dir(o: &mut Out, config: &Config) {
 }
 
 fn board(o: &mut Out, config: &Config) {
-    if config.gateway.board == "none" {
+    if config.gateway.board == crate::boardmap::BoardRef::None {
         o.ok(
             "board",
             o.t(
@@ -516,7 +516,8 @@ async fn mqtt_session(o: &mut Out, config: &Config) {
     };
     opts.set_clean_session(true);
     let (client, mut el) = rumqttc::AsyncClient::new(opts, 10);
-    let topic = format!("{}/doctor/{nonce:08x}", config.topic_root());
+    let leaf = format!("doctor/{nonce:08x}");
+    let topic = config.topic(crate::topics::Leaf::Other(&leaf));
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut authed = false;

@@ -22,12 +22,12 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::Buffer;
+use crate::bus::Retained;
 use crate::clock::{rfc3339_ms, Clock};
 use crate::config::{Camera, Config};
 use crate::proto::http::{self, Creds, Url};
 use crate::proto::onvif::device as onvif;
 use crate::record::{Body, NewRecord};
-use crate::uplink::Retained;
 
 pub use state::{Hysteresis, Problem, State, Transition};
 
@@ -338,7 +338,7 @@ pub fn health_json(
 }
 
 pub fn health_topic(config: &Config, camera: &str) -> String {
-    format!("{}/camera/{camera}/health", config.topic_root())
+    config.topic(crate::topics::Leaf::Health(camera))
 }
 
 /// The alert for a transition, if it deserves one (a gateway start finding cameras up is not
@@ -515,9 +515,10 @@ impl Monitor {
             let key = (hyst.state(), hyst.problems().clone());
             if hyst.state() != State::Unknown && last_published.as_ref() != Some(&key) {
                 let payload = health_json(&cam.id, &hyst, &round.detail, now);
-                self.retained.set(
+                self.retained.set_health(
                     health_topic(&self.config, &cam.id),
                     payload.to_string().into_bytes(),
+                    hyst.state() == State::Up,
                 );
                 last_published = Some(key);
             }

@@ -11,12 +11,16 @@
 pub mod envelope;
 pub mod replay;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::agent::{Source, Supervisor};
+use std::sync::Arc;
+
+use crate::buffer::Buffer;
+use crate::bus::Retained;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::health::health_topic;
 use crate::proto::http::{Creds, Url};
 use crate::proto::onvif::device;
@@ -67,6 +71,34 @@ pub fn keys_kept(text: &str, signer: &[u8; 32], rotate: bool) -> Result<(), Stri
     Ok(())
 }
 
+/// What a command acts on. The agent's supervisor implements it, so this module never names
+/// the agent (the agent depends on remote, not the reverse).
+#[allow(async_fn_in_trait)] // implemented once, by the agent, and awaited in its own task
+pub trait Control {
+    /// The config in force.
+    fn config(&self) -> Arc<Config>;
+    /// Its text, for `get_config` (redacted before it leaves).
+    fn config_text(&self) -> &str;
+    fn clock(&self) -> Arc<dyn Clock>;
+    /// The durable memory of accepted command ids.
+    fn replay(&mut self) -> &mut replay::Replay;
+    /// Publishes once, QoS 1, not buffered (command results).
+    fn publish(&self, topic: String, payload: Vec<u8>);
+    fn buffer(&self) -> &Buffer;
+    /// Latest camera health.
+    fn retained(&self) -> &Retained;
+    /// Probe rounds completed so far, all cameras together.
+    fn probe_rounds(&self) -> u64;
+    /// Wakes every camera's probe loop at once.
+    fn check_now(&self);
+    /// The board task, when one runs (relays).
+    fn board(&self) -> Option<crate::board::Handle>;
+    /// Refuses a config change for `problems`, reported like any refused change.
+    async fn refuse_config(&mut self, problems: Vec<String>) -> String;
+    /// Applies a config text as a whole, or nothing of it.
+    async fn apply_config(&mut self, text: String) -> Result<Value, String>;
+}
+
 /// The limiter for refused-command warnings (anyone on the broker can cause them).
 fn refusals() -> &'static crate::logs::RateLimit {
     static R: std::sync::OnceLock<crate::logs::RateLimit> = std::sync::OnceLock::new();
@@ -79,17 +111,15 @@ fn refusal_answers() -> &'static crate::logs::Bucket {
     B.get_or_init(|| crate::logs::Bucket::new(5.0, 20.0))
 }
 
-fn publish_result(sup: &Supervisor, result: Value) {
-    let topic = format!("{}/cmd/result", sup.config().topic_root());
-    sup.shared
-        .outbox
-        .push(topic, result.to_string().into_bytes());
+fn publish_result(sup: &impl Control, result: Value) {
+    let topic = sup.config().topic(crate::topics::Leaf::CmdResult);
+    sup.publish(topic, result.to_string().into_bytes());
 }
 
 /// Handles one `T/cmd` payload.
-pub async fn handle(sup: &mut Supervisor, payload: &[u8]) {
+pub async fn handle(sup: &mut impl Control, payload: &[u8]) {
     let config = sup.config();
-    let now = sup.shared.clock.now_ms();
+    let now = sup.clock().now_ms();
     let verified = envelope::verify(
         payload,
         &config.security.command_keys,
@@ -99,7 +129,7 @@ pub async fn handle(sup: &mut Supervisor, payload: &[u8]) {
         config.security.max_clock_skew.as_millis() as i64,
     );
     let v = match verified {
-        Ok(v) if sup.replay.contains(&v.id, now) => {
+        Ok(v) if sup.replay().contains(&v.id, now) => {
             let why = envelope::Refusal::Replayed(v.id.clone());
             crate::warn_limited!(refusals(), "replayed", id = %v.id, "command refused: {why}");
             publish_result(
@@ -111,7 +141,7 @@ pub async fn handle(sup: &mut Supervisor, payload: &[u8]) {
         Ok(v) => v,
         Err((id, why)) => {
             let mut error = why.to_string();
-            if !sup.shared.clock.synced()
+            if !sup.clock().synced()
                 && matches!(
                     why,
                     envelope::Refusal::Expired(_) | envelope::Refusal::FromTheFuture(..)
@@ -132,7 +162,7 @@ pub async fn handle(sup: &mut Supervisor, payload: &[u8]) {
         }
     };
     // Remember the id durably before acting, so a crash cannot reopen it for a replay.
-    if let Err(e) = sup.replay.insert(&v.id, v.expires_ms, now) {
+    if let Err(e) = sup.replay().insert(&v.id, v.expires_ms, now) {
         tracing::error!("cannot record the command id: {e}");
         publish_result(
             sup,
@@ -143,17 +173,17 @@ pub async fn handle(sup: &mut Supervisor, payload: &[u8]) {
     let op = v.command["op"].as_str().unwrap_or("").to_string();
     tracing::info!(id = %v.id, %op, "command accepted");
     let outcome: Result<Value, String> = match op.as_str() {
-        "get_config" => Ok(json!({"config": redact(&sup.config_text)})),
+        "get_config" => Ok(json!({"config": redact(sup.config_text())})),
         "set_config" => match v.command["config"].as_str() {
             Some(text) => match keys_kept(text, &v.key, v.command["rotate_keys"] == json!(true)) {
-                Err(why) => Err(sup.reject(Source::Command, vec![why]).await),
-                Ok(()) => sup.apply_text(text.to_string(), Source::Command).await.map(|d| json!({"applied": d})),
+                Err(why) => Err(sup.refuse_config(vec![why]).await),
+                Ok(()) => sup.apply_config(text.to_string()).await.map(|d| json!({"applied": d})),
             },
             None => Err("set_config needs \"config\": the TOML text".into()),
         },
         "check_now" => Ok(check_now(sup).await),
         "get_health" => Ok(json!({"health": health_map(sup)})),
-        "buffer_stats" => Ok(json!({"buffer": sup.shared.buffer.stats(), "inflight": sup.shared.buffer.inflight()})),
+        "buffer_stats" => Ok(json!({"buffer": sup.buffer().stats(), "inflight": sup.buffer().inflight()})),
         "reboot_camera" => reboot_camera(sup, v.command["camera"].as_str()).await,
         other => Err(format!("unknown op \"{other}\" (known: get_config, set_config, check_now, get_health, buffer_stats, reboot_camera)")),
     };
@@ -177,13 +207,12 @@ pub async fn handle(sup: &mut Supervisor, payload: &[u8]) {
     publish_result(sup, result);
 }
 
-fn health_map(sup: &Supervisor) -> Value {
+fn health_map(sup: &impl Control) -> Value {
     let config = sup.config();
     let mut m = serde_json::Map::new();
     for c in &config.cameras {
         let v = sup
-            .shared
-            .retained
+            .retained()
             .get(&health_topic(&config, &c.id))
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_else(
@@ -194,24 +223,22 @@ fn health_map(sup: &Supervisor) -> Value {
     Value::Object(m)
 }
 
-async fn check_now(sup: &Supervisor) -> Value {
+async fn check_now(sup: &impl Control) -> Value {
     let config = sup.config();
     let probed = config.cameras.iter().filter(|c| c.probe).count() as u64;
-    let before = sup.shared.progress.load(Ordering::SeqCst);
-    sup.shared.check_now.notify_waiters();
+    let before = sup.probe_rounds();
+    sup.check_now();
     // Every probe is bounded by the timeout; rounds run max_concurrent at a time.
     let waves = probed.div_ceil(config.health.max_concurrent as u64).max(1) as u32;
     let deadline =
         tokio::time::Instant::now() + config.health.timeout * 4 * waves + Duration::from_secs(1);
-    while sup.shared.progress.load(Ordering::SeqCst) < before + probed
-        && tokio::time::Instant::now() < deadline
-    {
+    while sup.probe_rounds() < before + probed && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     json!({"probed": probed, "health": health_map(sup)})
 }
 
-async fn reboot_camera(sup: &Supervisor, camera: Option<&str>) -> Result<Value, String> {
+async fn reboot_camera(sup: &impl Control, camera: Option<&str>) -> Result<Value, String> {
     let config = sup.config();
     let id = camera.ok_or("reboot_camera needs \"camera\"")?;
     let cam = config
@@ -220,9 +247,7 @@ async fn reboot_camera(sup: &Supervisor, camera: Option<&str>) -> Result<Value, 
     if let Some(relay) = &cam.relay {
         // A relay cuts the power: it works even when the camera's firmware is hung.
         let board = sup
-            .parts
-            .as_ref()
-            .and_then(|p| p.board.clone())
+            .board()
             .ok_or_else(|| format!("camera \"{id}\" is on {relay}, but the board is not running (see the board_fault alert)"))?;
         let off = board.power_cycle(relay).await?;
         return Ok(
@@ -247,7 +272,7 @@ async fn reboot_camera(sup: &Supervisor, camera: Option<&str>) -> Result<Value, 
         }
     };
     // The camera's clock may be off: measure it, as the health probe does.
-    let clock = sup.shared.clock.clone();
+    let clock = sup.clock();
     let offset = device::clock_offset(&url, config.health.timeout, move || clock.now_ms())
         .await
         .unwrap_or(0);
@@ -256,7 +281,7 @@ async fn reboot_camera(sup: &Supervisor, camera: Option<&str>) -> Result<Value, 
         password: &pass,
         basic: cam.basic_auth,
     };
-    let created = crate::proto::onvif::created(sup.shared.clock.now_ms(), offset);
+    let created = crate::proto::onvif::created(sup.clock().now_ms(), offset);
     let message = device::reboot(&url, creds, &created, config.health.timeout * 2).await?;
     Ok(json!({"camera": id, "method": "onvif", "message": message}))
 }

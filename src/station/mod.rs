@@ -16,6 +16,7 @@ use ed25519_dalek::SigningKey;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 
 use crate::remote::envelope;
+use crate::topics::{self, Leaf};
 
 /// Writes `PREFIX.key` (base64 secret, mode 0600) and `PREFIX.pub` (one line, base64 public
 /// key, the form `security.command_keys` takes). Returns the public key line.
@@ -108,11 +109,11 @@ pub async fn cmd(a: CmdArgs<'_>) -> anyhow::Result<CmdOutcome> {
         a.password,
         a.ca_file,
     )?;
-    let root = format!("{}/{}/{}", a.topic_prefix, a.ward, a.gateway);
+    let root = topics::root(a.topic_prefix, a.ward, a.gateway);
     let (client, mut el) = AsyncClient::new(o, 16);
     let deadline = tokio::time::Instant::now() + a.timeout;
     client
-        .subscribe(format!("{root}/cmd/result"), QoS::AtLeastOnce)
+        .subscribe(topics::topic(&root, Leaf::CmdResult), QoS::AtLeastOnce)
         .await?;
     loop {
         let ev = match tokio::time::timeout_at(deadline, el.poll()).await {
@@ -124,7 +125,7 @@ pub async fn cmd(a: CmdArgs<'_>) -> anyhow::Result<CmdOutcome> {
             Event::Incoming(Packet::SubAck(_)) => {
                 client
                     .publish(
-                        format!("{root}/cmd"),
+                        topics::topic(&root, Leaf::Cmd),
                         QoS::AtLeastOnce,
                         false,
                         payload.clone(),

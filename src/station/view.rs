@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::clock::rfc3339_ms;
+use crate::topics::{self, Leaf};
 
 /// Lines kept in the scrolling log.
 pub const LOG_LINES: usize = 500;
@@ -105,17 +106,10 @@ impl Model {
 
     /// Folds one message in. Topics outside `{prefix}/{ward}/{gateway}/...` are ignored.
     pub fn apply(&mut self, topic: &str, payload: &[u8], now_ms: i64) {
-        let Some(rest) = topic
-            .strip_prefix(self.prefix.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-        else {
+        let Some((ward, gw, leaf)) = topics::parse(&self.prefix, topic) else {
             return;
         };
-        let mut parts = rest.splitn(3, '/');
-        let (Some(ward), Some(gw), Some(leaf)) = (parts.next(), parts.next(), parts.next()) else {
-            return;
-        };
-        if leaf == "cmd" {
+        if leaf == Leaf::Cmd {
             return; // the station's own commands
         }
         let key = (ward.to_string(), gw.to_string());
@@ -126,19 +120,17 @@ impl Model {
         });
         // A retained health message is cleared with an empty payload.
         if payload.is_empty() {
-            if let Some(cam) = leaf
-                .strip_prefix("camera/")
-                .and_then(|c| c.strip_suffix("/health"))
-            {
+            if let Leaf::Health(cam) = leaf {
                 g.cameras.remove(cam);
             }
             return;
         }
+        let name = leaf.path();
         let v: Value = match serde_json::from_slice(payload) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
                 self.unreadable += 1;
-                if leaf == "alert" || leaf == "event" {
+                if matches!(leaf, Leaf::Alert | Leaf::Event) {
                     // payload = "postcard": still worth a line.
                     self.logged += 1;
                     push(
@@ -147,7 +139,7 @@ impl Model {
                             ts: rfc3339_ms(now_ms),
                             ward: ward.into(),
                             gateway: gw.into(),
-                            topic: leaf.into(),
+                            topic: name,
                             text: format!("({} bytes, not JSON: postcard payload?)", payload.len()),
                             urgent: false,
                         },
@@ -167,7 +159,7 @@ impl Model {
             .map(String::from)
             .unwrap_or_else(|| rfc3339_ms(now_ms));
         match leaf {
-            "status" => {
+            Leaf::Status => {
                 g.online = v["online"].as_bool();
                 g.offline_reason = v["reason"].as_str().map(String::from);
                 if let Some(ver) = v["version"].as_str() {
@@ -177,7 +169,7 @@ impl Model {
                     g.boot_id = Some(b.into());
                 }
             }
-            "telemetry" => {
+            Leaf::Telemetry => {
                 let b = &v["buffer"];
                 if let (Some(e), Some(a)) = (b["events"].as_u64(), b["alerts"].as_u64()) {
                     g.buffer_depth = Some(e + a);
@@ -186,10 +178,10 @@ impl Model {
                     .as_f64()
                     .or_else(|| v["system"]["cpu_temp_c"].as_f64());
             }
-            "alert" | "event" | "cmd/result" => {
-                let text = describe(leaf, &v);
+            Leaf::Alert | Leaf::Event | Leaf::CmdResult => {
+                let text = describe(&name, &v);
                 let urgent =
-                    leaf == "alert" && v["kind"].as_str().is_some_and(|k| URGENT.contains(&k));
+                    leaf == Leaf::Alert && v["kind"].as_str().is_some_and(|k| URGENT.contains(&k));
                 self.logged += 1;
                 push(
                     &mut self.log,
@@ -197,35 +189,31 @@ impl Model {
                         ts,
                         ward: ward.into(),
                         gateway: gw.into(),
-                        topic: leaf.into(),
+                        topic: name,
                         text,
                         urgent,
                     },
                 );
             }
-            _ => {
-                if let Some(cam) = leaf
-                    .strip_prefix("camera/")
-                    .and_then(|c| c.strip_suffix("/health"))
-                {
-                    g.cameras.insert(
-                        cam.to_string(),
-                        Camera {
-                            id: cam.into(),
-                            state: v["state"].as_str().unwrap_or("unknown").into(),
-                            problems: v["problems"]
-                                .as_array()
-                                .map(|a| {
-                                    a.iter()
-                                        .filter_map(|p| p.as_str().map(String::from))
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                            since: v["since"].as_str().map(String::from),
-                        },
-                    );
-                }
+            Leaf::Health(cam) => {
+                g.cameras.insert(
+                    cam.to_string(),
+                    Camera {
+                        id: cam.into(),
+                        state: v["state"].as_str().unwrap_or("unknown").into(),
+                        problems: v["problems"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|p| p.as_str().map(String::from))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        since: v["since"].as_str().map(String::from),
+                    },
+                );
             }
+            Leaf::Cmd | Leaf::Other(_) => {}
         }
     }
 }

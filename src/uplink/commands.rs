@@ -131,7 +131,7 @@ impl CommandLink {
         let _unsubscribed = Unsubscribed(&self.stats.commands);
         let m = &self.config.mqtt;
         let mut backoff = Backoff::new(m.reconnect_min, m.reconnect_max);
-        let cmd_topic = super::topic(&self.config, "cmd");
+        let cmd_topic = self.config.topic(crate::topics::Leaf::Cmd);
         let mut clear_retained = false;
         let mut alerts = Alerts {
             last: [None; 2],

@@ -21,9 +21,11 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, 
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::Buffer;
+use crate::bus::{Gauges, Outbox, Retained};
 use crate::clock::{rfc3339_ms, Clock};
 use crate::config::{Config, PayloadFormat};
 use crate::record::{Class, Record};
+use crate::topics::Leaf;
 
 use crate::proto::backoff::Backoff;
 use session::Session;
@@ -38,100 +40,6 @@ pub struct UplinkStats {
     pub delivered: AtomicU64,
     /// What the command link received and refused.
     pub commands: commands::CommandStats,
-}
-
-/// Latest-value retained messages (camera health): not buffered, since only the newest value
-/// matters; every value is (re)published on each connect, and changes as they happen.
-#[derive(Default)]
-pub struct Retained {
-    inner: std::sync::Mutex<RetainedInner>,
-    notify: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct RetainedInner {
-    values: std::collections::BTreeMap<String, Vec<u8>>,
-    dirty: std::collections::BTreeSet<String>,
-}
-
-impl Retained {
-    /// Sets `topic` to `payload` (an empty payload clears the retained message).
-    pub fn set(&self, topic: String, payload: Vec<u8>) {
-        let mut g = self.inner.lock().unwrap();
-        if g.values.get(&topic) == Some(&payload) {
-            return;
-        }
-        g.values.insert(topic.clone(), payload);
-        g.dirty.insert(topic);
-        drop(g);
-        self.notify.notify_one();
-    }
-
-    pub fn get(&self, topic: &str) -> Option<Vec<u8>> {
-        self.inner.lock().unwrap().values.get(topic).cloned()
-    }
-
-    /// How many retained camera health messages say anything but "up".
-    pub fn cameras_not_up(&self) -> usize {
-        let g = self.inner.lock().unwrap();
-        g.values
-            .iter()
-            .filter(|(t, v)| {
-                t.contains("/camera/")
-                    && !v.is_empty()
-                    && !v.windows(13).any(|w| w == br#""state":"up""#)
-            })
-            .count()
-    }
-
-    fn mark_all_dirty(&self) {
-        let mut g = self.inner.lock().unwrap();
-        let keys: Vec<String> = g.values.keys().cloned().collect();
-        g.dirty.extend(keys);
-    }
-
-    fn take_dirty(&self) -> Vec<(String, Vec<u8>)> {
-        let mut g = self.inner.lock().unwrap();
-        let dirty = std::mem::take(&mut g.dirty);
-        let out = dirty
-            .into_iter()
-            .filter_map(|t| g.values.get(&t).map(|v| (t, v.clone())))
-            .collect();
-        // Cleared topics are published once, then forgotten.
-        g.values.retain(|_, v| !v.is_empty());
-        out
-    }
-
-    /// Puts back what could not be published.
-    fn restore(&self, items: Vec<(String, Vec<u8>)>) {
-        let mut g = self.inner.lock().unwrap();
-        for (t, v) in items {
-            g.values.entry(t.clone()).or_insert(v);
-            g.dirty.insert(t);
-        }
-    }
-}
-
-/// Messages to publish once, QoS 1, not retained and not buffered (command results).
-#[derive(Default)]
-pub struct Outbox {
-    queue: std::sync::Mutex<std::collections::VecDeque<(String, Vec<u8>)>>,
-    notify: tokio::sync::Notify,
-}
-
-impl Outbox {
-    pub fn push(&self, topic: String, payload: Vec<u8>) {
-        self.queue.lock().unwrap().push_back((topic, payload));
-        self.notify.notify_one();
-    }
-
-    fn pop(&self) -> Option<(String, Vec<u8>)> {
-        self.queue.lock().unwrap().pop_front()
-    }
-
-    fn push_front(&self, item: (String, Vec<u8>)) {
-        self.queue.lock().unwrap().push_front(item);
-    }
 }
 
 /// Everything the uplink needs, fixed for its lifetime.
@@ -155,22 +63,6 @@ pub struct Uplink {
     pub gauges: Arc<Gauges>,
 }
 
-/// Named telemetry readings that other parts keep current.
-#[derive(Default)]
-pub struct Gauges(std::sync::Mutex<serde_json::Map<String, serde_json::Value>>);
-
-impl Gauges {
-    pub fn set(&self, key: &str, value: serde_json::Value) {
-        self.0.lock().unwrap().insert(key.to_string(), value);
-    }
-    pub fn get(&self, key: &str) -> Option<serde_json::Value> {
-        self.0.lock().unwrap().get(key).cloned()
-    }
-    pub fn snapshot(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
 /// Connection options from `[mqtt]`: address, keep-alive, credentials, TLS.
 pub fn mqtt_options(m: &crate::config::Mqtt, client_id: String) -> anyhow::Result<MqttOptions> {
     let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
@@ -187,12 +79,18 @@ pub fn mqtt_options(m: &crate::config::Mqtt, client_id: String) -> anyhow::Resul
 }
 
 /// Topic names under `T = {prefix}/{ward}/{gateway}`.
-pub fn topic(config: &Config, leaf: &str) -> String {
-    format!("{}/{leaf}", config.topic_root())
+pub fn topic(config: &Config, leaf: Leaf<'_>) -> String {
+    config.topic(leaf)
 }
 
 pub fn record_topic(config: &Config, class: Class) -> String {
-    topic(config, class.name())
+    topic(
+        config,
+        match class {
+            Class::Event => Leaf::Event,
+            Class::Alert => Leaf::Alert,
+        },
+    )
 }
 
 /// The wire payload of a buffered record in the configured format.
@@ -256,7 +154,7 @@ impl Uplink {
         o.set_clean_session(true);
         o.set_inflight(m.max_inflight.saturating_add(8));
         o.set_last_will(LastWill::new(
-            topic(&self.config, "status"),
+            topic(&self.config, Leaf::Status),
             self.status_offline(None),
             QoS::AtLeastOnce,
             true,
@@ -337,7 +235,7 @@ impl Uplink {
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut telemetry = tokio::time::interval(self.config.mqtt.telemetry_interval);
         telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let status_topic = topic(&self.config, "status");
+        let status_topic = topic(&self.config, Leaf::Status);
         let format = self.config.mqtt.payload;
         let topics = [
             record_topic(&self.config, Class::Event),
@@ -406,8 +304,8 @@ impl Uplink {
                     }
                 }
                 _ = self.buffer.notified(), if connected && session.can_send() => {}
-                _ = self.retained.notify.notified(), if connected => {}
-                _ = self.outbox.notify.notified(), if connected => {}
+                _ = self.retained.changed(), if connected => {}
+                _ = self.outbox.pushed(), if connected => {}
                 _ = heartbeat.tick() => self.beat.bump(),
                 _ = liveness.tick(), if connected => {
                     if session.link_dead(Instant::now(), keep_alive) {
@@ -416,7 +314,7 @@ impl Uplink {
                     }
                 }
                 _ = telemetry.tick(), if connected => {
-                    let _ = client.try_publish(topic(&self.config, "telemetry"), QoS::AtMostOnce, false, self.telemetry().to_string());
+                    let _ = client.try_publish(topic(&self.config, Leaf::Telemetry), QoS::AtMostOnce, false, self.telemetry().to_string());
                 }
             }
             if connected {

@@ -14,16 +14,16 @@ use serde::Deserialize;
 
 /// The board files shipped with camgw, by name.
 pub const SHIPPED: &[(&str, &str)] = &[
-    ("rpi4", include_str!("../../boards/rpi4.toml")),
-    ("rpi5", include_str!("../../boards/rpi5.toml")),
-    ("rpi3-armhf", include_str!("../../boards/rpi3-armhf.toml")),
-    ("bbb", include_str!("../../boards/bbb.toml")),
-    ("rock-pi-s", include_str!("../../boards/rock-pi-s.toml")),
+    ("rpi4", include_str!("../boards/rpi4.toml")),
+    ("rpi5", include_str!("../boards/rpi5.toml")),
+    ("rpi3-armhf", include_str!("../boards/rpi3-armhf.toml")),
+    ("bbb", include_str!("../boards/bbb.toml")),
+    ("rock-pi-s", include_str!("../boards/rock-pi-s.toml")),
     (
         "orangepi-zero2",
-        include_str!("../../boards/orangepi-zero2.toml"),
+        include_str!("../boards/orangepi-zero2.toml"),
     ),
-    ("sim", include_str!("../../boards/sim.toml")),
+    ("sim", include_str!("../boards/sim.toml")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -336,6 +336,9 @@ pub fn detect(compatible: &[u8]) -> Option<&'static str> {
         })
 }
 
+/// Where auto-detection reads the device's compatible strings.
+pub const DEVICE_TREE: &str = "/proc/device-tree/compatible";
+
 /// Where a `gateway.board` value points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoardRef {
@@ -366,6 +369,24 @@ pub fn reference(value: &str) -> Result<BoardRef, String> {
                         .join(", ")
                 )
             }),
+    }
+}
+
+impl std::fmt::Display for BoardRef {
+    /// The value as it is written in `gateway.board`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoardRef::None => f.write_str("none"),
+            BoardRef::Auto => f.write_str("auto"),
+            BoardRef::Shipped(n) => f.write_str(n),
+            BoardRef::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl serde::Serialize for BoardRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

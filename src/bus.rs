@@ -1,0 +1,173 @@
+//! What the parts share with the uplink besides the buffer: [`Retained`] latest values (camera
+//! health), the [`Outbox`] of one-off messages (command results), and [`Gauges`] that other
+//! parts keep current for telemetry. Health, remote, board and the system sampler write here;
+//! only the uplink reads it out to the broker, so none of them imports the uplink.
+
+/// Latest-value retained messages (camera health): not buffered, since only the newest value
+/// matters; every value is (re)published on each connect, and changes as they happen.
+#[derive(Default)]
+pub struct Retained {
+    inner: std::sync::Mutex<RetainedInner>,
+    notify: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct RetainedInner {
+    values: std::collections::BTreeMap<String, Vec<u8>>,
+    dirty: std::collections::BTreeSet<String>,
+    /// Camera health topics whose state is not `up` (set by [`Retained::set_health`]).
+    not_up: std::collections::BTreeSet<String>,
+}
+
+impl Retained {
+    /// Sets `topic` to `payload` (an empty payload clears the retained message).
+    pub fn set(&self, topic: String, payload: Vec<u8>) {
+        let mut g = self.inner.lock().unwrap();
+        if payload.is_empty() {
+            g.not_up.remove(&topic);
+        }
+        if g.values.get(&topic) == Some(&payload) {
+            return;
+        }
+        g.values.insert(topic.clone(), payload);
+        g.dirty.insert(topic);
+        drop(g);
+        self.notify.notify_one();
+    }
+
+    /// Resolves when a value changes (for the uplink's loop).
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+
+    pub fn get(&self, topic: &str) -> Option<Vec<u8>> {
+        self.inner.lock().unwrap().values.get(topic).cloned()
+    }
+
+    /// A camera's health message, and whether it says `up` (the LED and telemetry count the
+    /// cameras that are not).
+    pub fn set_health(&self, topic: String, payload: Vec<u8>, up: bool) {
+        {
+            let mut g = self.inner.lock().unwrap();
+            if up {
+                g.not_up.remove(&topic);
+            } else {
+                g.not_up.insert(topic.clone());
+            }
+        }
+        self.set(topic, payload);
+    }
+
+    /// How many cameras' health says anything but `up`.
+    pub fn cameras_not_up(&self) -> usize {
+        self.inner.lock().unwrap().not_up.len()
+    }
+
+    /// On a new connection: every value goes out again.
+    pub fn mark_all_dirty(&self) {
+        let mut g = self.inner.lock().unwrap();
+        let keys: Vec<String> = g.values.keys().cloned().collect();
+        g.dirty.extend(keys);
+    }
+
+    /// What changed since the last call (the uplink publishes it).
+    pub fn take_dirty(&self) -> Vec<(String, Vec<u8>)> {
+        let mut g = self.inner.lock().unwrap();
+        let dirty = std::mem::take(&mut g.dirty);
+        let out = dirty
+            .into_iter()
+            .filter_map(|t| g.values.get(&t).map(|v| (t, v.clone())))
+            .collect();
+        // Cleared topics are published once, then forgotten.
+        g.values.retain(|_, v| !v.is_empty());
+        out
+    }
+
+    /// Puts back what could not be published.
+    pub fn restore(&self, items: Vec<(String, Vec<u8>)>) {
+        let mut g = self.inner.lock().unwrap();
+        for (t, v) in items {
+            g.values.entry(t.clone()).or_insert(v);
+            g.dirty.insert(t);
+        }
+    }
+}
+
+/// Messages to publish once, QoS 1, not retained and not buffered (command results).
+#[derive(Default)]
+pub struct Outbox {
+    queue: std::sync::Mutex<std::collections::VecDeque<(String, Vec<u8>)>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Outbox {
+    /// Resolves when a message is pushed (for the uplink's loop).
+    pub async fn pushed(&self) {
+        self.notify.notified().await
+    }
+
+    pub fn push(&self, topic: String, payload: Vec<u8>) {
+        self.queue.lock().unwrap().push_back((topic, payload));
+        self.notify.notify_one();
+    }
+
+    pub fn pop(&self) -> Option<(String, Vec<u8>)> {
+        self.queue.lock().unwrap().pop_front()
+    }
+
+    /// Puts back an item that could not be published.
+    pub fn push_front(&self, item: (String, Vec<u8>)) {
+        self.queue.lock().unwrap().push_front(item);
+    }
+}
+
+/// Named telemetry readings that other parts keep current.
+#[derive(Default)]
+pub struct Gauges(std::sync::Mutex<serde_json::Map<String, serde_json::Value>>);
+
+impl Gauges {
+    pub fn set(&self, key: &str, value: serde_json::Value) {
+        self.0.lock().unwrap().insert(key.to_string(), value);
+    }
+    pub fn get(&self, key: &str) -> Option<serde_json::Value> {
+        self.0.lock().unwrap().get(key).cloned()
+    }
+    pub fn snapshot(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cameras_not_up_follow_the_typed_state_and_clearing() {
+        let r = Retained::default();
+        r.set_health(
+            "t/camera/a/health".into(),
+            br#"{"state":"down"}"#.to_vec(),
+            false,
+        );
+        // The payload's bytes do not decide: a detail quoting "state":"up" is still down.
+        r.set_health(
+            "t/camera/b/health".into(),
+            br#"{"state":"degraded","detail":{"x":"\"state\":\"up\""}}"#.to_vec(),
+            false,
+        );
+        assert_eq!(r.cameras_not_up(), 2);
+        r.set_health(
+            "t/camera/a/health".into(),
+            br#"{"state":"up"}"#.to_vec(),
+            true,
+        );
+        assert_eq!(r.cameras_not_up(), 1);
+        r.set("t/camera/b/health".into(), Vec::new());
+        assert_eq!(r.cameras_not_up(), 0);
+        let dirty = r.take_dirty();
+        assert_eq!(dirty.len(), 2, "both changed topics go out once");
+        assert!(r.take_dirty().is_empty());
+        r.mark_all_dirty();
+        assert_eq!(r.take_dirty().len(), 1, "the cleared one was forgotten");
+    }
+}

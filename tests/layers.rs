@@ -1,0 +1,151 @@
+//! The layering rule, checked on the source: each top-level module may import (`crate::x`)
+//! only modules of a lower layer, so there is no import cycle and no arrow that runs upward.
+//! Test code (`#[cfg(test)]` modules) may also use the simulators.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Lowest first. A module may import modules of earlier layers (and its own layer's peers
+/// only where listed in `PEERS`).
+const LAYERS: &[&[&str]] = &[
+    &[
+        "clock", "logs", "heavy", "faults", "watchdog", "topics", "boardmap",
+    ],
+    &["proto"],
+    &["record", "config"],
+    &["buffer", "bus"],
+    &["events", "uplink"],
+    &["health", "ingest", "board"],
+    &["system", "discover", "trial"],
+    &["remote", "doctor"],
+    &["agent", "sim"],
+    &["station"],
+    &["demo"],
+];
+
+/// Same-layer imports that are allowed: (from, to).
+const PEERS: &[(&str, &str)] = &[("record", "clock"), ("config", "record")];
+
+fn layer_of(m: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&m))
+}
+
+/// The module's source with `#[cfg(test)] mod tests { ... }` blocks cut off (they sit at the
+/// end of each file in this codebase) and comments removed.
+fn production_code(text: &str) -> String {
+    let cut = [
+        "#[cfg(test)]\nmod tests",
+        "#[cfg(all(test, feature = \"sim\"))]\nmod tests",
+    ]
+    .iter()
+    .filter_map(|m| text.find(m))
+    .min()
+    .unwrap_or(text.len());
+    text[..cut]
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn imports(code: &str, tops: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + 7..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            for part in group.split(',') {
+                let name: String = part
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if tops.contains(&name) {
+                    out.insert(name);
+                }
+            }
+        } else {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if tops.contains(&name) {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk(&p, files);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            files.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_import_runs_down_the_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let tops: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let stem = p.file_stem()?.to_str()?.to_string();
+            (p.is_dir() || p.extension().is_some_and(|x| x == "rs")).then_some(stem)
+        })
+        .filter(|m| m != "lib" && m != "main")
+        .collect();
+    for m in &tops {
+        assert!(
+            layer_of(m).is_some(),
+            "module {m} is in no layer: add it to LAYERS"
+        );
+    }
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_string();
+        if top == "lib" || top == "main" {
+            continue;
+        }
+        let code = production_code(&std::fs::read_to_string(&f).unwrap());
+        let mut d = imports(&code, &tops);
+        d.remove(&top);
+        deps.entry(top).or_default().extend(d);
+    }
+    let mut wrong = Vec::new();
+    for (from, to) in &deps {
+        let lf = layer_of(from).unwrap();
+        for t in to {
+            let lt = layer_of(t).unwrap();
+            let peer_ok = PEERS.contains(&(from.as_str(), t.as_str()));
+            if lt > lf || (lt == lf && !peer_ok) {
+                wrong.push(format!("{from} (layer {lf}) imports {t} (layer {lt})"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "upward or sideways imports:\n{}",
+        wrong.join("\n")
+    );
+    // The protocol layer is the boundary for peer bytes: it imports only the foundation.
+    for t in &deps["proto"] {
+        assert_eq!(layer_of(t), Some(0), "proto imports {t}");
+    }
+}
