@@ -403,11 +403,11 @@ mod tests {
         let cam = &c.cameras[0];
         assert_eq!(cam.id, "cam-192-168-1-64");
         assert_eq!(
-            cam.snapshot_url.as_deref(),
-            Some("http://192.168.1.64/ISAPI/Streaming/channels/101/picture")
+            cam.snapshot_url.as_ref().map(|u| u.absolute()).as_deref(),
+            Some("http://192.168.1.64:80/ISAPI/Streaming/channels/101/picture")
         );
         assert_eq!(
-            cam.rtsp_url.as_deref(),
+            cam.rtsp_url.as_ref().map(|u| u.absolute()).as_deref(),
             Some("rtsp://192.168.1.64:554/Streaming/Channels/101")
         );
         assert!(block

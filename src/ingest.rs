@@ -182,17 +182,16 @@ async fn post_event(State(ing): State<Ingest>, req: Request) -> Response {
         .detail
         .map(|d| serde_json::Value::Object(d).to_string())
         .unwrap_or_else(|| "{}".into());
-    let rec = NewRecord {
-        ts_ms: ing.clock.now_ms(),
-        clock_synced: ing.clock.synced(),
-        body: RecordBody::Event {
+    let rec = NewRecord::stamped(
+        ing.clock.as_ref(),
+        RecordBody::Event {
             kind: ev.kind,
             camera: ev.camera,
             source: "ingest".into(),
             state: ev.state,
             detail,
         },
-    };
+    );
     match ing.buffer.append(rec).await {
         Ok(a) => (
             StatusCode::ACCEPTED,

@@ -38,6 +38,18 @@ pub struct NewRecord {
     pub body: Body,
 }
 
+impl NewRecord {
+    /// `body` stamped with the gateway's time and whether its clock is synchronised: the one
+    /// place records get their `ts` and `clock_synced`.
+    pub fn stamped(clock: &dyn crate::clock::Clock, body: Body) -> NewRecord {
+        NewRecord {
+            ts_ms: clock.now_ms(),
+            clock_synced: clock.synced(),
+            body,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Body {
     Alert {

@@ -17,7 +17,6 @@ use crate::buffer::Buffer;
 use crate::bus::Gauges;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::record::{Body, NewRecord};
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Sample {
@@ -137,18 +136,12 @@ impl Sampler {
                 if let Some(low) = change {
                     let kind = if low { "disk_low" } else { "disk_ok" };
                     tracing::warn!(free_mb = free, bound_mb = bound, "{kind}");
-                    let rec = NewRecord {
-                        ts_ms: p.clock.now_ms(),
-                        clock_synced: p.clock.synced(),
-                        body: Body::alert(
-                            kind,
-                            None,
-                            serde_json::json!({"free_mb": free, "bound_mb": bound, "data_dir": config.gateway.data_dir}),
-                        ),
-                    };
-                    if let Err(e) = p.buffer.append(rec).await {
-                        tracing::error!("cannot record the {kind} alert: {e}");
-                    }
+                    p.buffer.alert(
+                        p.clock.as_ref(),
+                        kind,
+                        None,
+                        serde_json::json!({"free_mb": free, "bound_mb": bound, "data_dir": config.gateway.data_dir}),
+                    ).await;
                 }
             }
             let mut sys = serde_json::to_value(&s).unwrap_or_default();

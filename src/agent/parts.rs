@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::health::Monitor;
 use crate::ingest::{self, Ingest};
-use crate::record::{format_id, new_id, Body, NewRecord};
+use crate::record::{format_id, new_id};
 use crate::uplink::{Uplink, UplinkStats};
 
 /// What lives across reconfigurations.
@@ -47,14 +47,9 @@ pub struct Shared {
 impl Shared {
     /// Appends an alert (logging, not failing, when the buffer refuses).
     pub async fn alert(&self, kind: &str, camera: Option<&str>, detail: serde_json::Value) {
-        let rec = NewRecord {
-            ts_ms: self.clock.now_ms(),
-            clock_synced: self.clock.synced(),
-            body: Body::alert(kind, camera, detail),
-        };
-        if let Err(e) = self.buffer.append(rec).await {
-            tracing::error!("cannot record the {kind} alert: {e}");
-        }
+        self.buffer
+            .alert(self.clock.as_ref(), kind, camera, detail)
+            .await;
     }
 }
 

@@ -263,14 +263,9 @@ pub struct Task {
 
 impl Task {
     async fn alert(&self, kind: &str, detail: serde_json::Value) {
-        let rec = crate::record::NewRecord {
-            ts_ms: self.clock.now_ms(),
-            clock_synced: self.clock.synced(),
-            body: crate::record::Body::alert(kind, None, detail),
-        };
-        if let Err(e) = self.buffer.append(rec).await {
-            tracing::error!("cannot record the {kind} alert: {e}");
-        }
+        self.buffer
+            .alert(self.clock.as_ref(), kind, None, detail)
+            .await;
     }
 
     /// Starts the board loop; returns the handle and the task.

@@ -313,6 +313,21 @@ impl Buffer {
     }
 
     /// Appends a record; resolves once it is accepted under the sync mode in force.
+    /// Appends an alert stamped now; a refusal (full disk, closed) is logged, not returned:
+    /// an alert must never stop the part that raises it.
+    pub async fn alert(
+        &self,
+        clock: &dyn crate::clock::Clock,
+        kind: &str,
+        camera: Option<&str>,
+        detail: serde_json::Value,
+    ) {
+        let rec = NewRecord::stamped(clock, crate::record::Body::alert(kind, camera, detail));
+        if let Err(e) = self.append(rec).await {
+            tracing::error!(camera, "cannot record the {kind} alert: {e}");
+        }
+    }
+
     pub async fn append(&self, rec: NewRecord) -> Result<Appended, AppendError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if !self.send(Cmd::Append(rec, tx)) {

@@ -13,6 +13,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::proto::http::Creds;
+pub use crate::proto::http::Url;
+
 pub use validate::{validate, Boards};
 
 /// A password or key: never printed.
@@ -208,12 +211,15 @@ pub struct Camera {
     pub id: String,
     pub vendor: Vendor,
     pub host: String,
+    /// The `username` key, or a user name given in one of the camera's URLs (folded in at
+    /// validation: the URLs hold none). Use [`Camera::creds`].
     pub username: Option<String>,
     pub password: Option<Secret>,
-    pub http_base: String,
-    pub snapshot_url: Option<String>,
-    pub rtsp_url: Option<String>,
-    pub onvif_url: Option<String>,
+    /// `http_base`, or `http://{host}`: the root of the vendor's event APIs.
+    pub http_base: Url,
+    pub snapshot_url: Option<Url>,
+    pub rtsp_url: Option<Url>,
+    pub onvif_url: Option<Url>,
     pub events: Vec<EventSource>,
     /// Whether the health monitor probes this camera (false for a camera that only sends
     /// events and has nothing to probe).
@@ -223,6 +229,19 @@ pub struct Camera {
     /// Whether the password may be sent with Basic auth (in clear) when the camera offers
     /// nothing else; off unless the config asks for it (`basic_auth = true`).
     pub basic_auth: bool,
+}
+
+impl Camera {
+    /// The camera's credentials, by one rule for every probe, stream and command: a user name
+    /// with the password (empty when none is configured: some cameras have none), or none
+    /// without a user name. The password goes out with Basic auth only if `basic_auth`.
+    pub fn creds(&self) -> Option<Creds<'_>> {
+        Some(Creds {
+            user: self.username.as_deref()?,
+            password: self.password.as_ref().map_or("", |p| p.expose()),
+            basic: self.basic_auth,
+        })
+    }
 }
 
 impl Config {

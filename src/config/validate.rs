@@ -190,6 +190,22 @@ impl Walker<'_> {
         Some(s)
     }
 
+    /// A camera URL, checked, then parsed once into the [`Url`] every consumer uses.
+    fn camera_url(&mut self, t: &Table, prefix: &str, key: &str, schemes: &[&str]) -> Option<Url> {
+        let s = self.url(t, prefix, key, schemes)?;
+        self.parsed_url(prefix, key, &s)
+    }
+
+    fn parsed_url(&mut self, prefix: &str, key: &str, s: &str) -> Option<Url> {
+        match Url::parse(s) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                self.problem(join(prefix, key), format!("\"{}\": {e}", redact_url(s)));
+                None
+            }
+        }
+    }
+
     fn url(&mut self, t: &Table, prefix: &str, key: &str, schemes: &[&str]) -> Option<String> {
         let s = self.string(t, prefix, key)?;
         match check_url(&s, schemes) {
@@ -857,17 +873,36 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
             );
         }
     }
-    let username = w.string(t, p, "username");
+    let mut username = w.string(t, p, "username");
     let password = w.string(t, p, "password").map(Secret::new);
     let http_base = if t.contains_key("http_base") {
-        w.url(t, p, "http_base", &["http", "https"])
+        w.camera_url(t, p, "http_base", &["http", "https"])
     } else {
-        host.as_ref().map(|h| format!("http://{h}"))
+        host.as_ref()
+            .and_then(|h| w.parsed_url(p, "host", &format!("http://{h}")))
     };
     let http = &["http", "https"];
-    let snapshot_url = w.url(t, p, "snapshot_url", http);
-    let rtsp_url = w.url(t, p, "rtsp_url", &["rtsp", "rtsps"]);
-    let onvif_url = w.url(t, p, "onvif_url", http);
+    let mut snapshot_url = w.camera_url(t, p, "snapshot_url", http);
+    let mut rtsp_url = w.camera_url(t, p, "rtsp_url", &["rtsp", "rtsps"]);
+    let mut onvif_url = w.camera_url(t, p, "onvif_url", http);
+    // Credentials are resolved here, once: a user name in a URL (a password there is refused
+    // above) stands in for a missing `username`, and the URLs keep none.
+    let mut http_base = http_base;
+    for u in [
+        &mut http_base,
+        &mut snapshot_url,
+        &mut rtsp_url,
+        &mut onvif_url,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some((user, _)) = u.userinfo.take() {
+            if username.is_none() && !user.is_empty() {
+                username = Some(user);
+            }
+        }
+    }
     let mut events = Vec::new();
     match t.get("events") {
         None => {}
@@ -985,6 +1020,36 @@ events = ["hikvision"]
     }
 
     #[test]
+    fn camera_urls_are_typed_and_credentials_resolved_by_one_rule() {
+        let c = validate(&format!(
+            "{GOOD}snapshot_url = \"http://192.168.1.64/ISAPI/Streaming/channels/101/picture\"\nrtsp_url = \"rtsp://192.168.1.64/Streaming/Channels/101\"\n"
+        ))
+        .unwrap();
+        let cam = &c.cameras[0];
+        assert_eq!(cam.rtsp_url.as_ref().unwrap().port, 554);
+        assert_eq!(
+            cam.snapshot_url.as_ref().unwrap().path,
+            "/ISAPI/Streaming/channels/101/picture"
+        );
+        let cr = cam.creds().unwrap();
+        assert_eq!((cr.user, cr.password, cr.basic), ("admin", "secret", false));
+        // A user name in a URL stands in for `username`; the URL keeps none; no password
+        // configured means an empty one, for every consumer alike.
+        let text = GOOD.replace(
+            "username = \"admin\"\npassword = \"secret\"\n",
+            "basic_auth = true\n",
+        ) + "rtsp_url = \"rtsp://viewer@192.168.1.64/live\"\n";
+        let c = validate(&text).unwrap();
+        let cam = &c.cameras[0];
+        assert_eq!(cam.rtsp_url.as_ref().unwrap().userinfo, None);
+        let cr = cam.creds().unwrap();
+        assert_eq!((cr.user, cr.password, cr.basic), ("viewer", "", true));
+        // No user name anywhere: no credentials.
+        let c = validate(&GOOD.replace("username = \"admin\"\n", "")).unwrap();
+        assert!(c.cameras[0].creds().is_none());
+    }
+
+    #[test]
     fn good_config_gets_contract_defaults() {
         let c = validate(GOOD).unwrap();
         assert_eq!(c.mqtt.port, 1883);
@@ -998,7 +1063,7 @@ events = ["hikvision"]
         assert_eq!(c.health.recover_threshold, 2);
         assert_eq!(c.gateway.board, BoardRef::None);
         assert_eq!(c.ingest, None);
-        assert_eq!(c.cameras[0].http_base, "http://192.168.1.64");
+        assert_eq!(c.cameras[0].http_base.absolute(), "http://192.168.1.64:80/");
         assert_eq!(c.topic_root(), "camgw/q1-p05/q1-p05-gw03");
     }
 

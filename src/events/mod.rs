@@ -94,17 +94,16 @@ impl Hub {
     }
 
     async fn emit(&self, camera: &str, source: &str, out: Output, detail: serde_json::Value) {
-        let rec = NewRecord {
-            ts_ms: self.clock.now_ms(),
-            clock_synced: self.clock.synced(),
-            body: Body::Event {
+        let rec = NewRecord::stamped(
+            self.clock.as_ref(),
+            Body::Event {
                 kind: "motion".into(),
                 camera: camera.into(),
                 source: source.into(),
                 state: out.state().into(),
                 detail: detail.to_string(),
             },
-        };
+        );
         if let Err(e) = self.buffer.append(rec).await {
             tracing::error!(camera, "cannot buffer a motion event: {e}");
         }
@@ -122,18 +121,14 @@ impl Hub {
             }
             last.insert(camera.to_string(), now);
         }
-        let rec = NewRecord {
-            ts_ms: now,
-            clock_synced: self.clock.synced(),
-            body: Body::alert(
+        self.buffer
+            .alert(
+                self.clock.as_ref(),
                 "tamper",
                 Some(camera),
                 json!({"source": source, "camera_event": detail}),
-            ),
-        };
-        if let Err(e) = self.buffer.append(rec).await {
-            tracing::error!(camera, "cannot buffer a tamper alert: {e}");
-        }
+            )
+            .await;
     }
 
     fn state(&self, camera: &str, source: &'static str, f: impl FnOnce(&mut StreamState)) {
@@ -383,12 +378,11 @@ impl Hub {
             "hikvision" => "/ISAPI/Event/notification/alertStream",
             _ => "/cgi-bin/eventManager.cgi?action=attach&codes=[All]&heartbeat=5",
         };
-        let url = Url::parse(&format!("{}{path}", cam.http_base.trim_end_matches('/')))
-            .map_err(|e| format!("http_base: {e}"))?;
-        let creds = match (&cam.username, &cam.password) {
-            (Some(u), Some(p)) => Some((u.clone(), p.expose().to_string())),
-            _ => None,
-        };
+        let mut url = cam.http_base.clone();
+        url.path = format!("{}{path}", url.path.trim_end_matches('/'));
+        let creds = cam
+            .creds()
+            .map(|c| (c.user.to_string(), c.password.to_string()));
         let basic = cam.basic_auth;
         let timeout = self.config.events.read_timeout;
         let open = |auth: Option<String>| {

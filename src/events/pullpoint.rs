@@ -66,12 +66,11 @@ impl Hub {
     ) -> Result<(), String> {
         let base = cam
             .onvif_url
-            .as_deref()
-            .and_then(|u| Url::parse(u).ok())
+            .clone()
             .ok_or("events = [\"onvif\"] needs onvif_url")?;
-        let (user, pass) = match (&cam.username, &cam.password) {
-            (Some(u), Some(p)) => (u.clone(), p.expose().to_string()),
-            _ => return Err("ONVIF events need username and password".into()),
+        let (user, pass) = match cam.creds() {
+            Some(c) => (c.user.to_string(), c.password.to_string()),
+            None => return Err("ONVIF events need a username".into()),
         };
         let timeout = self.config.events.read_timeout;
         let clock = self.clock.clone();
@@ -163,12 +162,12 @@ impl Hub {
         let Some((sub, offset)) = self.onvif_subs.lock().unwrap().remove(&cam.id) else {
             return;
         };
-        let (Some(user), Some(pass)) = (&cam.username, &cam.password) else {
+        let Some(c) = cam.creds() else {
             return;
         };
         let h = self.token(
-            user,
-            pass.expose(),
+            c.user,
+            c.password,
             offset,
             Some((&sub, onvif::UNSUBSCRIBE.0)),
         );

@@ -25,7 +25,7 @@ use crate::buffer::Buffer;
 use crate::bus::Retained;
 use crate::clock::{rfc3339_ms, Clock};
 use crate::config::{Camera, Config};
-use crate::proto::http::{self, Creds, Url};
+use crate::proto::http;
 use crate::proto::onvif::device as onvif;
 use crate::record::{Body, NewRecord};
 
@@ -62,14 +62,6 @@ pub struct Memory {
     pub thumb: Option<image::Thumb>,
 }
 
-fn creds(cam: &Camera, url: &Url) -> Option<(String, String)> {
-    match (&cam.username, &cam.password) {
-        (Some(u), Some(p)) => Some((u.clone(), p.expose().to_string())),
-        (Some(u), None) => Some((u.clone(), String::new())),
-        _ => url.userinfo.clone(),
-    }
-}
-
 /// The (host, port) pairs a camera should accept TCP connections on.
 fn ports(cam: &Camera) -> Vec<(String, u16)> {
     let mut v: Vec<(String, u16)> = [
@@ -80,8 +72,7 @@ fn ports(cam: &Camera) -> Vec<(String, u16)> {
     ]
     .into_iter()
     .flatten()
-    .filter_map(|u| Url::parse(u).ok())
-    .map(|u| (u.host, u.port))
+    .map(|u| (u.host.clone(), u.port))
     .collect();
     v.sort();
     v.dedup();
@@ -117,31 +108,21 @@ pub async fn probe_round(
     }
     // 2-4. Snapshot, RTSP, ONVIF, concurrently.
     let snap = async {
-        let u = cam
-            .snapshot_url
-            .as_deref()
-            .and_then(|u| Url::parse(u).ok())?;
-        let c = creds(cam, &u);
-        let cr = c.as_ref().map(|(u, p)| Creds {
-            user: u,
-            password: p,
-            basic: cam.basic_auth,
-        });
+        let u = cam.snapshot_url.as_ref()?;
         Some(
             tokio::time::timeout(
                 timeout,
-                http::request_auth(&u, "GET", &[], &[], cr, MAX_SNAPSHOT),
+                http::request_auth(u, "GET", &[], &[], cam.creds(), MAX_SNAPSHOT),
             )
             .await,
         )
     };
     let rtsp = async {
-        let u = cam.rtsp_url.as_deref().and_then(|u| Url::parse(u).ok())?;
-        let c = creds(cam, &u);
+        let u = cam.rtsp_url.as_ref()?;
         Some(
             rtsp::probe(
-                &u,
-                c.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                u,
+                cam.creds().map(|c| (c.user, c.password)),
                 cam.basic_auth,
                 Instant::now() + timeout,
             )
@@ -149,14 +130,14 @@ pub async fn probe_round(
         )
     };
     let onvif = async {
-        let u = cam.onvif_url.as_deref().and_then(|u| Url::parse(u).ok())?;
-        let c = creds(cam, &u);
-        let cr = c.as_ref().map(|(u, p)| Creds {
-            user: u,
-            password: p,
-            basic: cam.basic_auth,
-        });
-        Some(tokio::time::timeout(timeout, onvif::probe(&u, cr, timeout, || clock.now_ms())).await)
+        let u = cam.onvif_url.as_ref()?;
+        Some(
+            tokio::time::timeout(
+                timeout,
+                onvif::probe(u, cam.creds(), timeout, || clock.now_ms()),
+            )
+            .await,
+        )
     };
     let (snap, rtsp, onvif) = tokio::join!(snap, rtsp, onvif);
 
@@ -502,11 +483,7 @@ impl Monitor {
             if let Some(t) = &transition {
                 tracing::info!(camera = %cam.id, from = t.from.name(), to = t.to.name(), problems = ?t.problems.iter().map(|p| p.name()).collect::<Vec<_>>(), "camera health changed");
                 if let Some(body) = alert_for(&cam.id, t, &round.detail) {
-                    let rec = NewRecord {
-                        ts_ms: now,
-                        clock_synced: self.clock.synced(),
-                        body,
-                    };
+                    let rec = NewRecord::stamped(self.clock.as_ref(), body);
                     if let Err(e) = self.buffer.append(rec).await {
                         tracing::error!("cannot buffer the health alert: {e}");
                     }

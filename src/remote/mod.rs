@@ -22,7 +22,6 @@ use crate::bus::Retained;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::health::health_topic;
-use crate::proto::http::{Creds, Url};
 use crate::proto::onvif::device;
 
 /// The config text with every `password` value replaced by `"***"`.
@@ -254,33 +253,17 @@ async fn reboot_camera(sup: &impl Control, camera: Option<&str>) -> Result<Value
             json!({"camera": id, "method": "relay", "relay": relay, "off_s": off.as_secs()}),
         );
     }
-    let url = cam
-        .onvif_url
-        .as_deref()
-        .and_then(|u| Url::parse(u).ok())
-        .ok_or_else(|| {
-            format!(
-                "camera \"{id}\" has no relay on this board and no onvif_url to reboot it through"
-            )
-        })?;
-    let (user, pass) = match (&cam.username, &cam.password) {
-        (Some(u), Some(p)) => (u.clone(), p.expose().to_string()),
-        _ => {
-            return Err(format!(
-                "camera \"{id}\" has no credentials for ONVIF SystemReboot"
-            ))
-        }
-    };
+    let url = cam.onvif_url.clone().ok_or_else(|| {
+        format!("camera \"{id}\" has no relay on this board and no onvif_url to reboot it through")
+    })?;
+    let creds = cam
+        .creds()
+        .ok_or_else(|| format!("camera \"{id}\" has no username for ONVIF SystemReboot"))?;
     // The camera's clock may be off: measure it, as the health probe does.
     let clock = sup.clock();
     let offset = device::clock_offset(&url, config.health.timeout, move || clock.now_ms())
         .await
         .unwrap_or(0);
-    let creds = Creds {
-        user: &user,
-        password: &pass,
-        basic: cam.basic_auth,
-    };
     let created = crate::proto::onvif::created(sup.clock().now_ms(), offset);
     let message = device::reboot(&url, creds, &created, config.health.timeout * 2).await?;
     Ok(json!({"camera": id, "method": "onvif", "message": message}))

@@ -25,7 +25,6 @@ use crate::buffer::Buffer;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::proto::backoff::Backoff;
-use crate::record::{Body, NewRecord};
 
 /// The largest packet read on the command link. Envelopes above their own bound (256 KiB)
 /// but below this one are read and refused with a result that says so; above this one the
@@ -109,14 +108,9 @@ impl CommandLink {
                 serde_json::json!({"reason": "retained", "count": count, "what": "a retained message was delivered on the command topic; commands are never retained, so it was not obeyed"})
             }
         };
-        let rec = NewRecord {
-            ts_ms: self.clock.now_ms(),
-            clock_synced: self.clock.synced(),
-            body: Body::alert("command_refused", None, detail),
-        };
-        if let Err(e) = self.buffer.append(rec).await {
-            tracing::warn!("cannot buffer the command_refused alert: {e}");
-        }
+        self.buffer
+            .alert(self.clock.as_ref(), "command_refused", None, detail)
+            .await;
     }
 
     /// Runs until `shutdown`.
