@@ -81,7 +81,9 @@ pub fn raise_fd_limit() -> u64 {
             }
         }
     }
-    r.rlim_cur
+    // `rlim_t` is 32 bits on armv7 (glibc), 64 elsewhere.
+    #[allow(clippy::useless_conversion)]
+    u64::from(r.rlim_cur)
 }
 
 #[derive(Clone)]
