@@ -79,18 +79,11 @@ pub fn mqtt_options(m: &crate::config::Mqtt, client_id: String) -> anyhow::Resul
 }
 
 /// Topic names under `T = {prefix}/{ward}/{gateway}`.
-pub fn topic(config: &Config, leaf: Leaf<'_>) -> String {
-    config.topic(leaf)
-}
-
 pub fn record_topic(config: &Config, class: Class) -> String {
-    topic(
-        config,
-        match class {
-            Class::Event => Leaf::Event,
-            Class::Alert => Leaf::Alert,
-        },
-    )
+    config.topic(match class {
+        Class::Event => Leaf::Event,
+        Class::Alert => Leaf::Alert,
+    })
 }
 
 /// The wire payload of a buffered record in the configured format.
@@ -154,7 +147,7 @@ impl Uplink {
         o.set_clean_session(true);
         o.set_inflight(m.max_inflight.saturating_add(8));
         o.set_last_will(LastWill::new(
-            topic(&self.config, Leaf::Status),
+            self.config.topic(Leaf::Status),
             self.status_offline(None),
             QoS::AtLeastOnce,
             true,
@@ -235,7 +228,7 @@ impl Uplink {
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut telemetry = tokio::time::interval(self.config.mqtt.telemetry_interval);
         telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let status_topic = topic(&self.config, Leaf::Status);
+        let status_topic = self.config.topic(Leaf::Status);
         let format = self.config.mqtt.payload;
         let topics = [
             record_topic(&self.config, Class::Event),
@@ -314,7 +307,7 @@ impl Uplink {
                     }
                 }
                 _ = telemetry.tick(), if connected => {
-                    let _ = client.try_publish(topic(&self.config, Leaf::Telemetry), QoS::AtMostOnce, false, self.telemetry().to_string());
+                    let _ = client.try_publish(self.config.topic(Leaf::Telemetry), QoS::AtMostOnce, false, self.telemetry().to_string());
                 }
             }
             if connected {

@@ -130,23 +130,8 @@ pub async fn call(
 ) -> Result<http::Response, CallError> {
     let ct = format!("application/soap+xml; charset=utf-8; action=\"{action}\"");
     let headers = [("Content-Type", ct)];
-    let r = match creds {
-        Some(c) => {
-            tokio::time::timeout(
-                timeout,
-                http::request_auth(url, "POST", &headers, body.as_bytes(), Some(c), MAX_SOAP),
-            )
-            .await
-        }
-        None => {
-            tokio::time::timeout(
-                timeout,
-                http::request(url, "POST", &headers, body.as_bytes(), MAX_SOAP),
-            )
-            .await
-        }
-    };
-    match r {
+    let request = http::request_auth(url, "POST", &headers, body.as_bytes(), creds, MAX_SOAP);
+    match tokio::time::timeout(timeout, request).await {
         Err(_) => Err(CallError::Timeout),
         Ok(Err(http::HttpError::Connect(e))) => Err(CallError::Connect(e.to_string())),
         Ok(Err(e)) => Err(CallError::Http(e.to_string())),
