@@ -14,7 +14,12 @@ fn rec() -> NewRecord {
     NewRecord {
         ts_ms: 1_796_000_000_000,
         clock_synced: true,
-        body: Body::motion("cam01", "ingest", "start"),
+        body: Body::motion(
+            "cam01",
+            camgw::record::Source::Ingest,
+            camgw::record::MotionState::Start,
+            serde_json::Value::Null,
+        ),
     }
 }
 

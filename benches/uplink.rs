@@ -34,8 +34,9 @@ fn prefill(data: &std::path::Path, n: usize) {
             clock_synced: true,
             body: Body::motion(
                 if i % 2 == 0 { "cam01" } else { "cam02" },
-                "ingest",
-                "pulse",
+                camgw::record::Source::Ingest,
+                camgw::record::MotionState::Pulse,
+                serde_json::Value::Null,
             ),
         })
         .unwrap();

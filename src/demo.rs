@@ -596,13 +596,14 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
         );
     }
     let mut not_seen = Vec::new();
-    for src in ["hikvision", "dahua", "onvif", "gpio", "ingest"] {
-        if !g.sources.contains(src) {
+    for src in crate::record::Source::ALL {
+        if !g.sources.contains(src.name()) {
             not_seen.push(format!("motion via {src}"));
         }
     }
-    for k in ["camera_down", "camera_up", "enclosure_open"] {
-        if !g.alert_kinds.contains(k) {
+    use crate::record::AlertKind as K;
+    for k in [K::CameraDown, K::CameraUp, K::EnclosureOpen] {
+        if !g.alert_kinds.contains(k.name()) {
             not_seen.push(format!("a {k} alert"));
         }
     }

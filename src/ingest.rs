@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::{AppendError, Buffer};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::record::{format_id, Body as RecordBody, NewRecord};
+use crate::record::{format_id, Body as RecordBody, MotionState, NewRecord, Source};
 
 pub const MAX_BODY: usize = 64 * 1024;
 /// A request head must be complete this long after the connection opens (or goes idle).
@@ -165,7 +165,7 @@ async fn post_event(State(ing): State<Ingest>, req: Request) -> Response {
             ),
         );
     }
-    if !["start", "end", "pulse"].contains(&ev.state.as_str()) {
+    let Some(state) = MotionState::parse(&ev.state) else {
         return error(
             StatusCode::BAD_REQUEST,
             format!(
@@ -173,26 +173,17 @@ async fn post_event(State(ing): State<Ingest>, req: Request) -> Response {
                 crate::logs::clip(&ev.state)
             ),
         );
-    }
+    };
     if ing.config.camera(&ev.camera).is_none() {
         return error(
             StatusCode::NOT_FOUND,
             format!("unknown camera \"{}\"", crate::logs::clip(&ev.camera)),
         );
     }
-    let detail = ev
-        .detail
-        .map(|d| serde_json::Value::Object(d).to_string())
-        .unwrap_or_else(|| "{}".into());
+    let detail = ev.detail.map(serde_json::Value::Object).unwrap_or_default();
     let rec = NewRecord::stamped(
         ing.clock.as_ref(),
-        RecordBody::Event {
-            kind: ev.kind,
-            camera: ev.camera,
-            source: "ingest".into(),
-            state: ev.state,
-            detail,
-        },
+        RecordBody::motion(&ev.camera, Source::Ingest, state, detail),
     );
     match ing.buffer.append(rec).await {
         Ok(a) => (

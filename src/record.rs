@@ -30,6 +30,94 @@ impl Class {
     }
 }
 
+/// Defines a closed set of wire names: the enum, `ALL`, `name()` and `parse()`.
+macro_rules! wire_names {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vm])* $v,)* }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+            /// The name on the wire.
+            pub fn name(self) -> &'static str {
+                match self { $($name::$v => $s,)* }
+            }
+            pub fn parse(s: &str) -> Option<$name> {
+                match s { $($s => Some($name::$v),)* _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+wire_names! {
+    /// Where a motion event came from: `source` on `T/event`.
+    Source {
+        Onvif => "onvif",
+        Hikvision => "hikvision",
+        Dahua => "dahua",
+        Gpio => "gpio",
+        Ingest => "ingest",
+    }
+}
+
+wire_names! {
+    /// Every alert the agent raises: `kind` on `T/alert` (docs/reference.md says when).
+    AlertKind {
+        CameraDown => "camera_down",
+        CameraDegraded => "camera_degraded",
+        CameraUp => "camera_up",
+        Tamper => "tamper",
+        EnclosureOpen => "enclosure_open",
+        EnclosureClosed => "enclosure_closed",
+        CameraPowerCycled => "camera_power_cycled",
+        OverTemperature => "over_temperature",
+        TemperatureOk => "temperature_ok",
+        BoardFault => "board_fault",
+        DiskLow => "disk_low",
+        DiskOk => "disk_ok",
+        BufferDropped => "buffer_dropped",
+        BufferCorrupt => "buffer_corrupt",
+        UncleanShutdown => "unclean_shutdown",
+        ConfigApplied => "config_applied",
+        ConfigRejected => "config_rejected",
+        ConfigRolledBack => "config_rolled_back",
+        CommandRefused => "command_refused",
+    }
+}
+
+impl AlertKind {
+    /// Whether a duty officer should look now (the station shows these first).
+    pub fn urgent(self) -> bool {
+        matches!(
+            self,
+            AlertKind::CameraDown
+                | AlertKind::Tamper
+                | AlertKind::EnclosureOpen
+                | AlertKind::OverTemperature
+                | AlertKind::DiskLow
+                | AlertKind::BufferDropped
+                | AlertKind::BoardFault
+                | AlertKind::ConfigRolledBack
+        )
+    }
+}
+
+wire_names! {
+    /// `state` of a motion event.
+    MotionState {
+        Start => "start",
+        End => "end",
+        Pulse => "pulse",
+    }
+}
+
 /// What a source hands to the buffer; the buffer adds `seq` and `id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewRecord {
@@ -77,21 +165,31 @@ impl Body {
     }
 
     /// An alert with a JSON detail.
-    pub fn alert(kind: &str, camera: Option<&str>, detail: serde_json::Value) -> Body {
+    pub fn alert(kind: AlertKind, camera: Option<&str>, detail: serde_json::Value) -> Body {
         Body::Alert {
-            kind: kind.to_string(),
+            kind: kind.name().to_string(),
             camera: camera.map(str::to_string),
             detail: detail.to_string(),
         }
     }
 
-    pub fn motion(camera: &str, source: &str, state: &str) -> Body {
+    /// A motion event with a JSON detail (`{}` when there is nothing to add).
+    pub fn motion(
+        camera: &str,
+        source: Source,
+        state: MotionState,
+        detail: serde_json::Value,
+    ) -> Body {
+        let detail = match detail {
+            serde_json::Value::Null => "{}".into(),
+            d => d.to_string(),
+        };
         Body::Event {
             kind: "motion".into(),
             camera: camera.into(),
-            source: source.into(),
-            state: state.into(),
-            detail: "{}".into(),
+            source: source.name().into(),
+            state: state.name().into(),
+            detail,
         }
     }
 }
@@ -260,7 +358,12 @@ mod tests {
             id: 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
             ts_ms: 1_796_000_000_000,
             clock_synced: true,
-            body: Body::motion("cam01", "ingest", "start"),
+            body: Body::motion(
+                "cam01",
+                Source::Ingest,
+                MotionState::Start,
+                serde_json::Value::Null,
+            ),
         }
     }
 
@@ -268,7 +371,12 @@ mod tests {
     #[test]
     fn postcard_events_are_well_under_json() {
         let mut r = event();
-        r.body = Body::motion("cam01", "hikvision", "start");
+        r.body = Body::motion(
+            "cam01",
+            Source::Hikvision,
+            MotionState::Start,
+            serde_json::Value::Null,
+        );
         let json = r.to_json().to_string().len();
         let pc = r.to_postcard().len();
         eprintln!("motion event: JSON {json} bytes, postcard {pc} bytes");
@@ -290,9 +398,35 @@ mod tests {
     }
 
     #[test]
+    fn wire_names_are_unique_snake_case_and_parse_back() {
+        let mut names = std::collections::HashSet::new();
+        let all = AlertKind::ALL.iter().map(|k| k.name());
+        let all = all.chain(Source::ALL.iter().map(|s| s.name()));
+        for n in all.chain(MotionState::ALL.iter().map(|s| s.name())) {
+            assert!(names.insert(n), "{n} named twice");
+            assert!(
+                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{n}"
+            );
+        }
+        for k in AlertKind::ALL {
+            assert_eq!(AlertKind::parse(k.name()), Some(*k));
+        }
+        for s in Source::ALL {
+            assert_eq!(Source::parse(s.name()), Some(*s));
+        }
+        assert_eq!(AlertKind::parse("Camera_Down"), None);
+        assert_eq!(Source::ALL.len(), 5, "the contract names five sources");
+    }
+
+    #[test]
     fn alert_json_carries_null_camera_and_detail() {
         let r = Record {
-            body: Body::alert("buffer_dropped", None, serde_json::json!({"count": 7})),
+            body: Body::alert(
+                AlertKind::BufferDropped,
+                None,
+                serde_json::json!({"count": 7}),
+            ),
             ..event()
         };
         let v = r.to_json();

@@ -134,7 +134,11 @@ impl Sampler {
                 let change = alarm.update(free as f64);
                 p.disk_low.store(alarm.active(), Ordering::Relaxed);
                 if let Some(low) = change {
-                    let kind = if low { "disk_low" } else { "disk_ok" };
+                    let kind = if low {
+                        crate::record::AlertKind::DiskLow
+                    } else {
+                        crate::record::AlertKind::DiskOk
+                    };
                     tracing::warn!(free_mb = free, bound_mb = bound, "{kind}");
                     p.buffer.alert(
                         p.clock.as_ref(),

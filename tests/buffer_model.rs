@@ -128,9 +128,18 @@ fn rec(alert: bool) -> NewRecord {
         ts_ms: 1_700_000_000_000,
         clock_synced: true,
         body: if alert {
-            Body::alert("camera_down", Some("cam01"), serde_json::json!({"n": 1}))
+            Body::alert(
+                camgw::record::AlertKind::CameraDown,
+                Some("cam01"),
+                serde_json::json!({"n": 1}),
+            )
         } else {
-            Body::motion("cam01", "ingest", "start")
+            Body::motion(
+                "cam01",
+                camgw::record::Source::Ingest,
+                camgw::record::MotionState::Start,
+                serde_json::Value::Null,
+            )
         },
     }
 }

@@ -149,3 +149,46 @@ fn every_import_runs_down_the_layers() {
         assert_eq!(layer_of(t), Some(0), "proto imports {t}");
     }
 }
+
+/// Alert kinds and event sources are named once, in `record` (the enums): no other
+/// production code spells one as a string literal.
+#[test]
+fn alert_kinds_and_event_sources_are_spelled_only_in_record() {
+    use camgw::record::{AlertKind, Source};
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    // Words that are also something else: a board pin role and a telemetry field ("tamper",
+    // "disk_low"), and the vendor names, which three sources share ("onvif", ...).
+    let shared = ["tamper", "disk_low", "onvif", "hikvision", "dahua"];
+    let names: Vec<String> = AlertKind::ALL
+        .iter()
+        .map(|k| k.name())
+        .chain(Source::ALL.iter().map(|s| s.name()))
+        .filter(|n| !shared.contains(n))
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    assert!(names.len() > 15, "{names:?}");
+    let mut found = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().to_string();
+        // The enums themselves; the config's `events = [...]` keys and the board map's pin
+        // roles are their own vocabularies that happen to share a word.
+        if ["record.rs", "config/validate.rs", "boardmap.rs"].contains(&rel.as_str()) {
+            continue;
+        }
+        let code = production_code(&std::fs::read_to_string(&f).unwrap());
+        for (i, line) in code.lines().enumerate() {
+            for n in &names {
+                if line.contains(n.as_str()) {
+                    found.push(format!("src/{rel}:{}: {n}", i + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "spelled outside record.rs:\n{}",
+        found.join("\n")
+    );
+}

@@ -110,7 +110,7 @@ pub async fn run(
         tracing::warn!("{reason}");
         shared
             .alert(
-                "config_rolled_back",
+                crate::record::AlertKind::ConfigRolledBack,
                 None,
                 serde_json::json!({"source": "set_config", "reason": reason}),
             )

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::health::Monitor;
 use crate::ingest::{self, Ingest};
-use crate::record::{format_id, new_id};
+use crate::record::{format_id, new_id, AlertKind};
 use crate::uplink::{Uplink, UplinkStats};
 
 /// What lives across reconfigurations.
@@ -46,7 +46,7 @@ pub struct Shared {
 
 impl Shared {
     /// Appends an alert (logging, not failing, when the buffer refuses).
-    pub async fn alert(&self, kind: &str, camera: Option<&str>, detail: serde_json::Value) {
+    pub async fn alert(&self, kind: AlertKind, camera: Option<&str>, detail: serde_json::Value) {
         self.buffer
             .alert(self.clock.as_ref(), kind, camera, detail)
             .await;
@@ -108,7 +108,7 @@ pub async fn open_shared(
         );
         shared
             .alert(
-                "unclean_shutdown",
+                AlertKind::UncleanShutdown,
                 None,
                 serde_json::json!({
                     "sync": sync,
@@ -124,7 +124,7 @@ pub async fn open_shared(
         tracing::warn!(corrupt = recovery.corrupt, torn_bytes = recovery.torn_bytes, strays = ?recovery.strays, quarantined = ?recovery.quarantined, "buffer recovery skipped damaged data");
         shared
             .alert(
-                "buffer_corrupt",
+                AlertKind::BufferCorrupt,
                 None,
                 serde_json::json!({
                     "corrupt_records": recovery.corrupt,
@@ -258,7 +258,7 @@ async fn start_board(
             shared.gauges.set("board", serde_json::json!({"error": e}));
             shared
                 .alert(
-                    "board_fault",
+                    AlertKind::BoardFault,
                     None,
                     serde_json::json!({"board": config.gateway.board, "problems": [e]}),
                 )

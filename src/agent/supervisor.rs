@@ -13,6 +13,7 @@ use crate::bus::Retained;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::health::health_topic;
+use crate::record::AlertKind;
 use crate::remote;
 
 use super::parts::{start_parts, Parts, Shared};
@@ -155,7 +156,7 @@ impl Supervisor {
             }
             self.shared
                 .alert(
-                    "config_rolled_back",
+                    AlertKind::ConfigRolledBack,
                     None,
                     serde_json::json!({"source": source.name(), "reason": why}),
                 )
@@ -176,7 +177,7 @@ impl Supervisor {
         });
         tracing::info!(%detail, "config applied");
         self.shared
-            .alert("config_applied", None, detail.clone())
+            .alert(AlertKind::ConfigApplied, None, detail.clone())
             .await;
         Ok(detail)
     }
@@ -185,7 +186,7 @@ impl Supervisor {
         tracing::warn!(?problems, "config rejected");
         self.shared
             .alert(
-                "config_rejected",
+                AlertKind::ConfigRejected,
                 None,
                 serde_json::json!({"source": source.name(), "problems": problems}),
             )

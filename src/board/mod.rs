@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::boardmap::{self as map, Backend, BoardMap, Role};
 use crate::config::Config;
+use crate::record::AlertKind;
 use hw::{Bus, Pin};
 use input::DebouncedInput;
 use led::{Pattern, StatusLed};
@@ -262,7 +263,7 @@ pub struct Task {
 }
 
 impl Task {
-    async fn alert(&self, kind: &str, detail: serde_json::Value) {
+    async fn alert(&self, kind: AlertKind, detail: serde_json::Value) {
         self.buffer
             .alert(self.clock.as_ref(), kind, None, detail)
             .await;
@@ -298,7 +299,7 @@ impl Task {
         if !self.open_problems.is_empty() {
             tracing::error!(problems = ?self.open_problems, board = %self.board.map.name, "board parts could not be opened");
             self.alert(
-                "board_fault",
+                AlertKind::BoardFault,
                 json!({"board": self.board.map.name, "problems": self.open_problems}),
             )
             .await;
@@ -329,7 +330,7 @@ impl Task {
                         let r = self.begin_cycle(&relay, &mut cycles, ms(), cfg.relay_off);
                         if r.is_ok() {
                             status.lock().unwrap().relays.insert(relay.clone(), false);
-                            self.alert("camera_power_cycled", json!({"relay": relay, "off_s": cfg.relay_off.as_secs()})).await;
+                            self.alert(AlertKind::CameraPowerCycled, json!({"relay": relay, "off_s": cfg.relay_off.as_secs()})).await;
                         }
                         let _ = reply.send(r);
                     }
@@ -341,8 +342,8 @@ impl Task {
                         match t.poll(now) {
                             Ok(Some(open)) => {
                                 status.lock().unwrap().enclosure_open = Some(open);
-                                let kind = if open { "enclosure_open" } else { "enclosure_closed" };
-                                tracing::warn!(kind, "enclosure tamper switch changed");
+                                let kind = if open { AlertKind::EnclosureOpen } else { AlertKind::EnclosureClosed };
+                                tracing::warn!(%kind, "enclosure tamper switch changed");
                                 self.alert(kind, json!({"open": open, "board": self.board.map.name})).await;
                             }
                             Ok(None) => {
@@ -357,7 +358,7 @@ impl Task {
                                 };
                                 if open_at_start {
                                     // Open at start-up: a state the station must know.
-                                    self.alert("enclosure_open", json!({"open": true, "board": self.board.map.name, "at_start": true})).await;
+                                    self.alert(AlertKind::EnclosureOpen, json!({"open": true, "board": self.board.map.name, "at_start": true})).await;
                                 }
                             }
                             Err(e) => errors.push(format!("tamper: {e}")),
@@ -399,7 +400,7 @@ impl Task {
                     if joined != pin_fault {
                         if let Some(e) = &joined {
                             tracing::error!("board pin error: {e}");
-                            self.alert("board_fault", json!({"board": self.board.map.name, "problems": errors})).await;
+                            self.alert(AlertKind::BoardFault, json!({"board": self.board.map.name, "problems": errors})).await;
                         }
                         pin_fault = joined;
                     }
@@ -437,7 +438,7 @@ impl Task {
                         }
                     }
                     if !new_faults.is_empty() {
-                        self.alert("board_fault", json!({"board": self.board.map.name, "problems": new_faults})).await;
+                        self.alert(AlertKind::BoardFault, json!({"board": self.board.map.name, "problems": new_faults})).await;
                     }
                     // The enclosure sensor decides; a board without one uses its first sensor.
                     let decisive = readings.get("enclosure").or_else(|| readings.values().next()).copied();
@@ -445,11 +446,11 @@ impl Task {
                         match heat.update(c) {
                             Some(true) => {
                                 tracing::warn!(celsius = c, limit = over, "enclosure over temperature");
-                                self.alert("over_temperature", json!({"celsius": c, "limit_c": over, "sensors": readings})).await;
+                                self.alert(AlertKind::OverTemperature, json!({"celsius": c, "limit_c": over, "sensors": readings})).await;
                             }
                             Some(false) => {
                                 tracing::info!(celsius = c, "enclosure temperature back to normal");
-                                self.alert("temperature_ok", json!({"celsius": c, "limit_c": over, "clear_below_c": over - cfg.temperature_hysteresis_c})).await;
+                                self.alert(AlertKind::TemperatureOk, json!({"celsius": c, "limit_c": over, "clear_below_c": over - cfg.temperature_hysteresis_c})).await;
                             }
                             None => {}
                         }

@@ -188,7 +188,12 @@ mod tests {
             id: seq as u128 * 7919,
             ts_ms: 1_700_000_000_000 + seq as i64,
             clock_synced: seq % 2 == 0,
-            body: Body::motion("cam01", "ingest", "start"),
+            body: Body::motion(
+                "cam01",
+                crate::record::Source::Ingest,
+                crate::record::MotionState::Start,
+                serde_json::Value::Null,
+            ),
         }
     }
 

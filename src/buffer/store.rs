@@ -318,7 +318,7 @@ impl Buffer {
     pub async fn alert(
         &self,
         clock: &dyn crate::clock::Clock,
-        kind: &str,
+        kind: crate::record::AlertKind,
         camera: Option<&str>,
         detail: serde_json::Value,
     ) {
@@ -755,7 +755,7 @@ impl Inner {
                 ts_ms: self.clock.now_ms(),
                 clock_synced: self.clock.synced(),
                 body: Body::alert(
-                    "buffer_dropped",
+                    crate::record::AlertKind::BufferDropped,
                     None,
                     serde_json::json!({"count": dropped, "reason": "max_bytes",
                         "max_bytes": self.opts.max_bytes}),

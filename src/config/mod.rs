@@ -199,11 +199,23 @@ pub enum Vendor {
     Generic,
 }
 
+/// An event stream the agent subscribes to on a camera (`events = [...]`): a subset of the
+/// event sources, the ones a camera serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventSource {
     Onvif,
     Hikvision,
     Dahua,
+}
+
+impl EventSource {
+    pub fn source(self) -> crate::record::Source {
+        match self {
+            EventSource::Onvif => crate::record::Source::Onvif,
+            EventSource::Hikvision => crate::record::Source::Hikvision,
+            EventSource::Dahua => crate::record::Source::Dahua,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

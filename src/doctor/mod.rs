@@ -829,7 +829,7 @@ async fn cameras(o: &mut Out, config: &Config, clock: Arc<dyn Clock>) {
             }
         }
         for src in &cam.events {
-            let name = crate::events::source_name(*src);
+            let name = src.source().name();
             let cid = format!("camera.{id}.events.{name}");
             let Some(hub) = &hub else {
                 o.fail(

@@ -17,22 +17,8 @@ pub enum Input {
     Pulse,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    Start,
-    End,
-    Pulse,
-}
-
-impl Output {
-    pub fn state(self) -> &'static str {
-        match self {
-            Output::Start => "start",
-            Output::End => "end",
-            Output::Pulse => "pulse",
-        }
-    }
-}
+/// What the coalescer emits: the `state` of a motion event.
+pub use crate::record::MotionState as Output;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {

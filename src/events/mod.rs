@@ -28,7 +28,7 @@ use crate::config::{Camera, Config, EventSource};
 use crate::proto::backoff::Backoff;
 use crate::proto::http::{self, Creds, Url};
 use crate::proto::{camtime, dahua, hikvision, multipart};
-use crate::record::{Body, NewRecord};
+use crate::record::{AlertKind, Body, NewRecord, Source};
 use coalesce::{Coalescer, Input, Output};
 
 /// What health needs to know about a camera's event stream.
@@ -45,20 +45,12 @@ pub struct Hub {
     pub config: Arc<Config>,
     pub buffer: Buffer,
     pub clock: Arc<dyn Clock>,
-    pub states: Mutex<HashMap<(String, &'static str), StreamState>>,
-    coalescers: Mutex<HashMap<(String, &'static str), Coalescer>>,
+    pub states: Mutex<HashMap<(String, Source), StreamState>>,
+    coalescers: Mutex<HashMap<(String, Source), Coalescer>>,
     last_tamper: Mutex<HashMap<String, i64>>,
     /// Live ONVIF pull-point subscriptions, to unsubscribe at shutdown.
     /// (subscription address, camera clock offset in ms).
     onvif_subs: Mutex<HashMap<String, (Url, i64)>>,
-}
-
-pub fn source_name(s: EventSource) -> &'static str {
-    match s {
-        EventSource::Hikvision => "hikvision",
-        EventSource::Dahua => "dahua",
-        EventSource::Onvif => "onvif",
-    }
 }
 
 /// Tamper alerts from one camera are raised at most this often.
@@ -80,12 +72,12 @@ impl Hub {
     fn coalescer_input(
         &self,
         camera: &str,
-        source: &'static str,
+        source: Source,
         input: Input,
         now: i64,
     ) -> Option<Output> {
         let e = &self.config.events;
-        let silence = (source == "hikvision").then_some(e.motion_silence.as_millis() as i64);
+        let silence = (source == Source::Hikvision).then_some(e.motion_silence.as_millis() as i64);
         let mut map = self.coalescers.lock().unwrap();
         let c = map
             .entry((camera.to_string(), source))
@@ -93,23 +85,17 @@ impl Hub {
         c.input(input, now)
     }
 
-    async fn emit(&self, camera: &str, source: &str, out: Output, detail: serde_json::Value) {
+    async fn emit(&self, camera: &str, source: Source, out: Output, detail: serde_json::Value) {
         let rec = NewRecord::stamped(
             self.clock.as_ref(),
-            Body::Event {
-                kind: "motion".into(),
-                camera: camera.into(),
-                source: source.into(),
-                state: out.state().into(),
-                detail: detail.to_string(),
-            },
+            Body::motion(camera, source, out, detail),
         );
         if let Err(e) = self.buffer.append(rec).await {
             tracing::error!(camera, "cannot buffer a motion event: {e}");
         }
     }
 
-    async fn tamper(&self, camera: &str, source: &str, detail: serde_json::Value) {
+    async fn tamper(&self, camera: &str, source: Source, detail: serde_json::Value) {
         let now = self.clock.now_ms();
         {
             let mut last = self.last_tamper.lock().unwrap();
@@ -124,14 +110,14 @@ impl Hub {
         self.buffer
             .alert(
                 self.clock.as_ref(),
-                "tamper",
+                AlertKind::Tamper,
                 Some(camera),
-                json!({"source": source, "camera_event": detail}),
+                json!({"source": source.name(), "camera_event": detail}),
             )
             .await;
     }
 
-    fn state(&self, camera: &str, source: &'static str, f: impl FnOnce(&mut StreamState)) {
+    fn state(&self, camera: &str, source: Source, f: impl FnOnce(&mut StreamState)) {
         let mut s = self.states.lock().unwrap();
         f(s.entry((camera.to_string(), source)).or_default());
     }
@@ -169,15 +155,16 @@ impl Hub {
         });
         match hikvision::classify(&a) {
             hikvision::Signal::Motion => {
-                if let Some(o) = self.coalescer_input(camera, "hikvision", Input::Active, now) {
-                    self.emit(camera, "hikvision", o, detail).await;
+                if let Some(o) = self.coalescer_input(camera, Source::Hikvision, Input::Active, now)
+                {
+                    self.emit(camera, Source::Hikvision, o, detail).await;
                 }
             }
-            hikvision::Signal::Tamper => self.tamper(camera, "hikvision", detail).await,
+            hikvision::Signal::Tamper => self.tamper(camera, Source::Hikvision, detail).await,
             hikvision::Signal::VideoLoss(on) => {
-                self.state(camera, "hikvision", |s| s.video_loss = on)
+                self.state(camera, Source::Hikvision, |s| s.video_loss = on)
             }
-            hikvision::Signal::Heartbeat => self.state(camera, "hikvision", |s| {
+            hikvision::Signal::Heartbeat => self.state(camera, Source::Hikvision, |s| {
                 s.video_loss = false;
                 s.last_heartbeat_ms = Some(now);
             }),
@@ -195,22 +182,22 @@ impl Hub {
             dahua::Signal::MotionStart => Some(Input::Active),
             dahua::Signal::MotionStop => Some(Input::Inactive),
             dahua::Signal::Tamper => {
-                self.tamper(camera, "dahua", detail.clone()).await;
+                self.tamper(camera, Source::Dahua, detail.clone()).await;
                 None
             }
             dahua::Signal::VideoLoss(on) => {
-                self.state(camera, "dahua", |s| s.video_loss = on);
+                self.state(camera, Source::Dahua, |s| s.video_loss = on);
                 None
             }
             dahua::Signal::Heartbeat => {
-                self.state(camera, "dahua", |s| s.last_heartbeat_ms = Some(now));
+                self.state(camera, Source::Dahua, |s| s.last_heartbeat_ms = Some(now));
                 None
             }
             dahua::Signal::Other(_) => None,
         };
         if let Some(i) = input {
-            if let Some(o) = self.coalescer_input(camera, "dahua", i, now) {
-                self.emit(camera, "dahua", o, detail).await;
+            if let Some(o) = self.coalescer_input(camera, Source::Dahua, i, now) {
+                self.emit(camera, Source::Dahua, o, detail).await;
             }
         }
         Ok(())
@@ -224,15 +211,16 @@ impl Hub {
         } else {
             Input::Inactive
         };
-        if let Some(o) = self.coalescer_input(camera, "gpio", input, now) {
-            self.emit(camera, "gpio", o, json!({"pin": pin})).await;
+        if let Some(o) = self.coalescer_input(camera, Source::Gpio, input, now) {
+            self.emit(camera, Source::Gpio, o, json!({"pin": pin}))
+                .await;
         }
     }
 
     /// Ends motion that went silent (Hikvision sends no end).
     pub async fn tick(&self) {
         let now = self.clock.now_ms();
-        let ended: Vec<(String, &'static str)> = {
+        let ended: Vec<(String, Source)> = {
             let mut map = self.coalescers.lock().unwrap();
             map.iter_mut()
                 .filter_map(|(k, c)| c.tick(now).map(|_| k.clone()))
@@ -249,7 +237,7 @@ impl Hub {
         let mut tasks = Vec::new();
         for cam in &self.config.cameras {
             for src in &cam.events {
-                let source = source_name(*src);
+                let source = src.source();
                 self.state(&cam.id, source, |s| {
                     s.last_error = Some("connecting".into())
                 });
@@ -280,7 +268,7 @@ impl Hub {
         source: EventSource,
         timeout: Duration,
     ) -> Result<(), String> {
-        let source = source_name(source);
+        let source = source.source();
         let token = CancellationToken::new();
         let task = tokio::spawn(self.clone().stream_loop(cam.clone(), source, token.clone()));
         let deadline = tokio::time::Instant::now() + timeout;
@@ -305,7 +293,7 @@ impl Hub {
     /// Runs a stream's loop in a task of its own and restarts it with backoff when it panics
     /// (bytes from a hostile camera): that stream's state says what happened, and every
     /// other stream, camera and task of the agent goes on untouched.
-    async fn supervise(self: Arc<Self>, cam: Camera, source: &'static str, sd: CancellationToken) {
+    async fn supervise(self: Arc<Self>, cam: Camera, source: Source, sd: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             let task = tokio::spawn(self.clone().stream_loop(cam.clone(), source, sd.clone()));
@@ -315,7 +303,7 @@ impl Hub {
                 Err(_) => return,
             };
             let wait = backoff.next_delay(rand::random::<f64>());
-            tracing::error!(camera = %cam.id, source, "the event stream failed inside the agent: {}; restarting in {} ms", crate::logs::clip(&why), wait.as_millis());
+            tracing::error!(camera = %cam.id, %source, "the event stream failed inside the agent: {}; restarting in {} ms", crate::logs::clip(&why), wait.as_millis());
             self.state(&cam.id, source, |st| {
                 st.connected = false;
                 st.last_error = Some(format!(
@@ -333,7 +321,7 @@ impl Hub {
     async fn stream_loop(
         self: Arc<Self>,
         cam: Camera,
-        source: &'static str,
+        source: Source,
         shutdown: CancellationToken,
     ) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -344,7 +332,7 @@ impl Hub {
                     return;
                 }
                 r = async {
-                    if source == "onvif" {
+                    if source == Source::Onvif {
                         self.onvif_once(&cam, &mut backoff).await
                     } else {
                         self.stream_once(&cam, source, &mut backoff).await
@@ -354,7 +342,7 @@ impl Hub {
             let why = r
                 .err()
                 .unwrap_or_else(|| "the camera closed the stream".into());
-            tracing::warn!(camera = %cam.id, source, "event stream lost: {why}");
+            tracing::warn!(camera = %cam.id, %source, "event stream lost: {why}");
             self.state(&cam.id, source, |s| {
                 s.connected = false;
                 s.last_error = Some(why);
@@ -370,12 +358,12 @@ impl Hub {
     async fn stream_once(
         &self,
         cam: &Camera,
-        source: &'static str,
+        source: Source,
         backoff: &mut Backoff,
     ) -> Result<(), String> {
         crate::faults::panic_point("stream", &cam.id);
         let path = match source {
-            "hikvision" => "/ISAPI/Event/notification/alertStream",
+            Source::Hikvision => "/ISAPI/Event/notification/alertStream",
             _ => "/cgi-bin/eventManager.cgi?action=attach&codes=[All]&heartbeat=5",
         };
         let mut url = cam.http_base.clone();
@@ -441,12 +429,12 @@ impl Hub {
             st.last_error = None;
         });
         backoff.reset();
-        tracing::info!(camera = %cam.id, source, "event stream connected");
+        tracing::info!(camera = %cam.id, %source, "event stream connected");
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             while let Some(part) = parser.pull() {
                 let r = match source {
-                    "hikvision" => self.hikvision(&cam.id, &part.body).await,
+                    Source::Hikvision => self.hikvision(&cam.id, &part.body).await,
                     _ => self.dahua(&cam.id, &part.body).await,
                 };
                 if let Err(e) = r {

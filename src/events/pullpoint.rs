@@ -14,6 +14,7 @@ use crate::proto::camtime;
 use crate::proto::http::{self, Url};
 use crate::proto::onvif::events::{self as onvif, Request};
 use crate::proto::onvif::{self as soap, device};
+use crate::record::Source;
 
 async fn call(
     url: &Url,
@@ -104,12 +105,12 @@ impl Hub {
             .insert(cam.id.clone(), (sub.clone(), offset));
         let mut renew_at = self.clock.now_ms()
             + lease(&onvif::parse_pull(&r.body).unwrap_or_default()).unwrap_or(60_000) / 2;
-        self.state(&cam.id, "onvif", |st| {
+        self.state(&cam.id, Source::Onvif, |st| {
             st.connected = true;
             st.last_error = None;
         });
         backoff.reset();
-        tracing::info!(camera = %cam.id, source = "onvif", "event subscription created");
+        tracing::info!(camera = %cam.id, source = %Source::Onvif, "event subscription created");
         loop {
             if self.clock.now_ms() >= renew_at {
                 let h = self.token(&user, &pass, offset, Some((&sub, onvif::RENEW.0)));
@@ -146,11 +147,13 @@ impl Hub {
                 match onvif::classify(n) {
                     onvif::Signal::Motion(on) => {
                         let input = if on { Input::Active } else { Input::Inactive };
-                        if let Some(o) = self.coalescer_input(&cam.id, "onvif", input, now) {
-                            self.emit(&cam.id, "onvif", o, detail).await;
+                        if let Some(o) = self.coalescer_input(&cam.id, Source::Onvif, input, now) {
+                            self.emit(&cam.id, Source::Onvif, o, detail).await;
                         }
                     }
-                    onvif::Signal::Tamper(true) => self.tamper(&cam.id, "onvif", detail).await,
+                    onvif::Signal::Tamper(true) => {
+                        self.tamper(&cam.id, Source::Onvif, detail).await
+                    }
                     _ => {}
                 }
             }

@@ -27,7 +27,7 @@ use crate::clock::{rfc3339_ms, Clock};
 use crate::config::{Camera, Config};
 use crate::proto::http;
 use crate::proto::onvif::device as onvif;
-use crate::record::{Body, NewRecord};
+use crate::record::{AlertKind, Body, NewRecord};
 
 pub use state::{Hysteresis, Problem, State, Transition};
 
@@ -327,9 +327,9 @@ pub fn health_topic(config: &Config, camera: &str) -> String {
 pub fn alert_for(camera: &str, t: &Transition, detail: &Map<String, Value>) -> Option<Body> {
     let kind = match (t.from, t.to) {
         (State::Unknown, State::Up) => return None,
-        (_, State::Up) => "camera_up",
-        (_, State::Down) => "camera_down",
-        (_, State::Degraded) => "camera_degraded",
+        (_, State::Up) => AlertKind::CameraUp,
+        (_, State::Down) => AlertKind::CameraDown,
+        (_, State::Degraded) => AlertKind::CameraDegraded,
         (_, State::Unknown) => return None,
     };
     Some(Body::alert(

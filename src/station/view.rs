@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::clock::rfc3339_ms;
+use crate::record::AlertKind;
 use crate::topics::{self, Leaf};
 
 /// Lines kept in the scrolling log.
@@ -76,17 +77,6 @@ fn ts_ms(v: &Value) -> Option<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
-
-const URGENT: &[&str] = &[
-    "camera_down",
-    "tamper",
-    "enclosure_open",
-    "over_temperature",
-    "disk_low",
-    "buffer_dropped",
-    "board_fault",
-    "config_rolled_back",
-];
 
 impl Model {
     pub fn new(prefix: &str) -> Model {
@@ -180,8 +170,11 @@ impl Model {
             }
             Leaf::Alert | Leaf::Event | Leaf::CmdResult => {
                 let text = describe(&name, &v);
-                let urgent =
-                    leaf == Leaf::Alert && v["kind"].as_str().is_some_and(|k| URGENT.contains(&k));
+                let urgent = leaf == Leaf::Alert
+                    && v["kind"]
+                        .as_str()
+                        .and_then(AlertKind::parse)
+                        .is_some_and(AlertKind::urgent);
                 self.logged += 1;
                 push(
                     &mut self.log,
@@ -241,8 +234,9 @@ pub fn describe(leaf: &str, v: &Value) -> String {
         "alert" => {
             let kind = v["kind"].as_str().unwrap_or("?");
             let d = &v["detail"];
-            let extra = match kind {
-                "camera_down" | "camera_degraded" | "camera_up" => d["problems"]
+            use AlertKind as K;
+            let extra = match AlertKind::parse(kind) {
+                Some(K::CameraDown | K::CameraDegraded | K::CameraUp) => d["problems"]
                     .as_array()
                     .map(|p| {
                         p.iter()
@@ -251,12 +245,12 @@ pub fn describe(leaf: &str, v: &Value) -> String {
                             .join(", ")
                     })
                     .unwrap_or_default(),
-                "over_temperature" | "temperature_ok" => {
+                Some(K::OverTemperature | K::TemperatureOk) => {
                     format!("{} °C", d["celsius"].as_f64().unwrap_or(f64::NAN))
                 }
-                "disk_low" | "disk_ok" => format!("{} MB free", d["free_mb"]),
-                "buffer_dropped" => format!("{} dropped", d["count"]),
-                "board_fault" => d["problems"]
+                Some(K::DiskLow | K::DiskOk) => format!("{} MB free", d["free_mb"]),
+                Some(K::BufferDropped) => format!("{} dropped", d["count"]),
+                Some(K::BoardFault) => d["problems"]
                     .as_array()
                     .and_then(|p| p.first())
                     .and_then(|p| p.as_str())

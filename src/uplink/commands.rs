@@ -109,7 +109,12 @@ impl CommandLink {
             }
         };
         self.buffer
-            .alert(self.clock.as_ref(), "command_refused", None, detail)
+            .alert(
+                self.clock.as_ref(),
+                crate::record::AlertKind::CommandRefused,
+                None,
+                detail,
+            )
             .await;
     }
 
