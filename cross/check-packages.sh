@@ -9,7 +9,7 @@ for deb in "$@"; do
   echo "--- $deb"
   dpkg-deb -I "$deb" | sed -n '/Package:/,$p'
   list=$(dpkg-deb -c "$deb")
-  for f in ./usr/bin/camgw ./etc/camgw/camgw.toml ./lib/systemd/system/camgw.service ./usr/share/doc/camgw/install.md ./usr/share/camgw/boards/; do
+  for f in ./usr/bin/camgw ./etc/camgw/camgw.toml ./lib/systemd/system/camgw.service ./usr/share/doc/camgw/install.md ./usr/share/doc/camgw/reference.md ./usr/share/camgw/boards/; do
     echo "$list" | grep -q " $f\$" || echo "$list" | grep -q " $f" || { echo "missing $f in $deb"; exit 1; }
   done
   dpkg-deb -e "$deb" /tmp/camgw-ctl

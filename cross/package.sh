@@ -15,6 +15,7 @@ cp -r boards/. "$stage/usr/share/camgw/boards/" 2>/dev/null || true
 install -D -m 0644 cross/debian/camgw.toml "$stage/etc/camgw/camgw.toml"
 install -D -m 0644 cross/debian/camgw.service "$stage/lib/systemd/system/camgw.service"
 install -D -m 0644 docs/install.md "$stage/usr/share/doc/camgw/install.md"
+install -D -m 0644 docs/reference.md "$stage/usr/share/doc/camgw/reference.md"
 install -d "$stage/DEBIAN"
 for s in postinst prerm postrm; do install -m 0755 "cross/debian/$s" "$stage/DEBIAN/$s"; done
 echo /etc/camgw/camgw.toml > "$stage/DEBIAN/conffiles"

@@ -1,6 +1,6 @@
 //! What the parts share with the uplink besides the buffer: [`Retained`] latest values (camera
-//! health), the [`Outbox`] of one-off messages (command results), and [`Gauges`] that other
-//! parts keep current for telemetry. Health, remote, board and the system sampler write here;
+//! health), the [`Outbox`] of one-off messages (command results), [`Gauges`] that other
+//! parts keep current for telemetry, and [`Counter`]s that a task can wait on. Health, remote, board and the system sampler write here;
 //! only the uplink reads it out to the broker, so none of them imports the uplink.
 
 /// Latest-value retained messages (camera health): not buffered, since only the newest value
@@ -26,13 +26,22 @@ impl Retained {
         if payload.is_empty() {
             g.not_up.remove(&topic);
         }
+        Self::store(g, &self.notify, topic, payload);
+    }
+
+    fn store(
+        mut g: std::sync::MutexGuard<'_, RetainedInner>,
+        notify: &tokio::sync::Notify,
+        topic: String,
+        payload: Vec<u8>,
+    ) {
         if g.values.get(&topic) == Some(&payload) {
             return;
         }
         g.values.insert(topic.clone(), payload);
         g.dirty.insert(topic);
         drop(g);
-        self.notify.notify_one();
+        notify.notify_one();
     }
 
     /// Resolves when a value changes (for the uplink's loop).
@@ -47,15 +56,13 @@ impl Retained {
     /// A camera's health message, and whether it says `up` (the LED and telemetry count the
     /// cameras that are not).
     pub fn set_health(&self, topic: String, payload: Vec<u8>, up: bool) {
-        {
-            let mut g = self.inner.lock().unwrap();
-            if up {
-                g.not_up.remove(&topic);
-            } else {
-                g.not_up.insert(topic.clone());
-            }
+        let mut g = self.inner.lock().unwrap();
+        if up || payload.is_empty() {
+            g.not_up.remove(&topic);
+        } else {
+            g.not_up.insert(topic.clone());
         }
-        self.set(topic, payload);
+        Self::store(g, &self.notify, topic, payload);
     }
 
     /// How many cameras' health says anything but `up`.
@@ -134,6 +141,35 @@ impl Gauges {
     }
     pub fn snapshot(&self) -> serde_json::Map<String, serde_json::Value> {
         self.0.lock().unwrap().clone()
+    }
+}
+
+/// A count that only rises (broker connects, probe rounds) and that a task can wait on
+/// instead of polling it.
+#[derive(Debug)]
+pub struct Counter(tokio::sync::watch::Sender<u64>);
+
+impl Default for Counter {
+    fn default() -> Counter {
+        Counter(tokio::sync::watch::channel(0).0)
+    }
+}
+
+impl Counter {
+    pub fn bump(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+
+    pub fn get(&self) -> u64 {
+        *self.0.borrow()
+    }
+
+    /// Whether the count reaches `target` within `timeout`.
+    pub async fn reaches(&self, target: u64, timeout: std::time::Duration) -> bool {
+        let mut rx = self.0.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|n| *n >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 

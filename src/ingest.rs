@@ -325,6 +325,8 @@ pub async fn serve(
     use tokio::io::AsyncWriteExt;
     let app = router(ing);
     let open: Open = Default::default();
+    // Every connection task, so shutdown can wait for the requests in flight.
+    let tracker = tokio_util::task::TaskTracker::new();
     let mut next_id = 0u64;
     loop {
         let accepted = tokio::select! {
@@ -399,7 +401,7 @@ pub async fn serve(
         next_id += 1;
         // Registered under the lock before it can run (and so before it can deregister).
         let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
-        let task = tokio::spawn(async move {
+        let task = tracker.spawn(async move {
             // Deregisters however the task ends: done, evicted (aborted) or panicking.
             let _registered = Deregister { id, registry };
             let conn = hyper::server::conn::http1::Builder::new()
@@ -430,12 +432,8 @@ pub async fn serve(
         );
     }
     // In-flight requests get a moment to be answered.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while !open.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tracker.wait()).await;
     Ok(())
 }
 

@@ -124,3 +124,60 @@ fn version_prints_the_package_version() {
         .unwrap()
         .contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// docs/reference.md describes every config key in its section's table, every alert kind,
+/// and every subcommand: adding one without documenting it fails here.
+#[test]
+fn the_reference_describes_every_key_alert_kind_and_command() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/reference.md"))
+        .expect("docs/reference.md");
+    let section = |name: &str| -> String {
+        let head = if name == "camera" {
+            "### `[[camera]]`".to_string()
+        } else {
+            format!("### `[{name}]`")
+        };
+        let start = doc
+            .find(&head)
+            .unwrap_or_else(|| panic!("no {head} section"));
+        let rest = &doc[start + head.len()..];
+        rest[..rest.find("\n### ").unwrap_or(rest.len())].to_string()
+    };
+    let mut missing = Vec::new();
+    for (name, keys) in camgw::config::SECTIONS {
+        let table = section(name);
+        for k in *keys {
+            if !table.contains(&format!("| `{k}` |")) {
+                missing.push(format!("[{name}] {k}"));
+            }
+        }
+    }
+    let alerts = &doc[doc.find("## 5. Alert kinds").expect("alert section")..];
+    for k in camgw::record::AlertKind::ALL {
+        if !alerts.contains(&format!("| `{k}` |")) {
+            missing.push(format!("alert {k}"));
+        }
+    }
+    let help = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let commands = help
+        .split("Commands:")
+        .nth(1)
+        .expect("a Commands: list")
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect::<Vec<_>>();
+    assert!(commands.len() >= 8, "{commands:?}");
+    for c in commands {
+        if !doc.contains(&format!("camgw {c}")) {
+            missing.push(format!("command {c}"));
+        }
+    }
+    assert!(missing.is_empty(), "not in docs/reference.md: {missing:?}");
+}

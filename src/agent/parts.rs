@@ -3,7 +3,7 @@
 //! a config decides ([`Parts`]: ingest, uplink, events hub, health monitor, board, system
 //! sampler), started together and stopped together.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ pub struct Shared {
     pub final_shutdown: Arc<AtomicBool>,
     pub check_now: Arc<tokio::sync::Notify>,
     /// Probe rounds completed, all cameras together.
-    pub progress: Arc<AtomicU64>,
+    pub progress: Arc<crate::bus::Counter>,
     pub uplink_beat: Arc<crate::watchdog::Beat>,
     pub health_beat: Arc<crate::watchdog::Beat>,
     pub board_beat: Arc<crate::watchdog::Beat>,
@@ -87,7 +87,7 @@ pub async fn open_shared(
         commands: tx,
         final_shutdown: Arc::new(AtomicBool::new(false)),
         check_now: Arc::new(tokio::sync::Notify::new()),
-        progress: Arc::new(AtomicU64::new(0)),
+        progress: Arc::default(),
         uplink_beat: Arc::new(crate::watchdog::Beat::default()),
         health_beat: Arc::new(crate::watchdog::Beat::default()),
         board_beat: Arc::new(crate::watchdog::Beat::inactive()),

@@ -4,7 +4,6 @@
 //! act on ([`remote::Control`]).
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,7 +111,7 @@ impl Supervisor {
         self.parts.take().expect("parts running").stop().await;
         // Counted after the old uplink stopped: a reconnect of the old settings while they
         // were stopping must not pass for the new ones connecting.
-        let connects_before = self.shared.stats.connects.load(Ordering::SeqCst);
+        let connects_before = self.shared.stats.connects.get();
         for id in &removed {
             self.shared.retained.set(health_topic(&old, id), Vec::new());
         }
@@ -195,14 +194,11 @@ impl Supervisor {
     }
 
     async fn wait_connected(&self, before: u64, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            if self.shared.stats.connects.load(Ordering::SeqCst) > before {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        self.shared
+            .stats
+            .connects
+            .reaches(before + 1, timeout)
+            .await
     }
 
     /// Validates `text` like `check-config` and applies it.
@@ -242,8 +238,8 @@ impl remote::Control for Supervisor {
     fn retained(&self) -> &Retained {
         &self.shared.retained
     }
-    fn probe_rounds(&self) -> u64 {
-        self.shared.progress.load(Ordering::SeqCst)
+    fn probe_rounds(&self) -> &crate::bus::Counter {
+        &self.shared.progress
     }
     fn check_now(&self) {
         self.shared.check_now.notify_waiters();

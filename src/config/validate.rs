@@ -67,6 +67,20 @@ const TOP_KEYS: &[&str] = &[
 ];
 const EVENTS_KEYS: &[&str] = &["motion_silence_s", "min_spacing_ms", "read_timeout_s"];
 
+/// Every table of the config file with the keys it takes (`[[camera]]` as "camera"): what
+/// an unknown key is checked against, and what docs/reference.md must describe.
+pub const SECTIONS: &[(&str, &[&str])] = &[
+    ("gateway", GATEWAY_KEYS),
+    ("mqtt", MQTT_KEYS),
+    ("buffer", BUFFER_KEYS),
+    ("health", HEALTH_KEYS),
+    ("events", EVENTS_KEYS),
+    ("ingest", INGEST_KEYS),
+    ("security", SECURITY_KEYS),
+    ("board", BOARD_KEYS),
+    ("camera", CAMERA_KEYS),
+];
+
 /// Collects problems while reading one table.
 struct Walker<'a> {
     problems: &'a mut Vec<Problem>,

@@ -48,6 +48,8 @@ pub struct Hub {
     pub states: Mutex<HashMap<(String, Source), StreamState>>,
     coalescers: Mutex<HashMap<(String, Source), Coalescer>>,
     last_tamper: Mutex<HashMap<String, i64>>,
+    /// Woken on every change of `states` (for [`Hub::check_source`]).
+    state_changed: tokio::sync::Notify,
     /// Live ONVIF pull-point subscriptions, to unsubscribe at shutdown.
     /// (subscription address, camera clock offset in ms).
     onvif_subs: Mutex<HashMap<String, (Url, i64)>>,
@@ -65,6 +67,7 @@ impl Hub {
             states: Mutex::new(HashMap::new()),
             coalescers: Mutex::new(HashMap::new()),
             last_tamper: Mutex::new(HashMap::new()),
+            state_changed: tokio::sync::Notify::new(),
             onvif_subs: Mutex::new(HashMap::new()),
         })
     }
@@ -120,6 +123,8 @@ impl Hub {
     fn state(&self, camera: &str, source: Source, f: impl FnOnce(&mut StreamState)) {
         let mut s = self.states.lock().unwrap();
         f(s.entry((camera.to_string(), source)).or_default());
+        drop(s);
+        self.state_changed.notify_waiters();
     }
 
     /// Health problems from a camera's event streams: (stream down?, video loss?).
@@ -274,16 +279,19 @@ impl Hub {
         let deadline = tokio::time::Instant::now() + timeout;
         let key = (cam.id.clone(), source);
         let result = loop {
+            // Registered before the state is read, so a change in between is not missed.
+            let changed = self.state_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let st = self.states.lock().unwrap().get(&key).cloned();
             match st {
                 Some(s) if s.connected => break Ok(()),
                 Some(s) if s.last_error.is_some() => break Err(s.last_error.unwrap()),
                 _ => {}
             }
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 break Err(format!("not connected within {} s", timeout.as_secs()));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         };
         token.cancel();
         let _ = task.await;

@@ -352,7 +352,7 @@ pub struct Monitor {
     pub retained: Arc<Retained>,
     /// `check_now` wakes every camera's loop at once.
     pub check_now: Arc<tokio::sync::Notify>,
-    pub progress: Arc<std::sync::atomic::AtomicU64>,
+    pub progress: Arc<crate::bus::Counter>,
     /// Bumped every second while no probe round has overrun its bound.
     pub beat: Arc<crate::watchdog::Beat>,
     /// Event-stream state (stream down, video loss) joins the probe results.
@@ -476,8 +476,7 @@ impl Monitor {
                     "the camera reports video loss on its input",
                 );
             }
-            self.progress
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.progress.bump();
             let now = self.clock.now_ms();
             let transition = hyst.observe(round.problems.clone(), now);
             if let Some(t) = &transition {

@@ -87,7 +87,7 @@ pub trait Control {
     /// Latest camera health.
     fn retained(&self) -> &Retained;
     /// Probe rounds completed so far, all cameras together.
-    fn probe_rounds(&self) -> u64;
+    fn probe_rounds(&self) -> &crate::bus::Counter;
     /// Wakes every camera's probe loop at once.
     fn check_now(&self);
     /// The board task, when one runs (relays).
@@ -225,15 +225,12 @@ fn health_map(sup: &impl Control) -> Value {
 async fn check_now(sup: &impl Control) -> Value {
     let config = sup.config();
     let probed = config.cameras.iter().filter(|c| c.probe).count() as u64;
-    let before = sup.probe_rounds();
+    let before = sup.probe_rounds().get();
     sup.check_now();
     // Every probe is bounded by the timeout; rounds run max_concurrent at a time.
     let waves = probed.div_ceil(config.health.max_concurrent as u64).max(1) as u32;
-    let deadline =
-        tokio::time::Instant::now() + config.health.timeout * 4 * waves + Duration::from_secs(1);
-    while sup.probe_rounds() < before + probed && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let bound = config.health.timeout * 4 * waves + Duration::from_secs(1);
+    sup.probe_rounds().reaches(before + probed, bound).await;
     json!({"probed": probed, "health": health_map(sup)})
 }
 

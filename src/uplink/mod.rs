@@ -36,7 +36,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Debug, Default)]
 pub struct UplinkStats {
     pub connected: AtomicBool,
-    pub connects: AtomicU64,
+    pub connects: crate::bus::Counter,
     pub delivered: AtomicU64,
     /// What the command link received and refused.
     pub commands: commands::CommandStats,
@@ -125,7 +125,7 @@ impl Uplink {
             "clock_synced": self.clock.synced(),
             "buffer": b,
             "delivered": self.stats.delivered.load(Ordering::Relaxed),
-            "connects": self.stats.connects.load(Ordering::Relaxed),
+            "connects": self.stats.connects.get(),
             "commands": self.stats.commands.json(),
             "rss_kb": rss_kb(),
         });
@@ -263,7 +263,7 @@ impl Uplink {
                             connected = true;
                             backoff.reset();
                             self.stats.connected.store(true, Ordering::SeqCst);
-                            self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                            self.stats.connects.bump();
                             if self.commands.is_some() {
                                 // "Online" means commandable: give the command link (its own
                                 // connection) a moment to subscribe first, so a station that
