@@ -642,8 +642,11 @@ fn chaos(
             max = max.max(*s);
         }
     }
-    for (_, k) in &seen.alerts {
-        *r.alerts.entry(k.clone()).or_default() += 1;
+    // Each alert once: re-sends after broker kills and kill -9 repeat one with its seq.
+    let alerts: std::collections::BTreeMap<u64, &String> =
+        seen.alerts.iter().map(|(s, k)| (*s, k)).collect();
+    for k in alerts.values() {
+        *r.alerts.entry((*k).clone()).or_default() += 1;
     }
     r
 }

@@ -86,7 +86,11 @@ fn a_thousand_ingested_events_arrive_in_seq_order() {
     });
     let (got, dups) = event_seqs(&sub.seen);
     assert_eq!(got, accepted);
-    assert_eq!(dups, 0, "no reconnect happened, so no duplicates");
+    // A link judged dead (a PUBACK or PINGRESP late on a loaded machine) reconnects and
+    // re-sends, which the contract allows; without a reconnect there is no duplicate.
+    if agent.log().matches("connected to the broker").count() == 1 {
+        assert_eq!(dups, 0, "no reconnect happened, so no duplicates");
+    }
     assert_seq_order(&sub.seen, "event");
     let e = sub.seen[0].json();
     for key in [

@@ -41,7 +41,7 @@ fn wait_listeners(sim: &SimCamera, hik: bool) {
 }
 
 fn motions(sub: &Subscriber, camera: &str) -> Vec<serde_json::Value> {
-    sub.on("event")
+    distinct(&sub.seen, "event")
         .into_iter()
         .filter(|e| e["camera"] == camera)
         .collect()
@@ -68,10 +68,9 @@ fn hikvision_vmd_becomes_a_start_and_an_end_after_silence_and_tamper_an_alert() 
         std::thread::sleep(Duration::from_millis(300));
     }
     sub.wait_until(Duration::from_secs(15), "start then end", |m| {
-        let states: Vec<_> = m
+        let states: Vec<_> = distinct(m, "event")
             .iter()
-            .filter(|m| m.leaf() == "event")
-            .map(|m| m.json()["state"].as_str().unwrap().to_string())
+            .map(|e| e["state"].as_str().unwrap().to_string())
             .collect();
         states == ["start", "end"]
     });
@@ -122,8 +121,7 @@ fn dahua_start_stop_and_videoblind() {
     sim.dahua_event("VideoMotion", "Stop");
     sim.dahua_event("VideoBlind", "Start");
     sub.wait_until(Duration::from_secs(10), "start, end, tamper", |m| {
-        m.iter().filter(|m| m.leaf() == "event").count() == 2
-            && m.iter().any(|m| m.json()["kind"] == "tamper")
+        distinct(m, "event").len() == 2 && m.iter().any(|m| m.json()["kind"] == "tamper")
     });
     let ev = motions(&sub, "cam08");
     assert_eq!(
@@ -163,8 +161,10 @@ fn a_stream_cut_mid_part_reconnects_and_loses_no_later_event() {
     sub.wait_until(Duration::from_secs(10), "the event after the cut", |m| {
         !m.is_empty()
     });
+    // Long enough for a second event, had the half part made one, to arrive too.
+    sub.drain_for(scaled(Duration::from_secs(2)));
     assert_eq!(
-        sub.seen.len(),
+        distinct(&sub.seen, "event").len(),
         1,
         "the half part was not delivered as an event"
     );
@@ -230,8 +230,7 @@ fn onvif_pull_point_motion_renewal_and_unsubscribe() {
         false,
     );
     sub.wait_until(Duration::from_secs(15), "start, end and tamper", |m| {
-        m.iter().filter(|m| m.leaf() == "event").count() >= 2
-            && m.iter().any(|m| m.json()["kind"] == "tamper")
+        distinct(m, "event").len() >= 2 && m.iter().any(|m| m.json()["kind"] == "tamper")
     });
     let ev = motions(&sub, "cam07");
     assert_eq!(

@@ -182,6 +182,7 @@ impl CommandLink {
                         {
                             self.stats.commands.subscribed.store(true, Ordering::SeqCst);
                             self.stats.commands.ready.notify_waiters();
+                            tracing::info!(topic = %cmd_topic, "listening for commands");
                         } else {
                             break format!(
                                 "the broker refused the subscription to {cmd_topic} ({:?})",

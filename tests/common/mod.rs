@@ -99,6 +99,25 @@ pub fn emulated_suite() -> bool {
 
 /// Waits scale by `CAMGW_TEST_TIME_SCALE` (CI sets it for the suite under qemu, where
 /// everything runs several times slower).
+/// A `[health]` table with the probe interval and timeout scaled like every wait: under
+/// emulation a healthy round that runs slow must not count as a failed one.
+pub fn health_block(interval_s: u64, timeout_ms: u64, fail: u32, recover: u32) -> String {
+    let interval = scaled(Duration::from_secs(interval_s)).as_secs_f64().ceil() as u64;
+    let timeout = scaled(Duration::from_millis(timeout_ms)).as_millis();
+    format!("[health]\ninterval_s = {interval}\ntimeout_ms = {timeout}\nfail_threshold = {fail}\nrecover_threshold = {recover}\n")
+}
+
+/// Alerts or events on `leaf`, each seq once (a QoS 1 re-send after a reconnect or restart
+/// repeats a message with its seq), in arrival order.
+pub fn distinct(msgs: &[Msg], leaf: &str) -> Vec<serde_json::Value> {
+    let mut seen = std::collections::HashSet::new();
+    msgs.iter()
+        .filter(|m| m.leaf() == leaf)
+        .map(|m| m.json())
+        .filter(|v| seen.insert(v["seq"].as_u64().expect("seq")))
+        .collect()
+}
+
 pub fn scaled(d: Duration) -> Duration {
     let k: f64 = std::env::var("CAMGW_TEST_TIME_SCALE")
         .ok()
@@ -500,6 +519,7 @@ impl Agent {
 
     pub fn spawn(&mut self) {
         assert!(self.child.is_none());
+        let log_mark = self.log().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -548,6 +568,22 @@ impl Agent {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(10));
+        }
+        // A command sent before the command link subscribed is dropped by the broker (and
+        // `camgw cmd` sends once): with command keys configured, wait until it listens. Best
+        // effort and bounded: a test whose broker is down at start goes on after the bound.
+        let commandable =
+            std::fs::read_to_string(&self.config_path).is_ok_and(|t| t.contains("command_keys"));
+        let deadline = Instant::now() + scaled(Duration::from_secs(15));
+        while commandable && Instant::now() < deadline {
+            if self
+                .log()
+                .get(log_mark..)
+                .is_some_and(|l| l.contains("listening for commands"))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -824,7 +860,7 @@ pub fn cmd(st: &Station, port: u16, json: &str, timeout_s: u64) -> (i32, serde_j
             "--gateway",
             GW,
             "--timeout-s",
-            &timeout_s.to_string(),
+            &scaled(Duration::from_secs(timeout_s)).as_secs().to_string(),
             json,
         ])
         .output()
