@@ -13,6 +13,8 @@ pub mod hw;
 pub mod input;
 pub mod led;
 pub mod relay;
+#[cfg(feature = "sim")]
+pub mod simhw;
 pub mod temp;
 
 use std::collections::BTreeMap;
@@ -78,6 +80,11 @@ pub fn load_map(config: &Config) -> Result<Option<BoardMap>, String> {
     Ok(Some(m))
 }
 
+/// What a firmware build says about a board file with `backend = "sim"`.
+#[cfg(not(feature = "sim"))]
+const NO_SIM: &str =
+    "this board file uses the simulated backend, which this build does not have (firmware builds leave it out): use a real board or board = \"none\"";
+
 impl Board {
     /// Opens every part the config uses: the status LED, the tamper switch, the configured
     /// inputs, every relay (driven to its default at once) and every sensor. Parts that fail
@@ -92,7 +99,10 @@ impl Board {
         }
         let open_pin = |spec: &map::Pin, initial_high: Option<bool>| match map.backend {
             Backend::Linux => hw::open_cdev(spec, initial_high),
-            Backend::Sim => hw::SimPin::open(&dir, spec, initial_high),
+            #[cfg(feature = "sim")]
+            Backend::Sim => simhw::SimPin::open(&dir, spec, initial_high),
+            #[cfg(not(feature = "sim"))]
+            Backend::Sim => Err(NO_SIM.to_string()),
         };
         let debounce = config.board.debounce.as_millis() as u64;
         let mut board = Board {
@@ -145,7 +155,8 @@ impl Board {
         for s in &map.sensors {
             let bus = match map.backend {
                 Backend::Linux => hw::open_i2c(&s.bus),
-                Backend::Sim => Ok(hw::SimBus::bus(
+                #[cfg(feature = "sim")]
+                Backend::Sim => Ok(simhw::SimBus::bus(
                     &dir,
                     map.sensors
                         .iter()
@@ -153,6 +164,8 @@ impl Board {
                         .map(|o| (o.address, o.kind, o.name.clone()))
                         .collect(),
                 )),
+                #[cfg(not(feature = "sim"))]
+                Backend::Sim => Err(NO_SIM.to_string()),
             };
             buses.insert(s.bus.clone(), ());
             match bus {
