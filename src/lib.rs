@@ -42,6 +42,7 @@ pub mod config;
 pub mod demo;
 pub mod discover;
 pub mod doctor;
+pub mod durable;
 pub mod events;
 pub mod faults;
 pub mod health;

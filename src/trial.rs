@@ -20,14 +20,10 @@
 //! unproven config; a trial interrupted by a crash ends on the last good config, which the
 //! agent then reports with `config_rolled_back`.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(suffix);
-    PathBuf::from(p)
-}
+use crate::durable::{replace as write_durably, unlink as unlink_durably, with_suffix};
 
 pub fn prev_path(path: &Path) -> PathBuf {
     with_suffix(path, ".prev")
@@ -35,35 +31,6 @@ pub fn prev_path(path: &Path) -> PathBuf {
 
 pub fn marker_path(path: &Path) -> PathBuf {
     with_suffix(path, ".trial")
-}
-
-fn dir_of(path: &Path) -> &Path {
-    path.parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
-
-fn sync_dir(path: &Path) -> io::Result<()> {
-    std::fs::File::open(dir_of(path))?.sync_all()
-}
-
-/// Replaces `target` with `bytes` durably: temp file, fsync, rename, fsync of the directory.
-pub fn write_durably(target: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = with_suffix(target, ".tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, target)?;
-    sync_dir(target)
-}
-
-fn unlink_durably(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => sync_dir(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// Replaces the config at `path` with `new` without a trial (the last good text goes to

@@ -9,7 +9,7 @@ use std::path::Path;
 /// only where listed in `PEERS`).
 const LAYERS: &[&[&str]] = &[
     &[
-        "clock", "logs", "heavy", "faults", "watchdog", "topics", "boardmap",
+        "clock", "logs", "heavy", "faults", "watchdog", "topics", "boardmap", "durable",
     ],
     &["proto"],
     &["record", "config"],

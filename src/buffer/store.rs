@@ -178,21 +178,7 @@ fn seg_path(dir: &Path, class: Class, name: u64) -> PathBuf {
     class_dir(dir, class).join(format!("{name:020}.seg"))
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Replaces `path` with `bytes`: temp file, fsync, rename, fsync of the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
+use crate::durable::{replace as write_atomic, sync_dir};
 
 fn with_crc(mut body: Vec<u8>) -> Vec<u8> {
     let crc = crc32fast::hash(&body);
@@ -466,8 +452,8 @@ fn recover(
     lock: File,
 ) -> io::Result<(Inner, Recovery)> {
     let mut report = Recovery::default();
-    for stale in ["seq.tmp", "acked.tmp"] {
-        let _ = fs::remove_file(dir.join(stale));
+    for file in ["seq", "acked"] {
+        let _ = fs::remove_file(crate::durable::temp_of(&dir.join(file)));
     }
     for entry in fs::read_dir(&dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

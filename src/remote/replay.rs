@@ -9,7 +9,7 @@
 //! (windows are at most a day), and the file is compacted when most of its lines are dead.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -64,7 +64,7 @@ impl Replay {
         f.write_all(format!("{expires_ms} {id}\n").as_bytes())?;
         f.sync_data()?;
         if created {
-            sync_dir(&self.path)?;
+            crate::durable::sync_name(&self.path)?;
         }
         self.seen.insert(id.to_string(), expires_ms);
         self.lines += 1;
@@ -76,26 +76,13 @@ impl Replay {
     }
 
     fn compact(&mut self) -> io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            for (id, exp) in &self.seen {
-                writeln!(f, "{exp} {id}")?;
-            }
-            f.sync_all()?;
+        let mut text = String::new();
+        for (id, exp) in &self.seen {
+            text.push_str(&format!("{exp} {id}\n"));
         }
-        fs::rename(&tmp, &self.path)?;
-        sync_dir(&self.path)?;
+        crate::durable::replace(&self.path, text.as_bytes())?;
         self.lines = self.seen.len();
         Ok(())
-    }
-}
-
-/// Makes the name of `file` durable: fsync of its directory.
-fn sync_dir(file: &Path) -> io::Result<()> {
-    match file.parent() {
-        Some(d) => File::open(d)?.sync_all(),
-        None => Ok(()),
     }
 }
 
