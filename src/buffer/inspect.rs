@@ -57,7 +57,7 @@ pub fn inspect(data_dir: &Path) -> std::io::Result<Report> {
             ),
         ));
     }
-    let frontiers = read_acked_file(&dir);
+    let frontiers = read_acked_file(&crate::durable::Os, &dir);
     let mut stray_files = Vec::new();
     for e in std::fs::read_dir(&dir)? {
         let name = e?.file_name().to_string_lossy().into_owned();
@@ -132,7 +132,7 @@ pub fn inspect(data_dir: &Path) -> std::io::Result<Report> {
     let alerts = reports.pop().unwrap();
     let events = reports.pop().unwrap();
     Ok(Report {
-        next_seq: read_seq_file(&dir),
+        next_seq: read_seq_file(&crate::durable::Os, &dir),
         dir,
         events,
         alerts,

@@ -2,9 +2,7 @@
 //! acknowledgements and the periodic persist-and-delete step. Pure parts live in `frame` and
 //! `index`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::config::SyncMode;
+use crate::durable::{Fs, FsFile, Os};
 use crate::record::{new_id, Body, Class, NewRecord, Record};
 
 use super::frame::{self, Frame, FRAME_HEAD, HEADER_LEN};
@@ -129,12 +128,13 @@ struct Shared {
 }
 
 struct Inner {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     opts: Options,
     clock: Arc<dyn Clock>,
     streams: [Stream; 2],
-    writers: [Option<File>; 2],
-    readers: [Option<(u64, File)>; 2],
+    writers: [Option<Box<dyn FsFile>>; 2],
+    readers: [Option<(u64, Box<dyn FsFile>)>; 2],
     next_seq: u64,
     reserved: u64,
     durable_frontier: [u64; 2],
@@ -142,14 +142,14 @@ struct Inner {
     dropped_total: u64,
     corrupt_total: u64,
     /// The flock on the buffer directory, released by `close`.
-    lock: Option<File>,
+    lock: Option<Box<dyn Send + Sync>>,
     /// Frames encoded in this batch, not yet written, per class.
     pending: [Pending; 2],
     /// Records whose write failed in this batch, with the error.
     failed: Vec<(Vec<u64>, String)>,
     scratch: Vec<u8>,
     /// Segments sealed since the last sync that still need one.
-    sealed_dirty: Vec<File>,
+    sealed_dirty: Vec<Box<dyn FsFile>>,
     /// Tests: the eviction report fails to write.
     #[cfg(test)]
     fail_drop_report: bool,
@@ -178,8 +178,6 @@ fn seg_path(dir: &Path, class: Class, name: u64) -> PathBuf {
     class_dir(dir, class).join(format!("{name:020}.seg"))
 }
 
-use crate::durable::{replace as write_atomic, sync_dir};
-
 fn with_crc(mut body: Vec<u8>) -> Vec<u8> {
     let crc = crc32fast::hash(&body);
     body.extend_from_slice(&crc.to_le_bytes());
@@ -194,8 +192,8 @@ fn check_crc(bytes: &[u8]) -> Option<&[u8]> {
     (crc32fast::hash(body) == u32::from_le_bytes(crc.try_into().ok()?)).then_some(body)
 }
 
-pub(crate) fn read_seq_file(dir: &Path) -> u64 {
-    fs::read(dir.join("seq"))
+pub(crate) fn read_seq_file(fs: &dyn Fs, dir: &Path) -> u64 {
+    fs.read(&dir.join("seq"))
         .ok()
         .and_then(|b| {
             check_crc(&b)
@@ -205,7 +203,7 @@ pub(crate) fn read_seq_file(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn read_acked_file(dir: &Path) -> [u64; 2] {
+pub(crate) fn read_acked_file(fs: &dyn Fs, dir: &Path) -> [u64; 2] {
     let parse = |b: &[u8]| -> Option<[u64; 2]> {
         let body = check_crc(b)?;
         if body.len() != 20 || &body[..4] != b"CGWA" {
@@ -216,31 +214,23 @@ pub(crate) fn read_acked_file(dir: &Path) -> [u64; 2] {
             u64::from_le_bytes(body[12..20].try_into().ok()?),
         ])
     };
-    fs::read(dir.join("acked"))
+    fs.read(&dir.join("acked"))
         .ok()
         .and_then(|b| parse(&b))
         .unwrap_or([0, 0])
 }
 
-fn lock_dir(dir: &Path) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a valid, owned descriptor.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
-        return Err(io::Error::new(
+fn lock_dir(fs: &dyn Fs, dir: &Path) -> io::Result<Box<dyn Send + Sync>> {
+    fs.lock(&dir.join("lock")).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => io::Error::new(
             io::ErrorKind::WouldBlock,
             format!(
                 "{} is in use by another camgw process",
                 dir.parent().unwrap_or(dir).display()
             ),
-        ));
-    }
-    Ok(f)
+        ),
+        _ => e,
+    })
 }
 
 impl Buffer {
@@ -250,26 +240,37 @@ impl Buffer {
         opts: Options,
         clock: Arc<dyn Clock>,
     ) -> io::Result<(Buffer, Recovery)> {
+        Buffer::open_on(Arc::new(Os), data_dir, opts, clock)
+    }
+
+    /// [`Buffer::open`] on the filesystem `fs` (tests: one that fills up or records what a
+    /// power cut would keep).
+    pub fn open_on(
+        fs: Arc<dyn Fs>,
+        data_dir: &Path,
+        opts: Options,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<(Buffer, Recovery)> {
         let dir = data_dir.join("buffer");
-        fs::create_dir_all(class_dir(&dir, Class::Event))?;
-        fs::create_dir_all(class_dir(&dir, Class::Alert))?;
-        sync_dir(&dir)?;
-        sync_dir(data_dir)?;
+        fs.create_dir_all(&class_dir(&dir, Class::Event))?;
+        fs.create_dir_all(&class_dir(&dir, Class::Alert))?;
+        fs.sync_dir(&dir)?;
+        fs.sync_dir(data_dir)?;
         // When the agent created data_dir itself (no package postinst), its name is durable
         // only once its parent is synced: a power cut could take the whole directory.
         if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Err(e) = sync_dir(parent) {
+            if let Err(e) = fs.sync_dir(parent) {
                 tracing::warn!("cannot sync {}: {e}", parent.display());
             }
         }
-        let lock = lock_dir(&dir)?;
+        let lock = lock_dir(fs.as_ref(), &dir)?;
         // Present while a buffer is open: finding it at open means the last run never closed.
         let marker = dir.join("open");
-        let unclean = marker.exists();
-        let (inner, mut report) = recover(dir.clone(), opts, clock, lock)?;
+        let unclean = fs.exists(&marker);
+        let (inner, mut report) = recover(fs.clone(), dir.clone(), opts, clock, lock)?;
         report.unclean = unclean;
-        File::create(&marker)?.sync_all()?;
-        sync_dir(&dir)?;
+        fs.create(&marker)?.sync_data()?;
+        fs.sync_dir(&dir)?;
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
             notify: tokio::sync::Notify::new(),
@@ -351,8 +352,8 @@ impl Buffer {
         let mut inner = self.inner();
         if joined {
             // The writer flushed everything on its way out: a clean close.
-            let _ = fs::remove_file(inner.dir.join("open"));
-            let _ = sync_dir(&inner.dir);
+            let _ = inner.fs.remove_file(&inner.dir.join("open"));
+            let _ = inner.fs.sync_dir(&inner.dir);
         }
         inner.lock = None;
     }
@@ -422,7 +423,14 @@ pub const MAX_SEGMENT_FILE: u64 = (1 << 20) + frame::MAX_PAYLOAD as u64 + 1024;
 
 /// Moves an unreadable segment aside (`buffer/quarantine/{class}-{name}`), so it is kept for
 /// a post-mortem and never read again, and notes it in the report.
-fn quarantine(dir: &Path, class: Class, fname: &str, why: &str, report: &mut Recovery) {
+fn quarantine(
+    fs: &dyn Fs,
+    dir: &Path,
+    class: Class,
+    fname: &str,
+    why: &str,
+    report: &mut Recovery,
+) {
     let from = class_dir(dir, class).join(fname);
     let qdir = dir.join("quarantine");
     // Never over an earlier quarantined file of the same name.
@@ -431,12 +439,13 @@ fn quarantine(dir: &Path, class: Class, fname: &str, why: &str, report: &mut Rec
             0 => qdir.join(format!("{}-{fname}", class_dir_name(class))),
             n => qdir.join(format!("{}-{fname}.{n}", class_dir_name(class))),
         })
-        .find(|p| !p.exists())
+        .find(|p| !fs.exists(p))
         .expect("an unused name");
-    let moved = fs::create_dir_all(&qdir)
-        .and_then(|()| fs::rename(&from, &to))
-        .and_then(|()| sync_dir(&class_dir(dir, class)))
-        .and_then(|()| sync_dir(&qdir));
+    let moved = fs
+        .create_dir_all(&qdir)
+        .and_then(|()| fs.rename(&from, &to))
+        .and_then(|()| fs.sync_dir(&class_dir(dir, class)))
+        .and_then(|()| fs.sync_dir(&qdir));
     let what = format!("buffer/{}/{fname}: {why}", class_dir_name(class));
     tracing::error!("buffer segment quarantined: {what}");
     report.quarantined.push(match moved {
@@ -446,17 +455,17 @@ fn quarantine(dir: &Path, class: Class, fname: &str, why: &str, report: &mut Rec
 }
 
 fn recover(
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     opts: Options,
     clock: Arc<dyn Clock>,
-    lock: File,
+    lock: Box<dyn Send + Sync>,
 ) -> io::Result<(Inner, Recovery)> {
     let mut report = Recovery::default();
     for file in ["seq", "acked"] {
-        let _ = fs::remove_file(crate::durable::temp_of(&dir.join(file)));
+        let _ = fs.remove_file(&crate::durable::temp_of(&dir.join(file)));
     }
-    for entry in fs::read_dir(&dir)?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in fs.list(&dir)? {
         if ![
             "seq",
             "acked",
@@ -471,8 +480,8 @@ fn recover(
             report.strays.push(format!("buffer/{name}"));
         }
     }
-    let frontiers = read_acked_file(&dir);
-    let mut max_seq = read_seq_file(&dir)
+    let frontiers = read_acked_file(fs.as_ref(), &dir);
+    let mut max_seq = read_seq_file(fs.as_ref(), &dir)
         .saturating_sub(1)
         .max(frontiers[0])
         .max(frontiers[1]);
@@ -480,14 +489,16 @@ fn recover(
     for class in Class::ALL {
         let cdir = class_dir(&dir, class);
         let mut names = Vec::new();
-        let entries = match fs::read_dir(&cdir) {
+        let entries = match fs.list(&cdir) {
             Ok(e) => e,
             Err(e) => {
                 // The class directory itself cannot be listed: set it aside whole and start
                 // the class afresh.
                 let qdir = dir.join("quarantine");
                 let to = qdir.join(class_dir_name(class));
-                let moved = fs::create_dir_all(&qdir).and_then(|()| fs::rename(&cdir, &to));
+                let moved = fs
+                    .create_dir_all(&qdir)
+                    .and_then(|()| fs.rename(&cdir, &to));
                 report.quarantined.push(format!(
                     "buffer/{}/: cannot be listed: {e}{}",
                     class_dir_name(class),
@@ -497,13 +508,11 @@ fn recover(
                         ""
                     }
                 ));
-                fs::create_dir_all(&cdir)?;
+                fs.create_dir_all(&cdir)?;
                 continue;
             }
         };
-        for entry in entries {
-            let Ok(entry) = entry else { continue };
-            let fname = entry.file_name().to_string_lossy().into_owned();
+        for fname in entries {
             let parsed = fname
                 .strip_suffix(".seg")
                 .filter(|n| n.len() == 20)
@@ -525,27 +534,34 @@ fn recover(
             let fname = format!("{name:020}.seg");
             // One bad segment (an I/O error on a failing SD card, a directory in its place, a
             // size no segment has) must never stop the start: it is set aside, the rest goes on.
-            let read = fs::metadata(&path).and_then(|m| {
-                if !m.is_file() {
+            let read = fs.metadata(&path).and_then(|m| {
+                if !m.is_file {
                     Err(io::Error::other("not a regular file"))
-                } else if m.len() > MAX_SEGMENT_FILE {
+                } else if m.len > MAX_SEGMENT_FILE {
                     Err(io::Error::other(format!(
                         "{} bytes, larger than any segment ({MAX_SEGMENT_FILE})",
-                        m.len()
+                        m.len
                     )))
                 } else {
-                    fs::read(&path)
+                    fs.read(&path)
                 }
             });
             let bytes = match read {
                 Ok(b) => b,
                 Err(e) => {
-                    quarantine(&dir, class, &fname, &e.to_string(), &mut report);
+                    quarantine(
+                        fs.as_ref(),
+                        &dir,
+                        class,
+                        &fname,
+                        &e.to_string(),
+                        &mut report,
+                    );
                     continue;
                 }
             };
             if bytes.len() <= HEADER_LEN {
-                if let Err(e) = fs::remove_file(&path) {
+                if let Err(e) = fs.remove_file(&path) {
                     tracing::warn!("cannot remove the empty segment {}: {e}", path.display());
                 }
                 report.empty_removed += 1;
@@ -576,10 +592,9 @@ fn recover(
             max_seq = max_seq.max(meta.last_seq);
             let valid_len = (HEADER_LEN + end.valid_end) as u64;
             if end.tail_bytes > 0 {
-                let cut = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.set_len(valid_len).and_then(|()| f.sync_all()));
+                let cut = fs
+                    .open_write(&path)
+                    .and_then(|mut f| f.set_len(valid_len).and_then(|()| f.sync_data()));
                 if let Err(e) = cut {
                     // The valid frames are indexed up to valid_len; the torn tail stays on disk
                     // (the segment is sealed and never appended to, and reads stop at
@@ -590,7 +605,7 @@ fn recover(
             }
             meta.bytes = valid_len;
             if meta.records == 0 || meta.acked == meta.records {
-                if let Err(e) = fs::remove_file(&path) {
+                if let Err(e) = fs.remove_file(&path) {
                     tracing::warn!(
                         "cannot remove the delivered segment {}: {e}",
                         path.display()
@@ -610,11 +625,12 @@ fn recover(
         }
     }
     for class in Class::ALL {
-        if let Err(e) = sync_dir(&class_dir(&dir, class)) {
+        if let Err(e) = fs.sync_dir(&class_dir(&dir, class)) {
             tracing::warn!("cannot sync buffer/{}/: {e}", class.name());
         }
     }
     let inner = Inner {
+        fs,
         dir,
         opts,
         clock,
@@ -641,7 +657,7 @@ fn recover(
 /// Work the writer thread must finish after releasing the lock.
 #[derive(Default)]
 struct AfterWrite {
-    sync: Vec<File>,
+    sync: Vec<Box<dyn FsFile>>,
     unlink: Vec<PathBuf>,
 }
 
@@ -655,7 +671,7 @@ impl Inner {
             return Ok(());
         }
         let reserved = self.next_seq + SEQ_BLOCK;
-        write_atomic(
+        self.fs.replace(
             &self.dir.join("seq"),
             &with_crc(reserved.to_le_bytes().to_vec()),
         )?;
@@ -682,14 +698,11 @@ impl Inner {
         self.seal(class);
         let path = seg_path(&self.dir, class, name);
         let res = (|| {
-            let mut f = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)?;
+            let mut f = self.fs.create_new(&path)?;
             f.write_all(&frame::segment_header(class))?;
-            f.sync_all()?;
-            sync_dir(&class_dir(&self.dir, class))?;
-            Ok(f)
+            f.sync_data()?;
+            self.fs.sync_dir(&class_dir(&self.dir, class))?;
+            Ok::<_, io::Error>(f)
         })();
         match res {
             Ok(f) => {
@@ -700,7 +713,7 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                let _ = fs::remove_file(&path);
+                let _ = self.fs.remove_file(&path);
                 Err(e)
             }
         }
@@ -988,13 +1001,13 @@ impl Inner {
         }
     }
 
-    fn reader(&mut self, class: Class, seg: u64) -> io::Result<&File> {
+    fn reader(&mut self, class: Class, seg: u64) -> io::Result<&dyn FsFile> {
         let ci = class.index();
         if self.readers[ci].as_ref().is_none_or(|(n, _)| *n != seg) {
-            let f = File::open(seg_path(&self.dir, class, seg))?;
+            let f = self.fs.open_read(&seg_path(&self.dir, class, seg))?;
             self.readers[ci] = Some((seg, f));
         }
-        Ok(&self.readers[ci].as_ref().unwrap().1)
+        Ok(self.readers[ci].as_ref().unwrap().1.as_ref())
     }
 
     fn read_frame(
@@ -1057,7 +1070,7 @@ impl Inner {
             let mut body = b"CGWA".to_vec();
             body.extend_from_slice(&fr[0].to_le_bytes());
             body.extend_from_slice(&fr[1].to_le_bytes());
-            write_atomic(&self.dir.join("acked"), &with_crc(body))?;
+            self.fs.replace(&self.dir.join("acked"), &with_crc(body))?;
             self.durable_frontier = fr;
         }
         let mut gone = Vec::new();
@@ -1075,7 +1088,7 @@ impl Inner {
     }
 }
 
-fn sync_all(files: &[File]) -> io::Result<()> {
+fn sync_all(files: &[Box<dyn FsFile>]) -> io::Result<()> {
     for f in files {
         f.sync_data()?;
     }
@@ -1083,9 +1096,9 @@ fn sync_all(files: &[File]) -> io::Result<()> {
 }
 
 fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>) {
-    let (sync_mode, interval) = {
+    let (sync_mode, interval, fs) = {
         let inner = shared.inner.lock().unwrap();
-        (inner.opts.sync, inner.opts.sync_interval)
+        (inner.opts.sync, inner.opts.sync_interval, inner.fs.clone())
     };
     let tick = interval.min(Duration::from_millis(250));
     let mut last_sync = Instant::now();
@@ -1154,7 +1167,7 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>) {
             last_sync = Instant::now();
         }
         for p in after.unlink.drain(..) {
-            let _ = fs::remove_file(&p);
+            let _ = fs.remove_file(&p);
         }
         let any_ok = results.iter().any(|(_, r)| r.is_ok());
         for (reply, r) in results {
@@ -1176,7 +1189,7 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>) {
             match gone {
                 Ok(paths) => {
                     for p in paths {
-                        let _ = fs::remove_file(&p);
+                        let _ = fs.remove_file(&p);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot persist buffer acknowledgements"),
@@ -1216,7 +1229,7 @@ mod tests {
         Class::ALL
             .iter()
             .map(|&c| {
-                fs::read_dir(class_dir(&dir.join("buffer"), c))
+                std::fs::read_dir(class_dir(&dir.join("buffer"), c))
                     .unwrap()
                     .count()
             })
