@@ -18,6 +18,9 @@ use super::index::{Pos, SegMeta, Stream};
 
 /// Seqs are reserved on disk this many at a time.
 const SEQ_BLOCK: u64 = 1 << 16;
+/// Room kept for a `buffer_dropped` report when evicting: its frame (well under 256 bytes)
+/// and the header of a segment it may have to open.
+const DROP_REPORT_ROOM: u64 = 256 + HEADER_LEN as u64;
 /// Appends taken from the queue per group commit, at most.
 const MAX_BATCH: usize = 4096;
 
@@ -729,7 +732,11 @@ impl Inner {
         let mut trial = self.streams.clone();
         let mut victims = Vec::new();
         let mut dropped = 0u64;
-        while trial.iter().map(|s| s.bytes()).sum::<u64>() + need > self.opts.max_bytes {
+        // The eviction report takes room too (and may open a segment): leave it its place,
+        // or the append that caused the eviction would still not fit after it.
+        let need_with_report = need + DROP_REPORT_ROOM;
+        while trial.iter().map(|s| s.bytes()).sum::<u64>() + need_with_report > self.opts.max_bytes
+        {
             let victim = [Class::Event, Class::Alert]
                 .into_iter()
                 .find_map(|c| trial[c.index()].eviction_candidate().map(|s| (c, s.name)));
@@ -1234,6 +1241,24 @@ mod tests {
                     .count()
             })
             .sum()
+    }
+
+    #[test]
+    fn the_largest_eviction_report_fits_the_room_kept_for_it() {
+        let rec = Record {
+            seq: u64::MAX,
+            id: u128::MAX,
+            ts_ms: i64::MAX,
+            clock_synced: true,
+            body: Body::alert(
+                crate::record::AlertKind::BufferDropped,
+                None,
+                serde_json::json!({"count": u64::MAX, "reason": "max_bytes", "max_bytes": u64::MAX}),
+            ),
+        };
+        let mut buf = Vec::new();
+        let n = frame::encode_frame(&rec, &mut buf).unwrap();
+        assert!((n as u64) < DROP_REPORT_ROOM - HEADER_LEN as u64, "{n}");
     }
 
     #[test]
