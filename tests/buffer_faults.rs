@@ -263,30 +263,52 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("*** SKIPPED: mounting a small tmpfs needs root (CI runs as root) ***");
-        return;
+/// How a test fills the disk under the agent and frees it again.
+enum Disk {
+    /// A real 1 MiB tmpfs, filled with a file (needs root to mount).
+    Tmpfs(PathBuf),
+    /// The agent's filesystem seam (`CAMGW_FAULTS=disk_full=FLAG`): full while FLAG exists.
+    Flag(PathBuf),
+}
+
+impl Disk {
+    fn fill(&self) {
+        match self {
+            Disk::Tmpfs(mnt) => {
+                use std::io::Write;
+                let mut f = std::fs::File::create(mnt.join("filler")).unwrap();
+                let chunk = vec![0xA5u8; 4096];
+                while f.write_all(&chunk).is_ok() {}
+            }
+            Disk::Flag(flag) => std::fs::write(flag, b"full").unwrap(),
+        }
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let mnt = tmp.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(ok.success(), "mount tmpfs");
-    let _guard = Tmpfs(mnt.clone());
+    fn free(&self) {
+        match self {
+            Disk::Tmpfs(mnt) => std::fs::remove_file(mnt.join("filler")).unwrap(),
+            Disk::Flag(flag) => std::fs::remove_file(flag).unwrap(),
+        }
+    }
+}
+
+/// On a full disk ingest answers 503 (never 202 for what it cannot keep); once space returns
+/// it takes events again without a restart, and everything it accepted is delivered.
+fn full_disk_answers_503_loses_nothing_and_recovers(tmp: &Path, data: PathBuf, disk: Disk) {
+    let env = match &disk {
+        Disk::Flag(flag) => vec![(
+            "CAMGW_FAULTS".to_string(),
+            format!("disk_full={}", flag.display()),
+        )],
+        Disk::Tmpfs(_) => Vec::new(),
+    };
     let mut broker = Broker::start();
     let gate = StallProxy::start(broker.port);
-    let mut agent = Agent::in_dir(
-        tmp.path(),
-        mnt.join("data"),
+    let mut agent = Agent::in_dir_env(
+        tmp,
+        data,
         gate.port,
         "--\n[buffer]\nsync = \"always\"\n",
+        env,
     );
     gate.close();
     broker.stop();
@@ -294,14 +316,7 @@ fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
     for _ in 0..50 {
         accepted.insert(agent.accepted("cam01"));
     }
-    // Fill the disk.
-    let filler = mnt.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0xA5u8; 4096];
-        while f.write_all(&chunk).is_ok() {}
-    }
+    disk.fill();
     let mut saw_503 = false;
     for _ in 0..400 {
         let (code, body) = agent.motion("cam02", "pulse");
@@ -323,7 +338,7 @@ fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
         agent.log()
     );
     // Space returns; the agent takes events again without a restart.
-    std::fs::remove_file(&filler).unwrap();
+    disk.free();
     for _ in 0..20 {
         accepted.insert(agent.accepted("cam01"));
     }
@@ -335,6 +350,41 @@ fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
     });
     assert_seq_order(&sub.seen, "event");
     agent.kill9();
+}
+
+#[test]
+fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flag = tmp.path().join("disk-full");
+    full_disk_answers_503_loses_nothing_and_recovers(
+        tmp.path(),
+        tmp.path().join("data"),
+        Disk::Flag(flag),
+    );
+}
+
+#[test]
+fn a_full_tmpfs_answers_503_loses_nothing_and_recovers_by_itself() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("*** SKIPPED: mounting a small tmpfs needs root (CI runs as root); a_full_disk_answers_503_loses_nothing_and_recovers_by_itself covers the same through the filesystem seam ***");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount tmpfs");
+    let _guard = Tmpfs(mnt.clone());
+    full_disk_answers_503_loses_nothing_and_recovers(
+        tmp.path(),
+        mnt.join("data"),
+        Disk::Tmpfs(mnt.clone()),
+    );
 }
 
 #[test]

@@ -24,7 +24,11 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Same-layer imports that are allowed: (from, to).
-const PEERS: &[(&str, &str)] = &[("record", "clock"), ("config", "record")];
+const PEERS: &[(&str, &str)] = &[
+    ("record", "clock"),
+    ("config", "record"),
+    ("faults", "durable"),
+];
 
 fn layer_of(m: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&m))

@@ -67,8 +67,9 @@ pub async fn open_shared(
         config.buffer.sync,
         config.buffer.sync_interval,
     );
-    let (buffer, recovery) = Buffer::open(data_dir, opts, clock.clone())
-        .with_context(|| format!("cannot open the buffer in {}", data_dir.display()))?;
+    let (buffer, recovery) =
+        Buffer::open_on(crate::faults::buffer_fs(), data_dir, opts, clock.clone())
+            .with_context(|| format!("cannot open the buffer in {}", data_dir.display()))?;
     tracing::info!(
         pending = recovery.pending,
         segments = recovery.segments,
