@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Seeds the fuzz corpora (fuzz/corpus/TARGET/, not committed): the vendor captures from
-# ../shared/fixtures when that folder is there (they are not copied into this repository),
-# and seeds of our own in the same wire formats.
+# Seeds the fuzz corpora (fuzz/corpus/TARGET/, not committed): our own captures in
+# testdata/, the vendor captures from ../shared/fixtures when that folder is there (they are
+# not copied into this repository), and short seeds of our own in the same wire formats.
 set -euo pipefail
 cd "$(dirname "$0")"
 fx=../../shared/fixtures
 c=corpus
-mkdir -p $c/{multipart,http_response,xml,onvif_events,jpeg,rtsp,dahua,config,envelope,buffer_frames,digest,camtime,wsdiscovery}
+mkdir -p $c/{multipart,http_response,xml,onvif_events,jpeg,rtsp,dahua,config,envelope,buffer_frames,digest,camtime,wsdiscovery,topics}
 put() { printf '%b' "$2" > "$c/$1/seed-$3"; }
 if [ -d "$fx" ]; then
   cp "$fx"/*.multipart $c/multipart/ 2>/dev/null || true
@@ -18,6 +18,14 @@ if [ -d "$fx" ]; then
 else
   echo "fuzz/seed.sh: $fx absent: own seeds only"
 fi
+# Our own captures (testdata/, always there).
+td=../testdata
+cp $td/*.multipart $c/multipart/
+for f in $td/*.xml; do cp "$f" $c/xml/; cp "$f" $c/onvif_events/; done
+cp $td/wsdiscovery_*.xml $c/wsdiscovery/
+cp $td/rtsp_*.txt $c/rtsp/
+cp $td/dahua_http_401.txt $c/http_response/
+grep -h -i '^www-authenticate:' $td/*.txt | sed 's/^[^:]*: *//' > $c/digest/seed-testdata
 put multipart '--boundary\r\nContent-Type: application/xml\r\nContent-Length: 40\r\n\r\n<EventNotificationAlert><eventType>VMD\r\n--boundary\r\n' 1
 put multipart '--myboundary\r\nContent-Type: text/plain\r\nContent-Length:36\r\n\r\nCode=VideoMotion;action=Start;index=0\r\n\r\n--myboundary\r\n' 2
 put http_response 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello' 1
@@ -27,6 +35,9 @@ put rtsp 'RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: 4\r\n\r\nabcd$\x00\x00\x
 put dahua 'Code=VideoMotion;action=Start;index=0;data={"Id":[0]}' 1
 put dahua 'Code=TimeChange;action=Pulse;index=0' 2
 put digest 'Digest realm="Login to 3L0E", qop="auth", nonce="1234", opaque="x", algorithm=SHA-256, Basic realm="y"' 1
+put topics 'camgw/q1-p05/gw03/camera/cam01/health' 1
+put topics 'camgw/q1-p05/gw03/cmd/result' 2
+put topics 'camgw/w/g/alert' 3
 put camtime '2019-02-20T15:22:34-8:00' 1
 put camtime '2009-11-14T15:27Z' 2
 put envelope '{"v":1,"cmd":"eyJpZCI6ImEifQ==","sig":"AAAA"}' 1

@@ -357,6 +357,21 @@ mod tests {
 <env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope" xmlns:wsadis="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:d="http://schemas.xmlsoap.org/ws/2005/04/discovery" xmlns:dn="http://www.onvif.org/ver10/network/wsdl"><env:Header><wsadis:MessageID>urn:uuid:a1b2</wsadis:MessageID><wsadis:RelatesTo>urn:uuid:probe-1</wsadis:RelatesTo><wsadis:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</wsadis:To><wsadis:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/ProbeMatches</wsadis:Action></env:Header><env:Body><d:ProbeMatches><d:ProbeMatch><wsadis:EndpointReference><wsadis:Address>urn:uuid:4419a8b0-a6f1-11b3-8205-a41437c1d2e8</wsadis:Address></wsadis:EndpointReference><d:Types>dn:NetworkVideoTransmitter tds:Device</d:Types><d:Scopes>onvif://www.onvif.org/type/video_encoder onvif://www.onvif.org/Profile/Streaming onvif://www.onvif.org/hardware/DS-2CD2043G0-I onvif://www.onvif.org/name/HIKVISION%20DS-2CD2043G0-I onvif://www.onvif.org/location/city/hangzhou</d:Scopes><d:XAddrs>http://[fe80::a614:37ff:fec1:d2e8]/onvif/device_service http://192.168.1.64/onvif/device_service</d:XAddrs><d:MetadataVersion>10</d:MetadataVersion></d:ProbeMatch></d:ProbeMatches></env:Body></env:Envelope>"#;
 
     #[test]
+    fn our_probematches_capture_parses() {
+        let (relates, m) =
+            parse_matches(&crate::testdata::own("wsdiscovery_probematches.xml")).unwrap();
+        assert_eq!(
+            relates.as_deref(),
+            Some("uuid:9d1e2f30-1111-4222-8333-444455556666")
+        );
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].xaddrs, vec!["http://10.20.30.43/onvif/device_service"]);
+        assert_eq!(m[0].scope("hardware").as_deref(), Some("KX-C2121S5"));
+        // KBVision is Dahua inside.
+        assert_eq!(guess_vendor(None, &m[0]), Vendor::Dahua);
+    }
+
+    #[test]
     fn the_shared_probematches_capture_parses() {
         let Some(xml) = crate::testdata::fixture("wsdiscovery_probematches_agsh_mockup.xml") else {
             return;

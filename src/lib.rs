@@ -65,8 +65,17 @@ pub mod watchdog;
 /// Test data shared by the unit tests.
 #[cfg(test)]
 pub(crate) mod testdata {
-    /// A capture from `../shared/fixtures/` (see its SOURCES.md), or `None` with a message
-    /// when that folder is absent.
+    /// One of our own captures in `testdata/` (see testdata/README.md). Always there: a
+    /// missing one fails the test.
+    pub fn own(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// A third-party capture from `../shared/fixtures/` (see its SOURCES.md; not copied
+    /// into the repository), or `None` with a message when that folder is absent.
     pub fn fixture(name: &str) -> Option<Vec<u8>> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../shared/fixtures")

@@ -196,3 +196,33 @@ fn alert_kinds_and_event_sources_are_spelled_only_in_record() {
         found.join("\n")
     );
 }
+
+/// Every capture in testdata/ is described in its README and read by a test.
+#[test]
+fn every_testdata_file_is_described_and_used() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("testdata/README.md")).unwrap();
+    let mut src = Vec::new();
+    walk(&root.join("src"), &mut src);
+    let code: String = src
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let mut n = 0;
+    for e in std::fs::read_dir(root.join("testdata")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name == "README.md" || name == ".gitattributes" {
+            continue;
+        }
+        n += 1;
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "{name} is not in testdata/README.md"
+        );
+        assert!(
+            code.contains(&format!("\"{name}\"")),
+            "no test reads testdata/{name}"
+        );
+    }
+    assert!(n >= 10, "testdata/ holds {n} captures");
+}

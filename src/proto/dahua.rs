@@ -81,6 +81,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn our_attach_capture_parses_with_its_quirks() {
+        let x = crate::testdata::own("dahua_eventmanager_attach.multipart");
+        let mut mp = crate::proto::multipart::Parser::new("myboundary");
+        mp.push(&x);
+        let got: Vec<_> = std::iter::from_fn(|| mp.pull())
+            .map(|p| classify(&parse(&p.body).unwrap()))
+            .collect();
+        // "Content-Length:N" without a space, parts ended by a blank line, and a last part
+        // cut off mid-way (the stream dropped): four whole parts, the cut one never emitted.
+        assert_eq!(
+            got,
+            [
+                Signal::MotionStart,
+                Signal::Heartbeat,
+                Signal::Tamper,
+                Signal::MotionStop
+            ]
+        );
+        let mut mp = crate::proto::multipart::Parser::new("myboundary");
+        mp.push(&x);
+        let first = parse(&mp.pull().unwrap().body).unwrap();
+        assert_eq!(first.index, Some(0));
+        assert!(first.data.unwrap().contains("Cong truoc"));
+    }
+
+    #[test]
     fn the_attach_capture_parses_with_its_quirks() {
         let Some(x) = crate::testdata::fixture("dahua_eventmanager_timechange_ntp.multipart")
         else {

@@ -58,6 +58,36 @@ mod tests {
     use crate::testdata::fixture;
 
     #[test]
+    fn our_alert_stream_capture_has_motion_heartbeat_and_tamper() {
+        let x = crate::testdata::own("hikvision_alertstream.multipart");
+        let mut p = crate::proto::multipart::Parser::new("boundary");
+        p.push(&x);
+        p.push(b"--boundary\r\n");
+        let parts: Vec<_> = std::iter::from_fn(|| p.pull()).collect();
+        let got: Vec<_> = parts
+            .iter()
+            .map(|part| classify(&parse(&part.body).unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Signal::Motion,
+                Signal::Motion,
+                Signal::Heartbeat,
+                Signal::Tamper
+            ]
+        );
+        // Offsets as cameras write them, "+7:00" included, are passed on untouched.
+        let a = parse(&parts[1].body).unwrap();
+        assert_eq!(a.date_time.as_deref(), Some("2026-11-30T21:04:06+7:00"));
+        let a = parse(&crate::testdata::own("hikvision_alert_vmd_no_seconds.xml")).unwrap();
+        assert_eq!(
+            (a.event_type.as_str(), a.active, a.date_time.as_deref()),
+            ("VMD", true, Some("2026-11-30T21:07Z"))
+        );
+    }
+
+    #[test]
     fn vmd_active_from_the_isapi_example_is_motion() {
         let Some(x) = fixture("hikvision_alert_vmd_active_stdcgi.xml") else {
             return;

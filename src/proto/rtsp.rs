@@ -145,6 +145,59 @@ mod tests {
     }
 
     #[test]
+    fn our_rtsp_captures_parse_with_their_quirks() {
+        let own = crate::testdata::own;
+        for (name, want) in [
+            (
+                "rtsp_describe_absolute.txt",
+                "/Streaming/Channels/101/trackID=1?transportmode=unicast",
+            ),
+            ("rtsp_describe_relative.txt", "trackID=0"),
+        ] {
+            let Item::Response {
+                status,
+                headers,
+                body,
+            } = parse_one(&own(name))
+            else {
+                panic!("{name}")
+            };
+            assert_eq!(status, 200);
+            let base = Url::parse(header(&headers, "content-base").unwrap()).unwrap();
+            let track = video_control(&String::from_utf8_lossy(&body), &base).unwrap();
+            assert!(track.path.ends_with(want), "{name}: {}", track.path);
+        }
+        let Item::Response { headers, .. } = parse_one(&own("rtsp_setup_padded_session.txt"))
+        else {
+            panic!()
+        };
+        let session = header(&headers, "session").unwrap();
+        assert_eq!(session.split(';').next().unwrap().trim(), "20261130");
+        let Item::Response {
+            status, headers, ..
+        } = parse_one(&own("rtsp_401_no_qop.txt"))
+        else {
+            panic!()
+        };
+        assert_eq!(status, 401);
+        let a = answer_challenge(
+            &headers,
+            Creds {
+                user: "admin",
+                password: "x",
+                basic: false,
+            },
+            "DESCRIBE",
+            "rtsp://h/",
+        )
+        .unwrap();
+        assert!(
+            a.contains("realm=\"IP Camera(C4321)\"") && !a.contains("qop="),
+            "{a}"
+        );
+    }
+
+    #[test]
     fn shared_rtsp_captures_parse() {
         for name in [
             "rtsp_dahua_options.txt",

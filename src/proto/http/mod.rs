@@ -476,6 +476,32 @@ pub async fn request_auth(
 mod tests {
     use super::*;
 
+    /// Ours, in the form a Dahua/KBVision camera answers: Digest with qop and opaque.
+    #[test]
+    fn our_dahua_401_is_answered_with_digest() {
+        let x = crate::testdata::own("dahua_http_401.txt");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (status, headers, rest) = rt.block_on(read_head(&mut &x[..])).unwrap();
+        assert_eq!((status, rest.len()), (401, 0));
+        let creds = Creds {
+            user: "admin",
+            password: "x",
+            basic: false,
+        };
+        let a = answer_challenge(&headers, creds, "GET", "/cgi-bin/snapshot.cgi").unwrap();
+        for part in [
+            "Digest ",
+            "realm=\"Login to 4K05DCFPAZ00112\"",
+            "qop=auth",
+            "opaque=\"7b35ab0bd6e7a5dc2cf1f1b4f08e93dd0f0a22a1\"",
+            "uri=\"/cgi-bin/snapshot.cgi\"",
+        ] {
+            assert!(a.contains(part), "{part} in {a}");
+        }
+    }
+
     #[test]
     fn urls_parse_with_default_and_explicit_ports_and_hide_credentials() {
         let u = Url::parse(

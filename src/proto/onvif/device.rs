@@ -224,6 +224,19 @@ mod tests {
     use crate::testdata::fixture;
 
     #[test]
+    fn our_device_answers_parse() {
+        let ms = parse_system_date_time(&crate::testdata::own("onvif_getsystemdateandtime.xml"))
+            .unwrap();
+        assert_eq!(crate::clock::rfc3339_ms(ms), "2026-11-30T14:03:09.000Z");
+        let d = parse_device_information(&crate::testdata::own("onvif_getdeviceinformation.xml"))
+            .unwrap();
+        assert_eq!(
+            (d.manufacturer.as_str(), d.model.as_str()),
+            ("KBVISION", "KX-C2121S5")
+        );
+    }
+
+    #[test]
     fn system_date_and_time_from_a_real_answer() {
         let Some(x) = fixture("onvif_getsystemdateandtime_onvifrs.xml") else {
             return;

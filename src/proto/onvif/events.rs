@@ -217,6 +217,46 @@ mod tests {
     use crate::testdata::fixture;
 
     #[test]
+    fn our_pull_answers_give_motion_tamper_and_the_subscription() {
+        let p = parse_pull(&crate::testdata::own("onvif_pullmessages_motion.xml")).unwrap();
+        assert_eq!(p.current_time.as_deref(), Some("2026-11-30T14:04:07Z"));
+        let signals: Vec<_> = p
+            .notifications
+            .iter()
+            .filter(|n| !is_initialized(n))
+            .map(classify)
+            .collect();
+        assert_eq!(
+            signals,
+            [
+                Signal::Motion(true),
+                Signal::Motion(true),
+                Signal::Tamper(true),
+                Signal::Motion(false)
+            ]
+        );
+        assert_eq!(
+            p.notifications.len(),
+            5,
+            "the Initialized one is parsed too"
+        );
+        assert_eq!(
+            p.notifications[0].topic,
+            "RuleEngine/CellMotionDetector/Motion"
+        );
+        let empty = parse_pull(&crate::testdata::own("onvif_pullmessages_empty.xml")).unwrap();
+        assert!(empty.notifications.is_empty());
+        let x = crate::testdata::own("onvif_createpullpoint.xml");
+        assert_eq!(
+            subscription_address(&x).as_deref(),
+            Some("http://10.20.30.43/onvif/Events/PullSubManager_2026-11-30T14:03:10Z_7")
+        );
+        // The camera's clock is in the year 2000: the lease is read as the camera says.
+        let p = parse_pull(&x).unwrap();
+        assert_eq!(p.termination_time.as_deref(), Some("2000-01-01T00:12:40Z"));
+    }
+
+    #[test]
     fn real_initialized_answers_parse_and_create_no_motion() {
         for (name, count) in [
             ("onvif_pullmessages_hikvision_initialized.xml", 10),
