@@ -206,8 +206,7 @@ impl Walker<'_> {
 
     /// A camera URL, checked, then parsed once into the [`Url`] every consumer uses.
     fn camera_url(&mut self, t: &Table, prefix: &str, key: &str, schemes: &[&str]) -> Option<Url> {
-        let s = self.url(t, prefix, key, schemes)?;
-        self.parsed_url(prefix, key, &s)
+        self.url(t, prefix, key, schemes)
     }
 
     fn parsed_url(&mut self, prefix: &str, key: &str, s: &str) -> Option<Url> {
@@ -220,10 +219,11 @@ impl Walker<'_> {
         }
     }
 
-    fn url(&mut self, t: &Table, prefix: &str, key: &str, schemes: &[&str]) -> Option<String> {
+    /// A URL key, checked and parsed by the one URL parser.
+    fn url(&mut self, t: &Table, prefix: &str, key: &str, schemes: &[&str]) -> Option<Url> {
         let s = self.string(t, prefix, key)?;
         match check_url(&s, schemes) {
-            Ok(()) => Some(s),
+            Ok(u) => Some(u),
             Err(e) => {
                 self.problem(join(prefix, key), e);
                 None
@@ -304,7 +304,10 @@ pub fn redact_url(s: &str) -> String {
 
 /// `scheme://host[:port][/path]` with one of the allowed schemes and no password inside.
 /// Messages show the URL with any password replaced by `***`.
-fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
+/// Checks a URL for the config (an allowed scheme, no password in it, a host, a port that is
+/// not 0) with messages for a technician, and parses it with the one URL parser
+/// ([`Url::parse`], which every consumer uses).
+pub fn check_url(s: &str, schemes: &[&str]) -> Result<Url, String> {
     let shown = redact_url(s);
     let Some((scheme, rest)) = s.split_once("://") else {
         return Err(format!(
@@ -333,30 +336,17 @@ fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
     }
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     let hostport = authority.rsplit('@').next().unwrap_or("");
-    let (host, port) = split_host_port(hostport);
-    if host.is_empty() {
-        return Err(format!("\"{shown}\" has no host"));
+    let port = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').and_then(|(_, a)| a.strip_prefix(':')),
+        None => hostport.rsplit_once(':').map(|(_, p)| p),
+    };
+    if let Some(p) = port.filter(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return Err(format!("\"{shown}\" has an invalid port \"{p}\""));
     }
-    if let Some(p) = port {
-        if p.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("\"{shown}\" has an invalid port \"{p}\""));
-        }
-    }
-    Ok(())
-}
-
-/// Splits `host:port`, `[v6]:port`, `host`.
-fn split_host_port(s: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        if let Some((h, after)) = rest.split_once(']') {
-            return (h, after.strip_prefix(':'));
-        }
-        return (s, None);
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    }
+    Url::parse(s).map_err(|e| match e.as_str() {
+        "no host" => format!("\"{shown}\" has no host"),
+        _ => format!("\"{shown}\": {e}"),
+    })
 }
 
 /// Resolves a board reference to its pin map (`Ok(None)`: no board, or not knowable before
@@ -619,22 +609,15 @@ fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
         w.problem("mqtt.url", "missing (required)");
         None
     };
-    let parsed = url.as_deref().and_then(|u| {
-        let (scheme, rest) = u.split_once("://")?;
-        let authority = rest.split(['/', '?']).next().unwrap_or("");
-        if authority.contains('@') {
+    let parsed = url.and_then(|u| {
+        if u.userinfo.is_some() {
             w.problem(
                 "mqtt.url",
                 "credentials do not belong in the URL: use mqtt.username and mqtt.password",
             );
             return None;
         }
-        let (host, port) = split_host_port(authority);
-        let tls = scheme == "mqtts";
-        let port = port
-            .map(|p| p.parse().ok())
-            .unwrap_or(Some(if tls { 8883 } else { 1883 }))?;
-        Some((tls, host.to_string(), port))
+        Some((u.scheme == "mqtts", u.host, u.port))
     });
     let username = w.string(t, p, "username");
     let password = w.string(t, p, "password").map(Secret::new);

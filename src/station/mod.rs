@@ -183,22 +183,38 @@ pub fn options(
     Ok(o)
 }
 
+/// `--mqtt URL`, by the same rules and parser as `mqtt.url` in the config.
 fn parse_mqtt_url(url: &str) -> anyhow::Result<(bool, String, u16)> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| anyhow!("--mqtt must look like mqtt://host:port"))?;
-    let tls = match scheme {
-        "mqtt" => false,
-        "mqtts" => true,
-        other => bail!("--mqtt scheme {other} is not mqtt:// or mqtts://"),
-    };
-    let hostport = rest.trim_end_matches('/');
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (
-            h.to_string(),
-            p.parse().map_err(|_| anyhow!("bad port in --mqtt"))?,
-        ),
-        None => (hostport.to_string(), if tls { 8883 } else { 1883 }),
-    };
-    Ok((tls, host, port))
+    let u =
+        crate::config::check_url(url, &["mqtt", "mqtts"]).map_err(|e| anyhow!("--mqtt: {e}"))?;
+    if u.userinfo.is_some() {
+        bail!("--mqtt: credentials do not belong in the URL: use --username and --password");
+    }
+    Ok((u.scheme == "mqtts", u.host, u.port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mqtt_url;
+
+    #[test]
+    fn mqtt_urls_follow_the_config_rules() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:1884/").unwrap(),
+            (false, "127.0.0.1".into(), 1884)
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtts://[::1]").unwrap(),
+            (true, "::1".into(), 8883)
+        );
+        for (bad, says) in [
+            ("http://x", "scheme \"http\""),
+            ("mqtt://u:secret@x", "credentials"),
+            ("mqtt://x:0", "invalid port"),
+            ("mqtt://:1883", "no host"),
+        ] {
+            let e = parse_mqtt_url(bad).unwrap_err().to_string();
+            assert!(e.contains(says) && !e.contains("secret"), "{bad}: {e}");
+        }
+    }
 }

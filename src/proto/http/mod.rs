@@ -52,6 +52,8 @@ impl Url {
             "https" => 443,
             "rtsp" => 554,
             "rtsps" => 322,
+            "mqtt" => 1883,
+            "mqtts" => 8883,
             other => return Err(format!("unsupported scheme {other}")),
         };
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -514,6 +516,8 @@ mod tests {
         assert_eq!(u.userinfo, Some(("admin".into(), "pw".into())));
         assert!(!u.to_string().contains("pw"));
         assert_eq!(Url::parse("rtsp://cam/stream1").unwrap().port, 554);
+        assert_eq!(Url::parse("mqtts://broker").unwrap().port, 8883);
+        assert_eq!(Url::parse("mqtt://10.0.0.1:1884/").unwrap().port, 1884);
         assert_eq!(Url::parse("http://cam").unwrap().path, "/");
         assert_eq!(Url::parse("http://[fe80::1]:81/x").unwrap().host, "fe80::1");
         assert!(Url::parse("ftp://x").is_err());
