@@ -173,83 +173,17 @@ impl Uplink {
     }
 }
 
-fn station_line(
-    topic: &str,
-    payload: &[u8],
-    connected_at: Instant,
-    start: Instant,
-) -> Option<(String, Option<u64>)> {
+/// A message as the station prints it (`station::view::line`), with the seconds since the
+/// demo began; the seq of an event.
+fn station_line(topic: &str, payload: &[u8], start: Instant) -> Option<(String, Option<u64>)> {
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
     let (_, _, leaf) = crate::topics::parse("camgw", topic)?;
+    let line = crate::station::view::line(&leaf, &v)?;
     let t = format!("{:>5.1}s", start.elapsed().as_secs_f64());
-    let _ = connected_at;
-    if let Leaf::Health(_) = leaf {
-        let problems: Vec<String> = v["problems"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        return Some((
-            format!(
-                "{t} STATION  health {} is {}{}",
-                v["camera"].as_str().unwrap_or("?"),
-                v["state"].as_str().unwrap_or("?").to_uppercase(),
-                if problems.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", problems.join(", "))
-                }
-            ),
-            None,
-        ));
-    }
-    Some(match leaf {
-        Leaf::Status => (
-            format!(
-                "{t} STATION  gateway {}",
-                if v["online"] == true {
-                    "ONLINE".to_string()
-                } else {
-                    format!(
-                        "OFFLINE ({})",
-                        v["reason"].as_str().unwrap_or("connection lost")
-                    )
-                }
-            ),
-            None,
-        ),
-        Leaf::Event => (
-            format!(
-                "{t} STATION  motion {:<5} camera {} via {} (seq {}, at {})",
-                v["state"].as_str().unwrap_or("?"),
-                v["camera"].as_str().unwrap_or("?"),
-                v["source"].as_str().unwrap_or("?"),
-                v["seq"],
-                v["ts"].as_str().unwrap_or("?"),
-            ),
-            v["seq"].as_u64(),
-        ),
-        Leaf::Alert => (
-            format!(
-                "{t} STATION  ALERT {} (seq {}, at {})",
-                crate::station::view::describe("alert", &v),
-                v["seq"],
-                v["ts"].as_str().unwrap_or("?"),
-            ),
-            None,
-        ),
-        Leaf::Telemetry => (
-            format!(
-                "{t} STATION  telemetry: {} buffered, {} delivered",
-                v["buffer"]["events"], v["delivered"]
-            ),
-            None,
-        ),
-        _ => return None,
-    })
+    let seq = matches!(leaf, Leaf::Event)
+        .then(|| v["seq"].as_u64())
+        .flatten();
+    Some((format!("{t} STATION  {line}"), seq))
 }
 
 /// The station view: subscribes to the ward, prints each message, reconnects by itself.
@@ -264,7 +198,6 @@ async fn station(
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut el) = AsyncClient::new(opts, 64);
     let filter = crate::topics::ward_filter("camgw", &ward);
-    let mut connected_at = Instant::now();
     let mut was_connected = false;
     let mut lost = false;
     loop {
@@ -275,7 +208,6 @@ async fn station(
                     seen.lock().unwrap().subacks += 1;
                 }
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    connected_at = Instant::now();
                     if lost {
                         println!("{:>5.1}s STATION  reconnected to the broker", start.elapsed().as_secs_f64());
                         lost = false;
@@ -284,7 +216,7 @@ async fn station(
                     let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Some((line, seq)) = station_line(&p.topic, &p.payload, connected_at, start) {
+                    if let Some((line, seq)) = station_line(&p.topic, &p.payload, start) {
                         println!("{line}");
                         if let Some(s) = seq {
                             seen.lock().unwrap().events.push(s);

@@ -218,6 +218,50 @@ fn push(log: &mut VecDeque<LogLine>, line: LogLine) {
     log.push_back(line);
 }
 
+/// One line of the station's log for any message of a gateway (the demo prints these): the
+/// status, a camera's health, an event or alert with its seq and time, telemetry, a command
+/// result. `None` for what the station does not show.
+pub fn line(leaf: &Leaf<'_>, v: &Value) -> Option<String> {
+    let seq_at = || format!("(seq {}, at {})", v["seq"], v["ts"].as_str().unwrap_or("?"));
+    Some(match leaf {
+        Leaf::Status if v["online"] == true => "gateway ONLINE".to_string(),
+        Leaf::Status => format!(
+            "gateway OFFLINE ({})",
+            v["reason"].as_str().unwrap_or("connection lost")
+        ),
+        Leaf::Health(_) => {
+            let problems: Vec<&str> = v["problems"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+                .unwrap_or_default();
+            format!(
+                "health {} is {}{}",
+                v["camera"].as_str().unwrap_or("?"),
+                v["state"].as_str().unwrap_or("?").to_uppercase(),
+                if problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", problems.join(", "))
+                }
+            )
+        }
+        Leaf::Event => format!(
+            "motion {:<5} camera {} via {} {}",
+            v["state"].as_str().unwrap_or("?"),
+            v["camera"].as_str().unwrap_or("?"),
+            v["source"].as_str().unwrap_or("?"),
+            seq_at()
+        ),
+        Leaf::Alert => format!("ALERT {} {}", describe("alert", v), seq_at()),
+        Leaf::Telemetry => format!(
+            "telemetry: {} buffered, {} delivered",
+            v["buffer"]["events"], v["delivered"]
+        ),
+        Leaf::CmdResult => describe("result", v),
+        _ => return None,
+    })
+}
+
 /// One line for an alert, event or command result.
 pub fn describe(leaf: &str, v: &Value) -> String {
     let cam = v["camera"]
@@ -278,6 +322,40 @@ mod tests {
 
     fn apply(m: &mut Model, topic: &str, json: &str) {
         m.apply(topic, json.as_bytes(), 1_800_000_000_000);
+    }
+
+    #[test]
+    fn one_line_per_message_of_a_gateway() {
+        let l = |leaf: Leaf<'_>, j: &str| line(&leaf, &serde_json::from_str(j).unwrap());
+        assert_eq!(
+            l(Leaf::Status, r#"{"online":false,"reason":"shutdown"}"#).unwrap(),
+            "gateway OFFLINE (shutdown)"
+        );
+        assert_eq!(
+            l(
+                Leaf::Health("cam02"),
+                r#"{"camera":"cam02","state":"degraded","problems":["frozen","black"]}"#
+            )
+            .unwrap(),
+            "health cam02 is DEGRADED (frozen, black)"
+        );
+        assert_eq!(
+            l(
+                Leaf::Event,
+                r#"{"seq":7,"ts":"T","camera":"cam01","source":"gpio","state":"start"}"#
+            )
+            .unwrap(),
+            "motion start camera cam01 via gpio (seq 7, at T)"
+        );
+        assert_eq!(
+            l(
+                Leaf::Alert,
+                r#"{"seq":8,"ts":"T","kind":"disk_low","camera":null,"detail":{"free_mb":42}}"#
+            )
+            .unwrap(),
+            "ALERT disk_low: 42 MB free (seq 8, at T)"
+        );
+        assert_eq!(l(Leaf::Cmd, "{}"), None, "commands are not shown");
     }
 
     #[test]
