@@ -17,44 +17,23 @@ use common::*;
 const BIN: &str = env!("CARGO_BIN_EXE_camgw");
 
 fn config(port: u16, ingest: SocketAddr, data: &Path, extra_gateway: &str, extra: &str) -> String {
-    format!(
-        r#"[gateway]
-id = "{GW}"
-ward = "{WARD}"
-data_dir = "{}"
-board = "sim"
-{extra_gateway}
-
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-keep_alive_s = 5
-reconnect_min_ms = 50
-reconnect_max_s = 1
-telemetry_interval_s = 1
-
-[ingest]
-listen = "{ingest}"
-
-[board]
-poll_ms = 10
-debounce_ms = 30
-temperature_interval_s = 1
-over_temperature_c = 60
-temperature_hysteresis_c = 5
-relay_off_s = {off}
-inputs = {{ pir1 = "cam01", door1 = "gate" }}
-{extra}
-
-[[camera]]
-id = "cam01"
-vendor = "generic"
-host = "127.0.0.1"
-probe = false
-relay = "relay1"
-"#,
-        data.display(),
-        off = relay_off_s(),
-    )
+    TestConfig::new(port, ingest, data)
+        .set("gateway", "board", "sim")
+        .merge_into("gateway", extra_gateway)
+        .set("mqtt", "telemetry_interval_s", 1)
+        .merge(
+            "[board]\npoll_ms = 10\ndebounce_ms = 30\ntemperature_interval_s = 1\n\
+             over_temperature_c = 60\ntemperature_hysteresis_c = 5\n\
+             inputs = { pir1 = \"cam01\", door1 = \"gate\" }\n",
+        )
+        .set("board", "relay_off_s", relay_off_s() as i64)
+        .merge_into("board", extra)
+        .camera(
+            CameraToml::new("cam01", "generic")
+                .set("probe", false)
+                .set("relay", "relay1"),
+        )
+        .text()
 }
 
 fn write(dir: &Path, name: &str, value: &str) {

@@ -14,14 +14,6 @@ use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_camgw");
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn config(data: &Path, mqtt: &str, board: &str, cam: &SimCamera, password: &str) -> String {
     format!(
         r#"[gateway]
@@ -56,20 +48,11 @@ events = ["hikvision", "onvif"]
     )
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 #[test]
 fn a_healthy_gateway_passes_every_check() {
     let broker = Broker::start();
     let rt = rt();
-    let cam = rt
-        .block_on(SimCamera::start(SimControl::new("pw")))
-        .unwrap();
+    let cam = sim_camera(&rt, SimControl::new("pw"));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let sim = data.join("sim-board");
@@ -160,9 +143,7 @@ fn check<'a>(r: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 #[test]
 fn a_wrong_password_a_dead_broker_and_a_missing_pin_are_each_named() {
     let rt = rt();
-    let cam = rt
-        .block_on(SimCamera::start(SimControl::new("pw")))
-        .unwrap();
+    let cam = sim_camera(&rt, SimControl::new("pw"));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let board = dir.path().join("box.toml");
@@ -240,9 +221,7 @@ fn a_broker_certificate_from_another_ca_is_named() {
         return;
     }
     let rt = rt();
-    let cam = rt
-        .block_on(SimCamera::start(SimControl::new("pw")))
-        .unwrap();
+    let cam = sim_camera(&rt, SimControl::new("pw"));
     let dir = tempfile::tempdir().unwrap();
     let make_ca = |cn: &str| {
         let key = rcgen::KeyPair::generate().unwrap();

@@ -10,21 +10,6 @@ use common::*;
 
 const T: &str = "camgw/w-test/gw-test";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn cam(id: &str, vendor: &str, sim: &SimCamera, password: &str) -> String {
-    format!(
-        "\n[[camera]]\nid = \"{id}\"\nvendor = \"{vendor}\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"{password}\"\nhttp_base = \"{}\"\nevents = [\"{vendor}\"]\nprobe = false\n",
-        sim.http_base()
-    )
-}
-
 fn wait_listeners(sim: &SimCamera, hik: bool) {
     let deadline = Instant::now() + scaled(Duration::from_secs(15));
     loop {
@@ -50,16 +35,17 @@ fn motions(sub: &Subscriber, camera: &str) -> Vec<serde_json::Value> {
 #[test]
 fn hikvision_vmd_becomes_a_start_and_an_end_after_silence_and_tamper_an_alert() {
     let rt = rt();
-    let sim = rt
-        .block_on(SimCamera::start(SimControl::new("hik-pw")))
-        .unwrap();
+    let sim = sim_camera(&rt, SimControl::new("hik-pw"));
     let broker = Broker::start();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/+"));
     let agent = Agent::start(
         broker.port,
         &format!(
             "--\n[events]\nmotion_silence_s = 2\n{}",
-            cam("cam09", "hikvision", &sim, "hik-pw")
+            CameraToml::new("cam09", "hikvision")
+                .login("hik-pw")
+                .events_of("hikvision", &sim)
+                .text()
         ),
     );
     wait_listeners(&sim, true);
@@ -107,14 +93,18 @@ fn hikvision_vmd_becomes_a_start_and_an_end_after_silence_and_tamper_an_alert() 
 #[test]
 fn dahua_start_stop_and_videoblind() {
     let rt = rt();
-    let sim = rt
-        .block_on(SimCamera::start(SimControl::new("dh-pw")))
-        .unwrap();
+    let sim = sim_camera(&rt, SimControl::new("dh-pw"));
     let broker = Broker::start();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/+"));
     let _agent = Agent::start(
         broker.port,
-        &format!("--\n{}", cam("cam08", "dahua", &sim, "dh-pw")),
+        &format!(
+            "--\n{}",
+            CameraToml::new("cam08", "dahua")
+                .login("dh-pw")
+                .events_of("dahua", &sim)
+                .text()
+        ),
     );
     wait_listeners(&sim, false);
     sim.dahua_event("VideoMotion", "Start");
@@ -135,14 +125,18 @@ fn dahua_start_stop_and_videoblind() {
 #[test]
 fn a_stream_cut_mid_part_reconnects_and_loses_no_later_event() {
     let rt = rt();
-    let sim = rt
-        .block_on(SimCamera::start(SimControl::new("pw")))
-        .unwrap();
+    let sim = sim_camera(&rt, SimControl::new("pw"));
     let broker = Broker::start();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/event"));
     let agent = Agent::start(
         broker.port,
-        &format!("--\n{}", cam("cam08", "dahua", &sim, "pw")),
+        &format!(
+            "--\n{}",
+            CameraToml::new("cam08", "dahua")
+                .login("pw")
+                .events_of("dahua", &sim)
+                .text()
+        ),
     );
     wait_listeners(&sim, false);
     sim.cut_event_streams_mid_part();
@@ -202,7 +196,7 @@ fn onvif_pull_point_motion_renewal_and_unsubscribe() {
     let mut ctl = SimControl::new("ov-pw");
     ctl.onvif_lease_s = 4; // renewed every ~2 s
     ctl.clock_offset_s = -3 * 365 * 86_400; // a camera clock years off: leases still work
-    let sim = rt.block_on(SimCamera::start(ctl)).unwrap();
+    let sim = sim_camera(&rt, ctl);
     let broker = Broker::start();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/+"));
     let block = format!(

@@ -14,28 +14,13 @@ use common::*;
 
 const T: &str = "camgw/w-test/gw-test";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn camera_block(id: &str, cam: &SimCamera, password: &str) -> String {
-    format!(
-        "\n[[camera]]\nid = \"{id}\"\nvendor = \"onvif\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"{password}\"\nhttp_base = \"{}\"\nsnapshot_url = \"{}\"\nrtsp_url = \"{}\"\nonvif_url = \"{}\"\n",
-        cam.http_base(),
-        cam.snapshot_url(),
-        cam.rtsp_url(),
-        cam.onvif_url()
-    )
-}
-
 fn camera_config(cam: &SimCamera, password: &str) -> camgw::config::Camera {
     let text = format!(
         "[gateway]\nid = \"g\"\nward = \"w\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n{}",
-        camera_block("cam09", cam, password)
+        CameraToml::new("cam09", "onvif")
+            .login(password)
+            .urls_of(cam)
+            .text()
     );
     camgw::config::Config::parse(&text)
         .unwrap()
@@ -65,20 +50,11 @@ fn round(
     ))
 }
 
-fn real_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 #[test]
 fn each_failure_a_camera_shows_is_named_by_one_probe_round() {
     let rt = rt();
-    let cam = rt
-        .block_on(SimCamera::start(SimControl::new("s3cret")))
-        .unwrap();
-    let clock = FixedClock::new(real_now_ms(), true);
+    let cam = sim_camera(&rt, SimControl::new("s3cret"));
+    let clock = FixedClock::new(now_ms(), true);
     let mut mem = Memory::default();
 
     let r = round(&rt, &cam, &mut mem, "s3cret", &clock);
@@ -115,7 +91,7 @@ fn each_failure_a_camera_shows_is_named_by_one_probe_round() {
         r.detail.contains_key("device"),
         "the token's Created was corrected by the offset"
     );
-    let unsynced = FixedClock::new(real_now_ms(), false);
+    let unsynced = FixedClock::new(now_ms(), false);
     assert!(
         round(&rt, &cam, &mut mem, "s3cret", &unsynced)
             .problems
@@ -175,15 +151,9 @@ fn a_camera_that_keeps_the_connection_after_a_401_works_too() {
     let rt = rt();
     let mut ctl = SimControl::new("pw");
     ctl.close_after_401 = false;
-    let cam = rt.block_on(SimCamera::start(ctl)).unwrap();
+    let cam = sim_camera(&rt, ctl);
     let mut mem = Memory::default();
-    let r = round(
-        &rt,
-        &cam,
-        &mut mem,
-        "pw",
-        &FixedClock::new(real_now_ms(), true),
-    );
+    let r = round(&rt, &cam, &mut mem, "pw", &FixedClock::new(now_ms(), true));
     assert!(r.problems.is_empty(), "{:?}", r.detail);
 }
 
@@ -212,15 +182,16 @@ fn alerts(sub: &Subscriber, kind: &str) -> Vec<serde_json::Value> {
 #[test]
 fn down_and_back_up_raise_one_alert_each_and_retained_health_follows() {
     let rt = rt();
-    let cam = rt
-        .block_on(SimCamera::start(SimControl::new("pw1")))
-        .unwrap();
+    let cam = sim_camera(&rt, SimControl::new("pw1"));
     let broker = Broker::start();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/#"));
     let extra = format!(
         "--\n{}{}",
         health_block(1, 700, 2, 2),
-        camera_block("cam09", &cam, "pw1")
+        CameraToml::new("cam09", "onvif")
+            .login("pw1")
+            .urls_of(&cam)
+            .text()
     );
     let agent = Agent::start(broker.port, &extra);
     sub.wait_until(Duration::from_secs(15), "health up", |m| {
@@ -282,13 +253,16 @@ fn a_flapping_camera_does_not_flood_the_station() {
     let rt = rt();
     let mut ctl = SimControl::new("pw");
     ctl.flap = true; // every other snapshot fails with HTTP 500
-    let cam = rt.block_on(SimCamera::start(ctl)).unwrap();
+    let cam = sim_camera(&rt, ctl);
     let broker = Broker::start();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/#"));
     let extra = format!(
         "--\n{}{}",
         health_block(1, 700, 2, 2),
-        camera_block("cam09", &cam, "pw")
+        CameraToml::new("cam09", "onvif")
+            .login("pw")
+            .urls_of(&cam)
+            .text()
     );
     let _agent = Agent::start(broker.port, &extra);
     sub.wait_until(Duration::from_secs(15), "health up", |m| {
@@ -307,15 +281,16 @@ fn a_flapping_camera_does_not_flood_the_station() {
 #[test]
 fn a_frozen_camera_is_degraded_and_recovers_with_one_alert_each() {
     let rt = rt();
-    let cam = rt
-        .block_on(SimCamera::start(SimControl::new("pw")))
-        .unwrap();
+    let cam = sim_camera(&rt, SimControl::new("pw"));
     let broker = Broker::start();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/#"));
     let extra = format!(
         "--\n{}{}",
         health_block(1, 700, 2, 2),
-        camera_block("cam09", &cam, "pw")
+        CameraToml::new("cam09", "onvif")
+            .login("pw")
+            .urls_of(&cam)
+            .text()
     );
     let _agent = Agent::start(broker.port, &extra);
     sub.wait_until(Duration::from_secs(15), "health up", |m| {

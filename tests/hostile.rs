@@ -40,14 +40,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     M.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// The config: gateway, broker, ingest, fast health rounds, then `cameras`.
 fn config(
     broker: u16,
@@ -56,41 +48,13 @@ fn config(
     extra: &str,
     cameras: &str,
 ) -> String {
-    format!(
-        r#"[gateway]
-id = "{GW}"
-ward = "{WARD}"
-data_dir = "{}"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{broker}"
-keep_alive_s = 5
-reconnect_min_ms = 50
-reconnect_max_s = 1
-telemetry_interval_s = 1
-
-[ingest]
-listen = "{ingest}"
-
-{health}
-[events]
-read_timeout_s = 5
-{extra}
-{cameras}
-"#,
-        data.display(),
-        health = health_block(1, 800, 2, 1),
-    )
-}
-
-fn good_camera(cam: &SimCamera) -> String {
-    format!(
-        "\n[[camera]]\nid = \"good\"\nvendor = \"onvif\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"g00d-S3cret\"\nhttp_base = \"{}\"\nsnapshot_url = \"{}\"\nrtsp_url = \"{}\"\nonvif_url = \"{}\"\n",
-        cam.http_base(),
-        cam.snapshot_url(),
-        cam.rtsp_url(),
-        cam.onvif_url()
-    )
+    TestConfig::new(broker, ingest, data)
+        .set("mqtt", "telemetry_interval_s", 1)
+        .merge(&health_block(1, 800, 2, 1))
+        .set("events", "read_timeout_s", 5)
+        .merge(extra)
+        .merge(cameras)
+        .text()
 }
 
 /// A camera block for an attack; every camera has its own password, so a leak names its
@@ -143,9 +107,7 @@ fn hostile_cameras_cannot_take_the_agent_down_or_leak_a_secret() {
         return;
     }
     let rt = rt();
-    let good = rt
-        .block_on(SimCamera::start(SimControl::new("g00d-S3cret")))
-        .unwrap();
+    let good = sim_camera(&rt, SimControl::new("g00d-S3cret"));
     let attacks = [
         ("nonl", Attack::BoundaryNoNewline),
         ("junk", Attack::JunkStream),
@@ -166,7 +128,10 @@ fn hostile_cameras_cannot_take_the_agent_down_or_leak_a_secret() {
         .collect();
     let ids: Vec<&str> = attacks.iter().map(|(id, _)| *id).collect();
     let secrets = secrets(&ids);
-    let mut cameras = good_camera(&good);
+    let mut cameras = CameraToml::new("good", "onvif")
+        .login("g00d-S3cret")
+        .urls_of(&good)
+        .text();
     for (id, h) in &hostiles {
         cameras.push_str(&hostile_block(id, h));
     }
@@ -432,14 +397,12 @@ fn half_sent_requests_and_a_low_fd_limit_do_not_starve_ingest_or_the_probes() {
     }
     raise_own_fd_limit();
     let rt = rt();
-    let good = rt
-        .block_on(SimCamera::start(SimControl::new("g00d-S3cret")))
-        .unwrap();
+    let good = sim_camera(&rt, SimControl::new("g00d-S3cret"));
     let broker = Broker::start();
     let mut sub = Subscriber::new(broker.port, &format!("{T}/#"));
     let tmp = tempfile::tempdir().unwrap();
     let ingest: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cameras = good_camera(&good)
+    let cameras = CameraToml::new("good", "onvif").login("g00d-S3cret").urls_of(&good).text()
         + "\n[[camera]]\nid = \"cam01\"\nvendor = \"generic\"\nhost = \"127.0.0.1\"\nprobe = false\n";
     let text = config(broker.port, ingest, &tmp.path().join("data"), "", &cameras);
     // A low descriptor limit (soft and hard): 256.
@@ -527,8 +490,8 @@ fn hostile_configs_and_commands_are_refused_and_a_kill_during_a_trial_ends_on_a_
 
     // A URL carrying a password: refused, and the password is in no answer, alert or log.
     let leaky = on_disk.replace(
-        "probe = false\n\n[[camera]]",
-        "probe = false\nrtsp_url = \"rtsp://admin:Leak3d-pw@10.0.0.9/x\"\n\n[[camera]]",
+        "id = \"cam01\"\n",
+        "id = \"cam01\"\nrtsp_url = \"rtsp://admin:Leak3d-pw@10.0.0.9/x\"\n",
     );
     assert_ne!(leaky, on_disk);
     let (code, v) = cmd(
@@ -687,10 +650,7 @@ fn a_panic_in_one_cameras_probe_or_stream_is_contained_named_and_restarted() {
         .into_iter()
         .map(|id| {
             let pw = format!("pw-{id}-S3cret");
-            (
-                id,
-                rt.block_on(SimCamera::start(SimControl::new(&pw))).unwrap(),
-            )
+            (id, sim_camera(&rt, SimControl::new(&pw)))
         })
         .collect();
     let mut cameras = String::new();

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use camgw::remote::envelope;
-use camgw::sim::{SimCamera, SimControl};
+use camgw::sim::SimControl;
 use common::*;
 use ed25519_dalek::SigningKey;
 
@@ -158,9 +158,7 @@ fn set_config_adds_and_removes_cameras_live_and_clears_a_removed_cameras_health(
         .enable_all()
         .build()
         .unwrap();
-    let sim = rt
-        .block_on(SimCamera::start(SimControl::new("pw")))
-        .unwrap();
+    let sim = sim_camera(&rt, SimControl::new("pw"));
     let agent = Agent::start(
         broker.port,
         &format!(
@@ -356,9 +354,7 @@ fn reboot_camera_uses_onvif_system_reboot() {
         .enable_all()
         .build()
         .unwrap();
-    let sim = rt
-        .block_on(SimCamera::start(SimControl::new("pw")))
-        .unwrap();
+    let sim = sim_camera(&rt, SimControl::new("pw"));
     let cam = format!(
         "\n[[camera]]\nid = \"cam07\"\nvendor = \"onvif\"\nhost = \"127.0.0.1\"\nusername = \"admin\"\npassword = \"pw\"\nonvif_url = \"{}\"\nprobe = false\n",
         sim.onvif_url()

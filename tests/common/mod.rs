@@ -99,6 +99,70 @@ pub fn emulated_suite() -> bool {
 
 /// Waits scale by `CAMGW_TEST_TIME_SCALE` (CI sets it for the suite under qemu, where
 /// everything runs several times slower).
+/// The runtime the simulated cameras (and in-process probe rounds) of a test run on.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The one way a test starts a simulated camera (HTTP/JPEG, ONVIF, RTSP, event streams) on
+/// loopback.
+pub fn sim_camera(
+    rt: &tokio::runtime::Runtime,
+    ctl: camgw::sim::SimControl,
+) -> camgw::sim::SimCamera {
+    rt.block_on(camgw::sim::SimCamera::start(ctl))
+        .expect("start a simulated camera")
+}
+
+/// A `[[camera]]` of a test config, built by key and rendered by the `toml` crate, so every
+/// value is quoted and escaped as the agent's parser expects.
+#[derive(Clone)]
+pub struct CameraToml(toml::Table);
+
+impl CameraToml {
+    /// A camera on loopback.
+    pub fn new(id: &str, vendor: &str) -> CameraToml {
+        CameraToml(toml::Table::new())
+            .set("id", id)
+            .set("vendor", vendor)
+            .set("host", "127.0.0.1")
+    }
+
+    pub fn set(mut self, key: &str, value: impl Into<toml::Value>) -> CameraToml {
+        self.0.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// `username = "admin"` and this password.
+    pub fn login(self, password: &str) -> CameraToml {
+        self.set("username", "admin").set("password", password)
+    }
+
+    /// Every URL of a simulated camera: probed for health through all of them.
+    pub fn urls_of(self, cam: &camgw::sim::SimCamera) -> CameraToml {
+        self.set("http_base", cam.http_base())
+            .set("snapshot_url", cam.snapshot_url())
+            .set("rtsp_url", cam.rtsp_url())
+            .set("onvif_url", cam.onvif_url())
+    }
+
+    /// Subscribes to the camera's own event stream and leaves health probes off.
+    pub fn events_of(self, vendor: &str, cam: &camgw::sim::SimCamera) -> CameraToml {
+        self.set("http_base", cam.http_base())
+            .set("events", toml::Value::Array(vec![vendor.into()]))
+            .set("probe", false)
+    }
+
+    /// The TOML text, a `[[camera]]` block.
+    pub fn text(&self) -> String {
+        format!("\n[[camera]]\n{}", toml::to_string(&self.0).unwrap())
+    }
+}
+
 /// A `[health]` table with the probe interval and timeout scaled like every wait: under
 /// emulation a healthy round that runs slow must not count as a failed one.
 pub fn health_block(interval_s: u64, timeout_ms: u64, fail: u32, recover: u32) -> String {
@@ -419,51 +483,118 @@ pub struct Agent {
 pub const GW: &str = "gw-test";
 pub const WARD: &str = "w-test";
 
-pub fn config_text(broker_port: u16, ingest: SocketAddr, data_dir: &Path, extra: &str) -> String {
-    // `extra` may hold [buffer]/[mqtt] keys as whole sections; mqtt keys go via mqtt_extra.
-    let (mqtt_extra, rest) = match extra.split_once("--\n") {
-        Some((m, r)) => (m.to_string(), r.to_string()),
-        None => (String::new(), extra.to_string()),
-    };
-    let url_line = if mqtt_extra.contains("url =") {
-        String::new()
-    } else {
-        format!("url = \"mqtt://127.0.0.1:{broker_port}\"")
-    };
-    format!(
-        r#"[gateway]
-id = "{GW}"
-ward = "{WARD}"
-data_dir = "{}"
+/// A gateway config for a test, typed: tables of keys rendered by the `toml` crate (values
+/// quoted and escaped as the agent's parser expects), `[[camera]]` blocks in order.
+#[derive(Clone)]
+pub struct TestConfig {
+    doc: toml::Table,
+    cameras: Vec<toml::Table>,
+}
 
-[mqtt]
-{url_line}
-keep_alive_s = 5
-reconnect_min_ms = 50
-reconnect_max_s = 1
-{mqtt_extra}
+impl TestConfig {
+    /// What every test starts from: this gateway, the test's broker and ingest port, fast
+    /// reconnects, and no camera.
+    pub fn new(broker_port: u16, ingest: SocketAddr, data_dir: &Path) -> TestConfig {
+        TestConfig {
+            doc: toml::Table::new(),
+            cameras: Vec::new(),
+        }
+        .set("gateway", "id", GW)
+        .set("gateway", "ward", WARD)
+        .set("gateway", "data_dir", data_dir.display().to_string())
+        .set("mqtt", "url", format!("mqtt://127.0.0.1:{broker_port}"))
+        .set("mqtt", "keep_alive_s", 5)
+        .set("mqtt", "reconnect_min_ms", 50)
+        .set("mqtt", "reconnect_max_s", 1)
+        .set("ingest", "listen", ingest.to_string())
+    }
 
-[ingest]
-listen = "{ingest}"
+    /// Sets `table.key` (creating the table).
+    pub fn set(mut self, table: &str, key: &str, value: impl Into<toml::Value>) -> TestConfig {
+        let t = self
+            .doc
+            .entry(table.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t.as_table_mut()
+            .expect("a table")
+            .insert(key.to_string(), value.into());
+        self
+    }
 
-{rest}
+    pub fn camera(mut self, cam: CameraToml) -> TestConfig {
+        self.cameras.push(cam.0);
+        self
+    }
 
-[[camera]]
-id = "cam01"
-vendor = "hikvision"
-host = "127.0.0.1"
-username = "admin"
-password = "pa55-SECRET-word"
-probe = false
+    /// Merges TOML text (whole tables and `[[camera]]` blocks, as a test writes them): its
+    /// keys win, its cameras come after the ones already there.
+    pub fn merge(mut self, text: &str) -> TestConfig {
+        let extra: toml::Table = text
+            .parse()
+            .unwrap_or_else(|e| panic!("test config is not TOML: {e}\n{text}"));
+        for (name, v) in extra {
+            match (name.as_str(), v) {
+                ("camera", toml::Value::Array(cams)) => {
+                    for c in cams {
+                        self.cameras
+                            .push(c.as_table().expect("a camera table").clone());
+                    }
+                }
+                (_, toml::Value::Table(t)) => {
+                    for (k, v) in t {
+                        self = self.set(&name, &k, v);
+                    }
+                }
+                (_, v) => {
+                    self.doc.insert(name, v);
+                }
+            }
+        }
+        self
+    }
 
-[[camera]]
-id = "cam02"
-vendor = "dahua"
-host = "127.0.0.1"
-probe = false
-"#,
-        data_dir.display()
+    /// Merges `key = value` lines into one table.
+    pub fn merge_into(self, table: &str, lines: &str) -> TestConfig {
+        self.merge(&format!("[{table}]\n{lines}"))
+    }
+
+    pub fn text(&self) -> String {
+        let mut doc = self.doc.clone();
+        if !self.cameras.is_empty() {
+            doc.insert(
+                "camera".into(),
+                toml::Value::Array(
+                    self.cameras
+                        .iter()
+                        .cloned()
+                        .map(toml::Value::Table)
+                        .collect(),
+                ),
+            );
+        }
+        toml::to_string(&doc).unwrap()
+    }
+}
+
+/// The two cameras most tests use: cam01 (Hikvision, with a password) and cam02 (Dahua),
+/// neither probed.
+pub fn default_cameras(c: TestConfig) -> TestConfig {
+    c.camera(
+        CameraToml::new("cam01", "hikvision")
+            .login("pa55-SECRET-word")
+            .set("probe", false),
     )
+    .camera(CameraToml::new("cam02", "dahua").set("probe", false))
+}
+
+/// The base config with `extra`: `mqtt key lines--\n[tables and cameras]` (the part before
+/// `--` goes into `[mqtt]`), then cam01 and cam02.
+pub fn config_text(broker_port: u16, ingest: SocketAddr, data_dir: &Path, extra: &str) -> String {
+    let (mqtt_extra, rest) = extra.split_once("--\n").unwrap_or(("", extra));
+    let c = TestConfig::new(broker_port, ingest, data_dir)
+        .merge_into("mqtt", mqtt_extra)
+        .merge(rest);
+    default_cameras(c).text()
 }
 
 impl Agent {
