@@ -178,11 +178,12 @@ pub fn open_i2c(path: &str) -> Result<Bus, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::boardmap::Role;
 
-    fn spec(chip: &str, line: u32) -> PinSpec {
+    /// A pin named `tamper` on `chip`, line `line` (the simulated backend's tests use it too).
+    pub(in crate::board) fn spec(chip: &str, line: u32) -> PinSpec {
         PinSpec {
             name: "tamper".into(),
             role: Role::Tamper,

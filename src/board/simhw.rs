@@ -119,20 +119,9 @@ fn fill(out: &mut [u8], data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::board::hw::tests::spec;
     use crate::board::temp::TempSensor;
-    use crate::boardmap::Role;
     use embedded_hal::digital::{InputPin, OutputPin};
-
-    fn spec(chip: &str, line: u32) -> PinSpec {
-        PinSpec {
-            name: "tamper".into(),
-            role: Role::Tamper,
-            chip: chip.into(),
-            line,
-            active_low: false,
-            default_on: true,
-        }
-    }
 
     #[test]
     fn simulated_sensors_answer_in_their_parts_formats() {

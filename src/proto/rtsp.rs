@@ -138,6 +138,16 @@ mod tests {
     use crate::proto::http::{answer_challenge, Creds};
     use crate::testdata::fixture;
 
+    /// The Authorization a DESCRIBE to rtsp://h/ sends after this 401.
+    fn describe_answer(headers: &[(String, String)]) -> String {
+        let creds = Creds {
+            user: "admin",
+            password: "x",
+            basic: false,
+        };
+        answer_challenge(headers, creds, "DESCRIBE", "rtsp://h/").expect("an answer")
+    }
+
     fn parse_one(bytes: &[u8]) -> Item {
         let mut r = Reader::default();
         r.push(bytes);
@@ -180,17 +190,7 @@ mod tests {
             panic!()
         };
         assert_eq!(status, 401);
-        let a = answer_challenge(
-            &headers,
-            Creds {
-                user: "admin",
-                password: "x",
-                basic: false,
-            },
-            "DESCRIBE",
-            "rtsp://h/",
-        )
-        .unwrap();
+        let a = describe_answer(&headers);
         assert!(
             a.contains("realm=\"IP Camera(C4321)\"") && !a.contains("qop="),
             "{a}"
@@ -216,17 +216,7 @@ mod tests {
                 panic!()
             };
             assert_eq!(status, 401);
-            let a = answer_challenge(
-                &headers,
-                Creds {
-                    user: "admin",
-                    password: "x",
-                    basic: false,
-                },
-                "DESCRIBE",
-                "rtsp://h/",
-            )
-            .unwrap();
+            let a = describe_answer(&headers);
             assert!(
                 a.starts_with("Digest ") && a.contains("realm=\"Surveillance Server\""),
                 "{a}"
