@@ -10,83 +10,73 @@ use toml::{Table, Value};
 use super::*;
 use crate::boardmap::{self, BoardMap, BoardRef, Role};
 
-const GATEWAY_KEYS: &[&str] = &["id", "ward", "data_dir", "board", "disk_low_mb"];
-const BOARD_KEYS: &[&str] = &[
-    "poll_ms",
-    "debounce_ms",
-    "over_temperature_c",
-    "temperature_hysteresis_c",
-    "temperature_interval_s",
-    "relay_off_s",
-    "hardware_watchdog",
-    "inputs",
-];
-const MQTT_KEYS: &[&str] = &[
-    "url",
-    "username",
-    "password",
-    "ca_file",
-    "cert_file",
-    "key_file",
-    "keep_alive_s",
-    "topic_prefix",
-    "payload",
-    "max_inflight",
-    "reconnect_min_ms",
-    "reconnect_max_s",
-    "telemetry_interval_s",
-];
-const BUFFER_KEYS: &[&str] = &["max_bytes", "sync", "sync_interval_ms"];
-const HEALTH_KEYS: &[&str] = &[
-    "interval_s",
-    "timeout_ms",
-    "fail_threshold",
-    "recover_threshold",
-    "clock_drift_max_s",
-    "max_concurrent",
-];
-const INGEST_KEYS: &[&str] = &["listen"];
-const SECURITY_KEYS: &[&str] = &["command_keys", "rollback_timeout_s", "max_clock_skew_s"];
-const CAMERA_KEYS: &[&str] = &[
-    "id",
-    "vendor",
-    "host",
-    "username",
-    "password",
-    "http_base",
-    "snapshot_url",
-    "rtsp_url",
-    "onvif_url",
-    "events",
-    "probe",
-    "relay",
-    "basic_auth",
-];
-const TOP_KEYS: &[&str] = &[
-    "gateway", "mqtt", "buffer", "health", "ingest", "security", "camera", "events", "board",
-];
-const EVENTS_KEYS: &[&str] = &["motion_silence_s", "min_spacing_ms", "read_timeout_s"];
-
-/// Every table of the config file with the keys it takes (`[[camera]]` as "camera"): what
-/// an unknown key is checked against, and what docs/reference.md must describe.
-pub const SECTIONS: &[(&str, &[&str])] = &[
-    ("gateway", GATEWAY_KEYS),
-    ("mqtt", MQTT_KEYS),
-    ("buffer", BUFFER_KEYS),
-    ("health", HEALTH_KEYS),
-    ("events", EVENTS_KEYS),
-    ("ingest", INGEST_KEYS),
-    ("security", SECURITY_KEYS),
-    ("board", BOARD_KEYS),
-    ("camera", CAMERA_KEYS),
-];
-
-/// Collects problems while reading one table.
+/// Collects problems while reading the tables, and which keys it read: each key is named
+/// once, where it is read, and a key that nothing read is an unknown one.
 struct Walker<'a> {
     problems: &'a mut Vec<Problem>,
+    /// The keys looked up, per table (by address: every table lives in the parsed document
+    /// for the whole walk).
+    read: std::collections::HashMap<usize, std::collections::BTreeSet<String>>,
+    /// Tables whose every key must have been read: (path prefix, section, table address,
+    /// the keys it holds).
+    tables: Vec<(String, String, usize, Vec<String>)>,
+}
+
+fn addr(t: &Table) -> usize {
+    t as *const Table as usize
 }
 
 impl Walker<'_> {
+    fn new(problems: &mut Vec<Problem>) -> Walker<'_> {
+        Walker {
+            problems,
+            read: Default::default(),
+            tables: Vec::new(),
+        }
+    }
+
+    /// Looks `key` up in `t`, noting that it was read.
+    fn get<'t>(&mut self, t: &'t Table, key: &str) -> Option<&'t Value> {
+        self.read
+            .entry(addr(t))
+            .or_default()
+            .insert(key.to_string());
+        t.get(key)
+    }
+
+    fn has(&mut self, t: &Table, key: &str) -> bool {
+        self.get(t, key).is_some()
+    }
+
+    /// Every key of `t` must be read by the end of the walk ([`Walker::finish`]).
+    fn keys_of(&mut self, prefix: &str, section: &str, t: &Table) {
+        // An absent section stands in as an empty local table: nothing to check, and its
+        // address may be another absent section's later.
+        if t.is_empty() {
+            return;
+        }
+        let keys = t.keys().cloned().collect();
+        self.tables
+            .push((prefix.to_string(), section.to_string(), addr(t), keys));
+    }
+
+    /// Reports the keys nothing read; returns the keys read per section.
+    fn finish(&mut self) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+        let mut sections: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for (prefix, section, a, keys) in std::mem::take(&mut self.tables) {
+            let known = self.read.get(&a).cloned().unwrap_or_default();
+            for key in keys.iter().filter(|k| !known.contains(*k)) {
+                let expected: Vec<&str> = known.iter().map(String::as_str).collect();
+                self.problem(
+                    join(&prefix, key),
+                    format!("unknown key (expected one of: {})", expected.join(", ")),
+                );
+            }
+            sections.entry(section).or_default().extend(known);
+        }
+        sections
+    }
     /// Every message goes through [`redact_url`]: whatever a check echoes, a password
     /// written as user info never reaches the output.
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -96,19 +86,8 @@ impl Walker<'_> {
         });
     }
 
-    fn unknown_keys(&mut self, prefix: &str, table: &Table, known: &[&str]) {
-        for key in table.keys() {
-            if !known.contains(&key.as_str()) {
-                self.problem(
-                    join(prefix, key),
-                    format!("unknown key (expected one of: {})", known.join(", ")),
-                );
-            }
-        }
-    }
-
     fn section<'t>(&mut self, root: &'t Table, name: &str, required: bool) -> Option<&'t Table> {
-        match root.get(name) {
+        match self.get(root, name) {
             None => {
                 if required {
                     self.problem(name, "missing section");
@@ -124,7 +103,7 @@ impl Walker<'_> {
     }
 
     fn string(&mut self, t: &Table, prefix: &str, key: &str) -> Option<String> {
-        match t.get(key)? {
+        match self.get(t, key)? {
             Value::String(s) => Some(s.clone()),
             other => {
                 self.problem(
@@ -137,7 +116,7 @@ impl Walker<'_> {
     }
 
     fn required_string(&mut self, t: &Table, prefix: &str, key: &str) -> Option<String> {
-        if !t.contains_key(key) {
+        if !self.has(t, key) {
             self.problem(join(prefix, key), "missing (required)");
             return None;
         }
@@ -146,7 +125,7 @@ impl Walker<'_> {
 
     /// An integer in `lo..=hi`, or the default when absent.
     fn int(&mut self, t: &Table, prefix: &str, key: &str, lo: i64, hi: i64, default: i64) -> i64 {
-        match t.get(key) {
+        match self.get(t, key) {
             None => default,
             Some(Value::Integer(i)) if (lo..=hi).contains(i) => *i,
             Some(Value::Integer(i)) => {
@@ -174,7 +153,7 @@ impl Walker<'_> {
         options: &[(&str, T)],
         default: Option<T>,
     ) -> Option<T> {
-        let s = match (t.get(key), default) {
+        let s = match (self.get(t, key), default) {
             (None, Some(d)) => return Some(d),
             (None, None) => {
                 self.problem(join(prefix, key), "missing (required)");
@@ -355,6 +334,21 @@ pub type Boards<'a> = dyn Fn(&BoardRef) -> Result<Option<BoardMap>, String> + 'a
 
 /// Parses TOML text and validates every section; pure, with the board file behind `boards`.
 pub fn validate(text: &str, boards: &Boards<'_>) -> Result<Config, Invalid> {
+    walk(text, boards).0
+}
+
+/// The keys a config file may hold, per table (`camera` for every `[[camera]]`), as the
+/// validator read them while checking `text`: the docs test checks that docs/reference.md
+/// describes each of them, on a text that holds every table.
+pub fn keys_read(
+    text: &str,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    walk(text, &|_| Ok(None)).1
+}
+
+type Sections = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+
+fn walk(text: &str, boards: &Boards<'_>) -> (Result<Config, Invalid>, Sections) {
     let root: Table = match text.parse::<Table>() {
         Ok(t) => t,
         Err(e) => {
@@ -365,19 +359,16 @@ pub fn validate(text: &str, boards: &Boards<'_>) -> Result<Config, Invalid> {
                     format!("line {line}")
                 })
                 .unwrap_or_else(|| "(syntax)".into());
-            return Err(Invalid {
-                problems: vec![Problem {
-                    path,
-                    message: format!("TOML syntax error: {}", e.message()),
-                }],
-            });
+            let problems = vec![Problem {
+                path,
+                message: format!("TOML syntax error: {}", e.message()),
+            }];
+            return (Err(Invalid { problems }), Sections::new());
         }
     };
     let mut problems = Vec::new();
-    let mut w = Walker {
-        problems: &mut problems,
-    };
-    w.unknown_keys("", &root, TOP_KEYS);
+    let mut w = Walker::new(&mut problems);
+    w.keys_of("", "", &root);
 
     let gateway = gateway(&mut w, &root);
     let mqtt = mqtt(&mut w, &root);
@@ -391,8 +382,9 @@ pub fn validate(text: &str, boards: &Boards<'_>) -> Result<Config, Invalid> {
     if let (Some(g), Some(cams)) = (&gateway, &cameras) {
         cross_check_board(&mut w, g, &board, cams, boards);
     }
+    let sections = w.finish();
 
-    match (gateway, mqtt, buffer, health, ingest, security, cameras) {
+    let result = match (gateway, mqtt, buffer, health, ingest, security, cameras) {
         (
             Some(gateway),
             Some(mqtt),
@@ -421,12 +413,13 @@ pub fn validate(text: &str, boards: &Boards<'_>) -> Result<Config, Invalid> {
             }
             Err(Invalid { problems })
         }
-    }
+    };
+    (result, sections)
 }
 
 fn gateway(w: &mut Walker, root: &Table) -> Option<Gateway> {
     let t = w.section(root, "gateway", true)?;
-    w.unknown_keys("gateway", t, GATEWAY_KEYS);
+    w.keys_of("gateway", "gateway", t);
     let id = w.name(t, "gateway", "id");
     let ward = w.name(t, "gateway", "ward");
     let data_dir = match w.string(t, "gateway", "data_dir") {
@@ -435,11 +428,11 @@ fn gateway(w: &mut Walker, root: &Table) -> Option<Gateway> {
             None
         }
         Some(s) => Some(PathBuf::from(s)),
-        None if !t.contains_key("data_dir") => Some(PathBuf::from("/var/lib/camgw")),
+        None if !w.has(t, "data_dir") => Some(PathBuf::from("/var/lib/camgw")),
         None => None,
     };
     let board = match w.string(t, "gateway", "board") {
-        None if !t.contains_key("board") => Some(BoardRef::None),
+        None if !w.has(t, "board") => Some(BoardRef::None),
         None => None,
         Some(b) => match boardmap::reference(&b) {
             Ok(r) => Some(r),
@@ -463,9 +456,9 @@ fn board(w: &mut Walker, root: &Table) -> BoardConfig {
     let empty = Table::new();
     let t = w.section(root, "board", false).unwrap_or(&empty);
     let p = "board";
-    w.unknown_keys(p, t, BOARD_KEYS);
+    w.keys_of(p, "board", t);
     let float = |w: &mut Walker, key: &str, lo: f64, hi: f64, default: f64| -> f64 {
-        let v = match t.get(key) {
+        let v = match w.get(t, key) {
             None => return default,
             Some(Value::Float(f)) => *f,
             Some(Value::Integer(i)) => *i as f64,
@@ -500,7 +493,7 @@ fn board(w: &mut Walker, root: &Table) -> BoardConfig {
         s => s.map(PathBuf::from),
     };
     let mut inputs = std::collections::BTreeMap::new();
-    match t.get("inputs") {
+    match w.get(t, "inputs") {
         None => {}
         Some(Value::Table(m)) => {
             for (pin, cam) in m {
@@ -602,8 +595,8 @@ fn cross_check_board(
 fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
     let t = w.section(root, "mqtt", true)?;
     let p = "mqtt";
-    w.unknown_keys(p, t, MQTT_KEYS);
-    let url = if t.contains_key("url") {
+    w.keys_of(p, "mqtt", t);
+    let url = if w.has(t, "url") {
         w.url(t, p, "url", &["mqtt", "mqtts"])
     } else {
         w.problem("mqtt.url", "missing (required)");
@@ -696,7 +689,7 @@ fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
 fn buffer(w: &mut Walker, root: &Table) -> Option<BufferConfig> {
     let empty = Table::new();
     let t = w.section(root, "buffer", false).unwrap_or(&empty);
-    w.unknown_keys("buffer", t, BUFFER_KEYS);
+    w.keys_of("buffer", "buffer", t);
     let max_bytes = w.int(t, "buffer", "max_bytes", 65_536, i64::MAX, 64 << 20);
     let sync = w.choice(
         t,
@@ -720,7 +713,7 @@ fn events(w: &mut Walker, root: &Table) -> Events {
     let empty = Table::new();
     let t = w.section(root, "events", false).unwrap_or(&empty);
     let p = "events";
-    w.unknown_keys(p, t, EVENTS_KEYS);
+    w.keys_of(p, "events", t);
     Events {
         motion_silence: Duration::from_secs(w.int(t, p, "motion_silence_s", 1, 3600, 10) as u64),
         min_spacing: Duration::from_millis(w.int(t, p, "min_spacing_ms", 0, 600_000, 1000) as u64),
@@ -732,7 +725,7 @@ fn health(w: &mut Walker, root: &Table) -> Option<Health> {
     let empty = Table::new();
     let t = w.section(root, "health", false).unwrap_or(&empty);
     let p = "health";
-    w.unknown_keys(p, t, HEALTH_KEYS);
+    w.keys_of(p, "health", t);
     Some(Health {
         interval: Duration::from_secs(w.int(t, p, "interval_s", 1, 86_400, 10) as u64),
         timeout: Duration::from_millis(w.int(t, p, "timeout_ms", 50, 600_000, 3000) as u64),
@@ -747,7 +740,7 @@ fn ingest(w: &mut Walker, root: &Table) -> Option<Option<Ingest>> {
     let Some(t) = w.section(root, "ingest", false) else {
         return Some(None);
     };
-    w.unknown_keys("ingest", t, INGEST_KEYS);
+    w.keys_of("ingest", "ingest", t);
     let Some(listen) = w.string(t, "ingest", "listen") else {
         return Some(None);
     };
@@ -766,9 +759,9 @@ fn ingest(w: &mut Walker, root: &Table) -> Option<Option<Ingest>> {
 fn security(w: &mut Walker, root: &Table) -> Option<Security> {
     let empty = Table::new();
     let t = w.section(root, "security", false).unwrap_or(&empty);
-    w.unknown_keys("security", t, SECURITY_KEYS);
+    w.keys_of("security", "security", t);
     let mut keys = Vec::new();
-    match t.get("command_keys") {
+    match w.get(t, "command_keys") {
         None => {}
         Some(Value::Array(a)) => {
             for (i, v) in a.iter().enumerate() {
@@ -806,7 +799,7 @@ fn security(w: &mut Walker, root: &Table) -> Option<Security> {
 }
 
 fn cameras(w: &mut Walker, root: &Table) -> Option<Vec<Camera>> {
-    let arr = match root.get("camera") {
+    let arr = match w.get(root, "camera") {
         None => return Some(Vec::new()),
         Some(Value::Array(a)) => a,
         Some(other) => {
@@ -847,7 +840,7 @@ fn cameras(w: &mut Walker, root: &Table) -> Option<Vec<Camera>> {
 }
 
 fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
-    w.unknown_keys(p, t, CAMERA_KEYS);
+    w.keys_of(p, "camera", t);
     let id = w.name(t, p, "id");
     let vendor = w.choice(
         t,
@@ -872,7 +865,7 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
     }
     let mut username = w.string(t, p, "username");
     let password = w.string(t, p, "password").map(Secret::new);
-    let http_base = if t.contains_key("http_base") {
+    let http_base = if w.has(t, "http_base") {
         w.camera_url(t, p, "http_base", &["http", "https"])
     } else {
         host.as_ref()
@@ -901,7 +894,7 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
         }
     }
     let mut events = Vec::new();
-    match t.get("events") {
+    match w.get(t, "events") {
         None => {}
         Some(Value::Array(a)) => {
             for (i, v) in a.iter().enumerate() {
@@ -930,7 +923,7 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
             format!("must be an array of strings, found {}", kind(other)),
         ),
     }
-    let probe = match t.get("probe") {
+    let probe = match w.get(t, "probe") {
         None => true,
         Some(Value::Boolean(b)) => *b,
         Some(other) => {
@@ -941,7 +934,7 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
             true
         }
     };
-    let basic_auth = match t.get("basic_auth") {
+    let basic_auth = match w.get(t, "basic_auth") {
         None => false,
         Some(Value::Boolean(b)) => *b,
         Some(other) => {
