@@ -135,7 +135,13 @@ fn main() {
             s.onvif_url()
         ));
     }
-    let mut sub = Subscriber::new(broker.port, "camgw/+/+/event");
+    let mut sub = Subscriber::new(
+        broker.port,
+        &camgw::topics::topic(
+            &camgw::topics::root("camgw", "+", "+"),
+            camgw::topics::Leaf::Event,
+        ),
+    );
     let agent = Agent::start(broker.port, &cfg);
     let deadline = Instant::now() + Duration::from_secs(30);
     while sims.iter().enumerate().any(|(i, s)| {

@@ -104,13 +104,13 @@ fn spawn_gateway(
 ) {
     let ward = format!("w{:03}", i / 10);
     let id = format!("gw{i:04}");
-    let root = format!("camgw/{ward}/{id}");
+    let root = camgw::topics::root("camgw", &ward, &id);
     let mut o = MqttOptions::new(format!("camgw-{ward}-{id}"), "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_clean_session(true);
     o.set_inflight(WINDOW as u16 + 8);
     o.set_last_will(LastWill::new(
-        format!("{root}/status"),
+        camgw::topics::topic(&root, camgw::topics::Leaf::Status),
         r#"{"online":false}"#,
         QoS::AtLeastOnce,
         true,
@@ -127,7 +127,7 @@ fn spawn_gateway(
                     g2.connected.store(true, Ordering::Relaxed);
                     g2.connects.fetch_add(1, Ordering::Relaxed);
                     let _ = c2.try_publish(
-                        format!("{root2}/status"),
+                        camgw::topics::topic(&root2, camgw::topics::Leaf::Status),
                         QoS::AtLeastOnce,
                         true,
                         r#"{"online":true,"version":"0.1.0"}"#,
@@ -139,7 +139,10 @@ fn spawn_gateway(
                         );
                         if c2
                             .try_publish(
-                                format!("{root2}/camera/cam{c:02}/health"),
+                                camgw::topics::topic(
+                                    &root2,
+                                    camgw::topics::Leaf::Health(&format!("cam{c:02}")),
+                                ),
                                 QoS::AtLeastOnce,
                                 true,
                                 body,
@@ -183,7 +186,7 @@ fn spawn_gateway(
             if Instant::now() >= next_telemetry {
                 next_telemetry += Duration::from_secs(10);
                 let _ = client.try_publish(
-                    format!("{root}/telemetry"),
+                    camgw::topics::topic(&root, camgw::topics::Leaf::Telemetry),
                     QoS::AtMostOnce,
                     false,
                     r#"{"buffer":{"events":0,"alerts":0}}"#,
@@ -200,15 +203,23 @@ fn spawn_gateway(
                 }
                 seq += 1;
                 let (leaf, kind) = if seq % 20 == 0 {
-                    ("alert", "camera_degraded")
+                    (
+                        camgw::topics::Leaf::Alert,
+                        camgw::record::AlertKind::CameraDegraded.name(),
+                    )
                 } else {
-                    ("event", "motion")
+                    (camgw::topics::Leaf::Event, "motion")
                 };
                 let body = format!(
                     r#"{{"id":"{id}-{seq}","seq":{seq},"ts":"2026-11-29T00:00:00Z","clock_synced":true,"kind":"{kind}","camera":"cam01","source":"onvif","state":"start"}}"#
                 );
                 if client
-                    .try_publish(format!("{root}/{leaf}"), QoS::AtLeastOnce, false, body)
+                    .try_publish(
+                        camgw::topics::topic(&root, leaf),
+                        QoS::AtLeastOnce,
+                        false,
+                        body,
+                    )
                     .is_err()
                 {
                     break;

@@ -121,7 +121,10 @@ fn main() {
                 let mut o = rumqttc::MqttOptions::new("attacker", "127.0.0.1", port);
                 o.set_max_packet_size(8 << 20, 8 << 20);
                 let (c, mut conn) = rumqttc::Client::new(o, 1000);
-                let t = format!("camgw/{WARD}/{GW}/cmd");
+                let t = camgw::topics::topic(
+                    &camgw::topics::root("camgw", WARD, GW),
+                    camgw::topics::Leaf::Cmd,
+                );
                 let _ = c.publish(&t, rumqttc::QoS::AtLeastOnce, true, vec![b'{'; 2 << 20]);
                 for i in 0..200 {
                     let p = format!(r#"{{"v":1,"cmd":"{i}{}","sig":""}}"#, "x".repeat(253_000));

@@ -60,8 +60,14 @@ fn timed_subscriber(
             rumqttc::MqttOptions::new(format!("bench-sub-{}", free_port()), "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(30));
         let (c, mut conn) = rumqttc::Client::new(o, 1000);
-        c.subscribe("camgw/+/+/event", rumqttc::QoS::AtMostOnce)
-            .unwrap();
+        c.subscribe(
+            camgw::topics::topic(
+                &camgw::topics::root("camgw", "+", "+"),
+                camgw::topics::Leaf::Event,
+            ),
+            rumqttc::QoS::AtMostOnce,
+        )
+        .unwrap();
         for ev in conn.iter() {
             match ev {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
