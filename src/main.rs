@@ -94,14 +94,8 @@ enum Command {
         /// How long the signed command stays valid.
         #[arg(long, default_value_t = 300)]
         ttl_s: u64,
-        #[arg(long, default_value = "camgw")]
-        topic_prefix: String,
-        #[arg(long)]
-        username: Option<String>,
-        #[arg(long, env = "CAMGW_MQTT_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        broker: BrokerLogin,
         /// The command, e.g. '{"op":"get_config"}'.
         command: String,
     },
@@ -133,6 +127,20 @@ enum BufferCommand {
     },
 }
 
+/// How the station tools log in to the ward broker (the same flags for `cmd` and `station`).
+#[cfg(feature = "station")]
+#[derive(clap::Args)]
+struct BrokerLogin {
+    #[arg(long, default_value = "camgw")]
+    topic_prefix: String,
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long, env = "CAMGW_MQTT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
 #[cfg(feature = "station")]
 #[derive(Subcommand)]
 enum StationCommand {
@@ -144,14 +152,8 @@ enum StationCommand {
         /// Only this ward (default: every ward on the broker).
         #[arg(long)]
         ward: Option<String>,
-        #[arg(long, default_value = "camgw")]
-        topic_prefix: String,
-        #[arg(long)]
-        username: Option<String>,
-        #[arg(long, env = "CAMGW_MQTT_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        broker: BrokerLogin,
         /// Print a snapshot of the current (retained) state and exit.
         #[arg(long)]
         once: bool,
@@ -323,10 +325,7 @@ fn main() -> ExitCode {
                 StationCommand::Watch {
                     mqtt,
                     ward,
-                    topic_prefix,
-                    username,
-                    password,
-                    ca_file,
+                    broker,
                     once,
                     json,
                     wait_s,
@@ -335,10 +334,10 @@ fn main() -> ExitCode {
             let args = camgw::station::watch::WatchArgs {
                 mqtt: &mqtt,
                 ward: ward.as_deref(),
-                topic_prefix: &topic_prefix,
-                username: username.as_deref(),
-                password: password.as_deref(),
-                ca_file: ca_file.as_deref(),
+                topic_prefix: &broker.topic_prefix,
+                username: broker.username.as_deref(),
+                password: broker.password.as_deref(),
+                ca_file: broker.ca_file.as_deref(),
                 once,
                 json,
                 wait: std::time::Duration::from_secs(wait_s),
@@ -373,10 +372,7 @@ fn main() -> ExitCode {
             gateway,
             timeout_s,
             ttl_s,
-            topic_prefix,
-            username,
-            password,
-            ca_file,
+            broker,
             command,
         } => {
             let args = camgw::station::CmdArgs {
@@ -386,11 +382,11 @@ fn main() -> ExitCode {
                 gateway: &gateway,
                 command: &command,
                 timeout: std::time::Duration::from_secs(timeout_s),
-                topic_prefix: &topic_prefix,
+                topic_prefix: &broker.topic_prefix,
                 ttl: std::time::Duration::from_secs(ttl_s),
-                username: username.as_deref(),
-                password: password.as_deref(),
-                ca_file: ca_file.as_deref(),
+                username: broker.username.as_deref(),
+                password: broker.password.as_deref(),
+                ca_file: broker.ca_file.as_deref(),
             };
             match runtime().block_on(camgw::station::cmd(args)) {
                 Ok(camgw::station::CmdOutcome::Result(v)) => {
