@@ -117,11 +117,11 @@ impl Fs for Os {
         std::fs::File::open(dir)?.sync_all()
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for e in std::fs::read_dir(dir)? {
-            names.push(e?.file_name().to_string_lossy().into_owned());
-        }
-        Ok(names)
+        // An entry that cannot be read (a failing card) is skipped, not the whole listing.
+        Ok(std::fs::read_dir(dir)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect())
     }
     fn metadata(&self, path: &Path) -> io::Result<Meta> {
         let m = std::fs::metadata(path)?;

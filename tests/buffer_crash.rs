@@ -505,8 +505,10 @@ impl Trace {
     fn read_and_ack(&mut self, m: &Model, b: &Buffer, n: usize) {
         for _ in 0..n {
             let Some(r) = b.next_unsent() else { break };
-            b.ack(r.body.class(), r.seq);
+            // From the state before the ack on, the record may be gone (a maintenance tick
+            // can persist the frontier right after it).
             self.acked.insert(r.seq, m.now());
+            b.ack(r.body.class(), r.seq);
         }
     }
 

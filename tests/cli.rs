@@ -183,10 +183,7 @@ fn the_reference_describes_every_key_alert_kind_and_command() {
             missing.push(format!("alert {k}"));
         }
     }
-    let help = std::process::Command::new(BIN)
-        .arg("--help")
-        .output()
-        .unwrap();
+    let help = common::camgw_command(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout).to_string();
     let commands = help
         .split("Commands:")

@@ -28,11 +28,14 @@ fn quarantine(
         })
         .find(|p| !fs.exists(p))
         .expect("an unused name");
+    // Durable in this order, so a power cut leaves the segment in one place or the other:
+    // the quarantine directory's name, the new name, then the old name's removal.
     let moved = fs
         .create_dir_all(&qdir)
+        .and_then(|()| fs.sync_dir(dir))
         .and_then(|()| fs.rename(&from, &to))
-        .and_then(|()| fs.sync_dir(&class_dir(dir, class)))
-        .and_then(|()| fs.sync_dir(&qdir));
+        .and_then(|()| fs.sync_dir(&qdir))
+        .and_then(|()| fs.sync_dir(&class_dir(dir, class)));
     let what = format!("buffer/{}/{fname}: {why}", class_dir_name(class));
     tracing::error!("buffer segment quarantined: {what}");
     report.quarantined.push(match moved {

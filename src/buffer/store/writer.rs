@@ -97,6 +97,11 @@ impl Inner {
             dropped += trial[class.index()].remove(name);
             victims.push((class, name));
         }
+        // Evicting everything there is would still not make room (a record nearly as large as
+        // max_bytes): refuse it and keep what is buffered.
+        if trial.iter().map(|s| s.bytes()).sum::<u64>() + need_with_report > self.opts.max_bytes {
+            return Err(AppendError::Full(need));
+        }
         if !victims.is_empty() {
             tracing::warn!(dropped, "buffer full: evicting the oldest records");
             // The report must not land in a segment that is about to go.
