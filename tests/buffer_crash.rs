@@ -73,6 +73,14 @@ impl Disk {
         }
     }
 
+    /// A new empty file named `path`; its inode.
+    fn new_file(&mut self, path: &Path) -> usize {
+        self.inos.push(Ino::default());
+        self.names
+            .insert(path.to_path_buf(), Ent::File(self.inos.len() - 1));
+        self.inos.len() - 1
+    }
+
     /// What the disk holds after a cut of kind `cut`.
     fn cut(&self, cut: Cut) -> Disk {
         let source = match cut {
@@ -373,10 +381,7 @@ impl Fs for ModelFs {
                     return Err(io::ErrorKind::AlreadyExists.into());
                 }
                 parent_ok(d, path)?;
-                d.inos.push(Ino::default());
-                let i = d.inos.len() - 1;
-                d.names.insert(path.to_path_buf(), Ent::File(i));
-                Ok(i)
+                Ok(d.new_file(path))
             },
         )?;
         Ok(self.file(ino))
@@ -391,10 +396,7 @@ impl Fs for ModelFs {
                     d.inos[i].data.clear();
                     return Ok(i);
                 }
-                d.inos.push(Ino::default());
-                let i = d.inos.len() - 1;
-                d.names.insert(path.to_path_buf(), Ent::File(i));
-                Ok(i)
+                Ok(d.new_file(path))
             },
         )?;
         Ok(self.file(ino))

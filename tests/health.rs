@@ -14,6 +14,23 @@ use common::*;
 
 const T: &str = "camgw/w-test/gw-test";
 
+/// A broker, a subscriber to the gateway's topics, and an agent probing `cam` as cam09
+/// every second.
+fn watched_camera(cam: &SimCamera, password: &str) -> (Broker, Subscriber, Agent) {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, &format!("{T}/#"));
+    let extra = format!(
+        "--\n{}{}",
+        health_block(1, 700, 2, 2),
+        CameraToml::new("cam09", "onvif")
+            .login(password)
+            .urls_of(cam)
+            .text()
+    );
+    let agent = Agent::start(broker.port, &extra);
+    (broker, sub, agent)
+}
+
 fn camera_config(cam: &SimCamera, password: &str) -> camgw::config::Camera {
     let text = format!(
         "[gateway]\nid = \"g\"\nward = \"w\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n{}",
@@ -183,17 +200,7 @@ fn alerts(sub: &Subscriber, kind: &str) -> Vec<serde_json::Value> {
 fn down_and_back_up_raise_one_alert_each_and_retained_health_follows() {
     let rt = rt();
     let cam = sim_camera(&rt, SimControl::new("pw1"));
-    let broker = Broker::start();
-    let mut sub = Subscriber::new(broker.port, &format!("{T}/#"));
-    let extra = format!(
-        "--\n{}{}",
-        health_block(1, 700, 2, 2),
-        CameraToml::new("cam09", "onvif")
-            .login("pw1")
-            .urls_of(&cam)
-            .text()
-    );
-    let agent = Agent::start(broker.port, &extra);
+    let (broker, mut sub, agent) = watched_camera(&cam, "pw1");
     sub.wait_until(Duration::from_secs(15), "health up", |m| {
         m.iter()
             .any(|m| m.topic.ends_with("cam09/health") && m.json()["state"] == "up")
@@ -254,17 +261,7 @@ fn a_flapping_camera_does_not_flood_the_station() {
     let mut ctl = SimControl::new("pw");
     ctl.flap = true; // every other snapshot fails with HTTP 500
     let cam = sim_camera(&rt, ctl);
-    let broker = Broker::start();
-    let mut sub = Subscriber::new(broker.port, &format!("{T}/#"));
-    let extra = format!(
-        "--\n{}{}",
-        health_block(1, 700, 2, 2),
-        CameraToml::new("cam09", "onvif")
-            .login("pw")
-            .urls_of(&cam)
-            .text()
-    );
-    let _agent = Agent::start(broker.port, &extra);
+    let (_broker, mut sub, _agent) = watched_camera(&cam, "pw");
     sub.wait_until(Duration::from_secs(15), "health up", |m| {
         m.iter().any(|m| m.topic.ends_with("cam09/health"))
     });
@@ -282,17 +279,7 @@ fn a_flapping_camera_does_not_flood_the_station() {
 fn a_frozen_camera_is_degraded_and_recovers_with_one_alert_each() {
     let rt = rt();
     let cam = sim_camera(&rt, SimControl::new("pw"));
-    let broker = Broker::start();
-    let mut sub = Subscriber::new(broker.port, &format!("{T}/#"));
-    let extra = format!(
-        "--\n{}{}",
-        health_block(1, 700, 2, 2),
-        CameraToml::new("cam09", "onvif")
-            .login("pw")
-            .urls_of(&cam)
-            .text()
-    );
-    let _agent = Agent::start(broker.port, &extra);
+    let (_broker, mut sub, _agent) = watched_camera(&cam, "pw");
     sub.wait_until(Duration::from_secs(15), "health up", |m| {
         health_of_msgs(m).last().is_some_and(|h| h["state"] == "up")
     });
