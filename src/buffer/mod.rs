@@ -58,6 +58,7 @@
 pub mod frame;
 pub mod index;
 pub mod inspect;
+pub mod stills;
 mod store;
 
 pub use store::{AppendError, Appended, Buffer, Options, Recovery, Stats};

@@ -6,6 +6,7 @@
 
 mod reader;
 mod recovery;
+mod stills;
 mod writer;
 
 use recovery::recover;
@@ -40,6 +41,8 @@ pub struct Options {
     pub sync_interval: Duration,
     /// A segment is sealed once it reaches this size.
     pub segment_bytes: u64,
+    /// Stills may take at most this much of `max_bytes`.
+    pub still_max_bytes: u64,
 }
 
 impl Options {
@@ -49,6 +52,7 @@ impl Options {
             sync,
             sync_interval,
             segment_bytes: (max_bytes / 16).clamp(16 << 10, 1 << 20),
+            still_max_bytes: max_bytes / 4,
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct Recovery {
     /// `sync = "always"` nothing it accepted can be missing; with `interval`, what it accepted
     /// in the last `sync_interval` before a power cut may be.
     pub unclean: bool,
+    /// Stills waiting to be delivered.
+    pub stills: usize,
 }
 
 impl Recovery {
@@ -113,6 +119,10 @@ pub struct Stats {
     pub segments: usize,
     pub dropped_total: u64,
     pub corrupt_total: u64,
+    /// Stills waiting, their bytes, and how many were evicted since the start.
+    pub stills: u64,
+    pub still_bytes: u64,
+    pub stills_dropped_total: u64,
 }
 
 enum Cmd {
@@ -162,6 +172,13 @@ struct Inner {
     scratch: Vec<u8>,
     /// Segments sealed since the last sync that still need one.
     sealed_dirty: Vec<Box<dyn FsFile>>,
+    /// Stills waiting for the broker (files under `stills/`).
+    stills: crate::buffer::stills::Index,
+    /// Stills evicted and not yet reported in a `buffer_dropped` alert, and when the last
+    /// such report was made.
+    stills_dropped_unreported: u64,
+    stills_dropped_total: u64,
+    stills_reported_at: Option<Instant>,
     /// Tests: the eviction report fails to write.
     #[cfg(test)]
     fail_drop_report: bool,
@@ -298,7 +315,7 @@ impl Buffer {
             tx: Arc::new(Mutex::new(Some(tx))),
             thread: Arc::new(Mutex::new(Some(thread))),
         };
-        if report.pending > 0 {
+        if report.pending > 0 || report.stills > 0 {
             buffer.shared.notify.notify_one();
         }
         Ok((buffer, report))
@@ -397,6 +414,7 @@ impl Buffer {
         for s in inner.streams.iter_mut() {
             s.rewind();
         }
+        inner.stills.rewind();
     }
 
     /// Resolves when records may be waiting (a permit is stored if nobody is waiting).
@@ -410,10 +428,13 @@ impl Buffer {
         Stats {
             events: e.unacked(),
             alerts: a.unacked(),
-            bytes: e.bytes() + a.bytes(),
+            bytes: e.bytes() + a.bytes() + inner.stills.bytes(),
             segments: e.segs.len() + a.segs.len(),
             dropped_total: inner.dropped_total,
             corrupt_total: inner.corrupt_total,
+            stills: inner.stills.len() as u64,
+            still_bytes: inner.stills.bytes(),
+            stills_dropped_total: inner.stills_dropped_total,
         }
     }
 
@@ -523,6 +544,85 @@ mod tests {
         // every accepted record still on disk.
         let (b, rec) = Buffer::open(d.path(), opts, clock).unwrap();
         assert_eq!(rec.pending, accepted, "{rec:?}");
+        b.close();
+    }
+
+    fn opts(max: u64) -> Options {
+        Options::new(max, crate::config::SyncMode::Always, Duration::from_millis(200))
+    }
+
+    #[test]
+    fn stills_wait_for_records_go_one_at_a_time_and_survive_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::FixedClock::new(1_000, true));
+        let (b, _) = Buffer::open(d.path(), opts(1 << 20), clock.clone()).unwrap();
+        let ev = b.append_blocking(event(1)).unwrap();
+        b.append_still_blocking(ev.seq, ev.id, "cam0001", b"\xff\xd8one").unwrap();
+        b.append_still_blocking(ev.seq + 100, 7, "cam0001", b"\xff\xd8two").unwrap();
+        assert_eq!(b.stats().stills, 2);
+        // The event goes first; its still only once it is acknowledged.
+        assert_eq!(b.next_still(), None);
+        let r = b.next_unsent().unwrap();
+        assert_eq!(b.next_still(), None, "the event is in flight");
+        b.ack(r.class(), r.seq);
+        let s = b.next_still().unwrap();
+        assert_eq!((s.meta.seq, s.meta.event_id, &s.jpeg[..]), (ev.seq, ev.id, &b"\xff\xd8one"[..]));
+        assert_eq!(b.next_still(), None, "one still in flight at a time");
+        b.rewind();
+        assert_eq!(b.next_still().unwrap().meta.seq, ev.seq, "sent again after a reconnect");
+        assert_eq!(b.ack_still(ev.seq), Some(5));
+        b.close();
+        drop(b);
+        let (b, rec) = Buffer::open(d.path(), opts(1 << 20), clock).unwrap();
+        assert_eq!(rec.stills, 1, "{rec:?}");
+        assert!(rec.strays.is_empty(), "{rec:?}");
+        assert_eq!(b.next_still().unwrap().jpeg, b"\xff\xd8two");
+        b.close();
+    }
+
+    #[test]
+    fn records_evict_stills_first_and_stills_keep_their_own_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::FixedClock::new(1_000, true));
+        let mut o = opts(256 * 1024);
+        o.still_max_bytes = 40 * 1024;
+        let (b, _) = Buffer::open(d.path(), o.clone(), clock.clone()).unwrap();
+        let jpeg = vec![0xAB; 10 * 1024];
+        for i in 0..10u64 {
+            b.append_still_blocking(i, i as u128, "cam0001", &jpeg).unwrap();
+        }
+        let st = b.stats();
+        assert!(st.still_bytes <= 40 * 1024, "{st:?}");
+        assert_eq!(st.stills, 3, "{st:?}");
+        assert_eq!(st.stills_dropped_total, 7);
+        // A still larger than its whole bound is refused, the others stay.
+        assert!(matches!(
+            b.append_still_blocking(99, 99, "cam0001", &vec![0u8; 50 * 1024]),
+            Err(AppendError::Full(_))
+        ));
+        assert_eq!(b.stats().stills, 3);
+        // Records filling max_bytes push every still out before any record goes.
+        let mut n = 0;
+        while b.stats().stills > 0 {
+            b.append_blocking(event(n)).unwrap();
+            n += 1;
+            assert!(n < 10_000);
+        }
+        assert_eq!(b.stats().dropped_total, 0, "no record was evicted for a still");
+        assert_eq!(b.stats().events, n);
+        b.close();
+        drop(b);
+        // The evicted stills were reported (at close at the latest).
+        let (b, _) = Buffer::open(d.path(), o, clock).unwrap();
+        let mut reported = 0;
+        while let Some(r) = b.next_unsent() {
+            if let Body::Alert { kind, detail, .. } = &r.body {
+                assert_eq!(kind, "buffer_dropped");
+                let v: serde_json::Value = serde_json::from_str(detail).unwrap();
+                reported += v["stills"].as_u64().unwrap();
+            }
+        }
+        assert_eq!(reported, 10);
         b.close();
     }
 }

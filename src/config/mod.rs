@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::proto::http::Creds;
 pub use crate::proto::http::Url;
 
-pub use validate::{check_url, keys_read, validate, Boards};
+pub use validate::{check_name, check_url, keys_read, validate, Boards};
 
 /// A password or key: never printed.
 #[derive(Clone, PartialEq, Eq)]

@@ -13,12 +13,7 @@ pub const BLACK_STDDEV: f64 = 6.0;
 pub const FROZEN_TOLERANCE: u8 = 1;
 /// Thumbnails are at most this wide (height follows the aspect ratio).
 pub const THUMB_MAX_W: usize = 96;
-/// The largest picture decoded (8K UHD): a header claiming more is refused before any pixel
-/// is decoded, so a few hundred bytes cannot cost hundreds of megabytes.
-pub const MAX_PIXELS: u64 = 7680 * 4320;
-/// Progressive JPEGs keep every DCT coefficient of the whole picture while decoding (two
-/// bytes per pixel and component), so their bound is lower. Cameras send baseline stills.
-pub const MAX_PROGRESSIVE_PIXELS: u64 = 1920 * 1088;
+pub use crate::proto::jpeg::{ImageError, MAX_PIXELS, MAX_PROGRESSIVE_PIXELS};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Thumb {
@@ -40,53 +35,9 @@ pub struct Analysis {
     pub thumb: Thumb,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ImageError {
-    #[error("not a JPEG (starts with {0})")]
-    NotJpeg(String),
-    #[error("JPEG does not decode: {0}")]
-    Decode(String),
-    /// The header claims a picture larger than the bound: refused undecoded.
-    #[error("JPEG header claims {width}x{height}{}, above the bound of {max} pixels", if *.progressive { " (progressive)" } else { "" })]
-    TooLarge {
-        width: u16,
-        height: u16,
-        progressive: bool,
-        max: u64,
-    },
-}
-
 /// Checks and analyses one snapshot.
 pub fn analyze(jpeg: &[u8]) -> Result<Analysis, ImageError> {
-    if jpeg.len() < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
-        let head: String = jpeg
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        return Err(ImageError::NotJpeg(head));
-    }
-    let mut d = jpeg_decoder::Decoder::new(jpeg);
-    d.read_info()
-        .map_err(|e| ImageError::Decode(e.to_string()))?;
-    let info = d
-        .info()
-        .ok_or_else(|| ImageError::Decode("no frame header".into()))?;
-    let progressive = info.coding_process == jpeg_decoder::CodingProcess::DctProgressive;
-    let max = if progressive {
-        MAX_PROGRESSIVE_PIXELS
-    } else {
-        MAX_PIXELS
-    };
-    if info.width as u64 * info.height as u64 > max {
-        return Err(ImageError::TooLarge {
-            width: info.width,
-            height: info.height,
-            progressive,
-            max,
-        });
-    }
+    let (mut d, info) = crate::proto::jpeg::open(jpeg)?;
     let (w, h) = d
         .scale(
             info.width.div_ceil(8).max(1),

@@ -13,6 +13,7 @@ pub mod camtime;
 pub mod dahua;
 pub mod hikvision;
 pub mod http;
+pub mod jpeg;
 pub mod multipart;
 pub mod onvif;
 pub mod rtsp;

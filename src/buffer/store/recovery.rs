@@ -64,6 +64,7 @@ pub(super) fn recover(
             "events",
             "alerts",
             "quarantine",
+            "stills",
         ]
         .contains(&name.as_str())
         {
@@ -219,7 +220,12 @@ pub(super) fn recover(
             tracing::warn!("cannot sync buffer/{}/: {e}", class.name());
         }
     }
+    let stills = stills::recover_stills(fs.as_ref(), &dir, &mut report)?;
     let inner = Inner {
+        stills,
+        stills_dropped_unreported: 0,
+        stills_dropped_total: 0,
+        stills_reported_at: None,
         fs,
         dir,
         opts,

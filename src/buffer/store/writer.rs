@@ -12,8 +12,9 @@ pub(super) struct AfterWrite {
 }
 
 impl Inner {
+    /// Records and stills.
     pub(super) fn total_bytes(&self) -> u64 {
-        self.streams.iter().map(|s| s.bytes()).sum()
+        self.log_bytes() + self.stills.bytes()
     }
 
     pub(super) fn reserve_seq(&mut self) -> io::Result<()> {
@@ -86,7 +87,21 @@ impl Inner {
         // The eviction report takes room too (and may open a segment): leave it its place,
         // or the append that caused the eviction would still not fit after it.
         let need_with_report = need + DROP_REPORT_ROOM;
-        while trial.iter().map(|s| s.bytes()).sum::<u64>() + need_with_report > self.opts.max_bytes
+        // Stills go first, oldest first: a record always wins over a picture.
+        let log = self.log_bytes();
+        let room_for_stills = self.opts.max_bytes.saturating_sub(log + need_with_report);
+        if self.stills.bytes() > room_for_stills {
+            for seq in self.stills.victims_down_to(room_for_stills) {
+                if let Some(p) = self.evict_still(seq) {
+                    after.unlink.push(p);
+                }
+            }
+            if self.total_bytes() + need <= self.opts.max_bytes {
+                return Ok(());
+            }
+        }
+        let stills_left = self.stills.bytes();
+        while trial.iter().map(|s| s.bytes()).sum::<u64>() + stills_left + need_with_report > self.opts.max_bytes
         {
             let victim = [Class::Event, Class::Alert]
                 .into_iter()
@@ -99,7 +114,9 @@ impl Inner {
         }
         // Evicting everything there is would still not make room (a record nearly as large as
         // max_bytes): refuse it and keep what is buffered.
-        if trial.iter().map(|s| s.bytes()).sum::<u64>() + need_with_report > self.opts.max_bytes {
+        if trial.iter().map(|s| s.bytes()).sum::<u64>() + stills_left + need_with_report
+            > self.opts.max_bytes
+        {
             return Err(AppendError::Full(need));
         }
         if !victims.is_empty() {
@@ -379,6 +396,9 @@ pub(super) fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>) {
                     }
                     Cmd::Flush(reply) => flushes.push(reply),
                 }
+            }
+            if last_maint.elapsed() >= tick || closed {
+                inner.report_evicted_stills(closed, &mut after);
             }
             inner.flush_class(Class::Event);
             inner.flush_class(Class::Alert);
