@@ -144,6 +144,62 @@ impl Gauges {
     }
 }
 
+/// A motion start whose camera wants a still: the event it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StillRequest {
+    pub camera: String,
+    pub seq: u64,
+    pub event_id: u128,
+    /// When the event was accepted (the still's latency is measured from here).
+    pub at: std::time::Instant,
+}
+
+/// Where event sources ask for stills (the snapshot service reads them). Never blocks the
+/// source: when the queue is full the request is dropped and counted (the event went out
+/// regardless).
+#[derive(Debug, Clone, Default)]
+pub struct StillRequests {
+    tx: Option<tokio::sync::mpsc::Sender<StillRequest>>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl StillRequests {
+    /// Requests go nowhere (no camera wants stills, or tests).
+    pub fn none() -> StillRequests {
+        StillRequests::default()
+    }
+
+    pub fn channel(capacity: usize) -> (StillRequests, tokio::sync::mpsc::Receiver<StillRequest>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        (
+            StillRequests {
+                tx: Some(tx),
+                dropped: Default::default(),
+            },
+            rx,
+        )
+    }
+
+    pub fn motion_started(&self, camera: &str, seq: u64, event_id: u128) {
+        let Some(tx) = &self.tx else { return };
+        let req = StillRequest {
+            camera: camera.to_string(),
+            seq,
+            event_id,
+            at: std::time::Instant::now(),
+        };
+        if tx.try_send(req).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Requests dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A count that only rises (broker connects, probe rounds) and that a task can wait on
 /// instead of polling it.
 #[derive(Debug)]

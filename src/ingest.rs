@@ -186,11 +186,14 @@ async fn post_event(State(ing): State<Ingest>, req: Request) -> Response {
         RecordBody::motion(&ev.camera, Source::Ingest, state, detail),
     );
     match ing.buffer.append(rec).await {
-        Ok(a) => (
-            StatusCode::ACCEPTED,
-            axum::Json(serde_json::json!({"id": format_id(a.id), "seq": a.seq})),
-        )
-            .into_response(),
+        Ok(a) => {
+            ing.hub.accepted(&ev.camera, state, a);
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(serde_json::json!({"id": format_id(a.id), "seq": a.seq})),
+            )
+                .into_response()
+        }
         Err(e @ (AppendError::Full(_) | AppendError::Io(_) | AppendError::Closed)) => {
             tracing::warn!("ingest refused an event: {e}");
             error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())

@@ -12,6 +12,7 @@
 //! - [`health`]: camera probes (TCP, snapshot, RTSP, ONVIF), pure image checks and hysteresis.
 //! - [`faults`]: fault injection for the containment tests (`sim` builds only).
 //! - [`heavy`]: CPU-heavy work on peer bytes (JPEG, large XML) in a bounded pool with a deadline.
+//! - [`snapshot`]: event stills: fetched per motion start, scaled, budgeted, buffered.
 //! - [`ingest`]: the HTTP ingest server (`POST /v1/events`).
 //! - [`proto`]: the protocol layer, where peer bytes are parsed: camera HTTP and Digest,
 //!   multipart, ONVIF SOAP, RTSP, Hikvision/Dahua bodies, WS-Discovery, XML, backoff.
@@ -54,6 +55,7 @@ pub mod record;
 pub mod remote;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod snapshot;
 #[cfg(feature = "station")]
 pub mod station;
 pub mod system;

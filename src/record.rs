@@ -89,6 +89,7 @@ wire_names! {
         ConfigRejected => "config_rejected",
         ConfigRolledBack => "config_rolled_back",
         CommandRefused => "command_refused",
+        SnapshotBudgetReached => "snapshot_budget_reached",
     }
 }
 

@@ -1,6 +1,6 @@
 //! Topic names, built and parsed in one place: the contract's layout
 //! `{topic_prefix}/{ward}/{gateway}/{leaf}`, with the leaves `status`, `telemetry`, `event`,
-//! `alert`, `cmd`, `cmd/result` and `camera/{id}/health`. The gateway, the station tools, the
+//! `alert`, `cmd`, `cmd/result`, `camera/{id}/health` and `camera/{id}/snapshot/{event id}`. The gateway, the station tools, the
 //! demo and the benches all use this module. Pure.
 
 /// A topic's leaf below the gateway's root.
@@ -16,6 +16,8 @@ pub enum Leaf<'a> {
     CmdResult,
     /// A camera's health (retained).
     Health(&'a str),
+    /// The still of a motion event: (camera, event id), raw JPEG bytes.
+    Snapshot(&'a str, &'a str),
     /// Anything else below the root (e.g. the doctor's probe topic).
     Other(&'a str),
 }
@@ -31,6 +33,7 @@ impl Leaf<'_> {
             Leaf::Cmd => "cmd".into(),
             Leaf::CmdResult => "cmd/result".into(),
             Leaf::Health(cam) => format!("camera/{cam}/health"),
+            Leaf::Snapshot(cam, id) => format!("camera/{cam}/snapshot/{id}"),
             Leaf::Other(s) => (*s).into(),
         }
     }
@@ -66,13 +69,24 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Option<(&'a str, &'a str, Leaf
         "alert" => Leaf::Alert,
         "cmd" => Leaf::Cmd,
         "cmd/result" => Leaf::CmdResult,
-        other => match other
-            .strip_prefix("camera/")
-            .and_then(|c| c.strip_suffix("/health"))
-        {
-            Some(cam) if !cam.is_empty() && !cam.contains('/') => Leaf::Health(cam),
-            _ => Leaf::Other(other),
-        },
+        other => {
+            let cam = other.strip_prefix("camera/");
+            match (
+                cam.and_then(|c| c.strip_suffix("/health")),
+                cam.and_then(|c| c.split_once("/snapshot/")),
+            ) {
+                (Some(cam), _) if !cam.is_empty() && !cam.contains('/') => Leaf::Health(cam),
+                (_, Some((cam, id)))
+                    if !cam.is_empty()
+                        && !cam.contains('/')
+                        && !id.is_empty()
+                        && !id.contains('/') =>
+                {
+                    Leaf::Snapshot(cam, id)
+                }
+                _ => Leaf::Other(other),
+            }
+        }
     };
     Some((ward, gw, leaf))
 }
@@ -93,6 +107,7 @@ mod tests {
             Leaf::Cmd,
             Leaf::CmdResult,
             Leaf::Health("cam01"),
+            Leaf::Snapshot("cam01", "01234567-89ab-cdef-0123-456789abcdef"),
             Leaf::Other("doctor/0000abcd"),
         ] {
             let t = topic(&r, leaf);
@@ -113,6 +128,10 @@ mod tests {
         assert_eq!(
             parse("camgw", "camgw/q1/gw/camera/a/b/health"),
             Some(("q1", "gw", Leaf::Other("camera/a/b/health")))
+        );
+        assert_eq!(
+            parse("camgw", "camgw/q1/gw/camera/a/snapshot/x/y"),
+            Some(("q1", "gw", Leaf::Other("camera/a/snapshot/x/y")))
         );
     }
 }

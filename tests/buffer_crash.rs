@@ -421,6 +421,7 @@ fn opts(max_bytes: u64, sync: SyncMode) -> Options {
         sync,
         sync_interval: Duration::from_millis(200),
         segment_bytes: 700, // several segments, sealed and opened along the way
+        still_max_bytes: max_bytes / 4,
     }
 }
 

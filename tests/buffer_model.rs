@@ -113,6 +113,7 @@ fn open(dir: &std::path::Path) -> Buffer {
         sync: SyncMode::Interval,
         sync_interval: Duration::from_millis(50),
         segment_bytes: 2048, // small, so sequences cross and delete many segments
+        still_max_bytes: 1 << 20,
     };
     Buffer::open(
         dir,

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["record", "config"],
     &["buffer", "bus"],
     &["events", "uplink"],
-    &["health", "ingest", "board"],
+    &["health", "ingest", "board", "snapshot"],
     &["system", "discover", "trial"],
     &["remote", "doctor"],
     &["agent", "sim"],

@@ -62,11 +62,12 @@ pub async fn open_shared(
     let data_dir = &config.gateway.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
-    let opts = Options::new(
+    let mut opts = Options::new(
         config.buffer.max_bytes,
         config.buffer.sync,
         config.buffer.sync_interval,
     );
+    opts.still_max_bytes = config.snapshot.buffer_max_bytes;
     let (buffer, recovery) =
         Buffer::open_on(crate::faults::buffer_fs(), data_dir, opts, clock.clone())
             .with_context(|| format!("cannot open the buffer in {}", data_dir.display()))?;
@@ -155,8 +156,24 @@ pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result
     let token = CancellationToken::new();
     let mut tasks = Vec::new();
     let mut ingest_addr = None;
-    let hub = crate::events::Hub::new(config.clone(), shared.buffer.clone(), shared.clock.clone());
+    let (stills, still_rx) = crate::bus::StillRequests::channel(256);
+    let hub = crate::events::Hub::with_stills(
+        config.clone(),
+        shared.buffer.clone(),
+        shared.clock.clone(),
+        stills.clone(),
+    );
     tasks.push(tokio::spawn(hub.clone().run(token.clone())));
+    if config.cameras.iter().any(|c| c.snapshot) {
+        let service = crate::snapshot::Service {
+            config: config.clone(),
+            buffer: shared.buffer.clone(),
+            clock: shared.clock.clone(),
+            gauges: shared.gauges.clone(),
+            requests: stills,
+        };
+        tasks.push(tokio::spawn(service.run(still_rx, token.clone())));
+    }
     if let Some(ing) = &config.ingest {
         let listener = bind_retrying(ing.listen)
             .await

@@ -38,7 +38,10 @@ pub struct StillMeta {
 
 impl StillMeta {
     pub fn file_name(&self) -> String {
-        format!("{:020}-{:032x}-{}.jpg", self.seq, self.event_id, self.camera)
+        format!(
+            "{:020}-{:032x}-{}.jpg",
+            self.seq, self.event_id, self.camera
+        )
     }
 
     /// The meta a file name stands for (`bytes` from the file's size).

@@ -548,7 +548,11 @@ mod tests {
     }
 
     fn opts(max: u64) -> Options {
-        Options::new(max, crate::config::SyncMode::Always, Duration::from_millis(200))
+        Options::new(
+            max,
+            crate::config::SyncMode::Always,
+            Duration::from_millis(200),
+        )
     }
 
     #[test]
@@ -557,8 +561,10 @@ mod tests {
         let clock = Arc::new(crate::clock::FixedClock::new(1_000, true));
         let (b, _) = Buffer::open(d.path(), opts(1 << 20), clock.clone()).unwrap();
         let ev = b.append_blocking(event(1)).unwrap();
-        b.append_still_blocking(ev.seq, ev.id, "cam0001", b"\xff\xd8one").unwrap();
-        b.append_still_blocking(ev.seq + 100, 7, "cam0001", b"\xff\xd8two").unwrap();
+        b.append_still_blocking(ev.seq, ev.id, "cam0001", b"\xff\xd8one")
+            .unwrap();
+        b.append_still_blocking(ev.seq + 100, 7, "cam0001", b"\xff\xd8two")
+            .unwrap();
         assert_eq!(b.stats().stills, 2);
         // The event goes first; its still only once it is acknowledged.
         assert_eq!(b.next_still(), None);
@@ -566,10 +572,17 @@ mod tests {
         assert_eq!(b.next_still(), None, "the event is in flight");
         b.ack(r.class(), r.seq);
         let s = b.next_still().unwrap();
-        assert_eq!((s.meta.seq, s.meta.event_id, &s.jpeg[..]), (ev.seq, ev.id, &b"\xff\xd8one"[..]));
+        assert_eq!(
+            (s.meta.seq, s.meta.event_id, &s.jpeg[..]),
+            (ev.seq, ev.id, &b"\xff\xd8one"[..])
+        );
         assert_eq!(b.next_still(), None, "one still in flight at a time");
         b.rewind();
-        assert_eq!(b.next_still().unwrap().meta.seq, ev.seq, "sent again after a reconnect");
+        assert_eq!(
+            b.next_still().unwrap().meta.seq,
+            ev.seq,
+            "sent again after a reconnect"
+        );
         assert_eq!(b.ack_still(ev.seq), Some(5));
         b.close();
         drop(b);
@@ -589,7 +602,8 @@ mod tests {
         let (b, _) = Buffer::open(d.path(), o.clone(), clock.clone()).unwrap();
         let jpeg = vec![0xAB; 10 * 1024];
         for i in 0..10u64 {
-            b.append_still_blocking(i, i as u128, "cam0001", &jpeg).unwrap();
+            b.append_still_blocking(i, i as u128, "cam0001", &jpeg)
+                .unwrap();
         }
         let st = b.stats();
         assert!(st.still_bytes <= 40 * 1024, "{st:?}");
@@ -608,7 +622,11 @@ mod tests {
             n += 1;
             assert!(n < 10_000);
         }
-        assert_eq!(b.stats().dropped_total, 0, "no record was evicted for a still");
+        assert_eq!(
+            b.stats().dropped_total,
+            0,
+            "no record was evicted for a still"
+        );
         assert_eq!(b.stats().events, n);
         b.close();
         drop(b);

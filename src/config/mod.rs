@@ -68,6 +68,7 @@ pub struct Invalid {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub events: Events,
+    pub snapshot: Snapshot,
     pub board: BoardConfig,
     pub gateway: Gateway,
     pub mqtt: Mqtt,
@@ -164,6 +165,21 @@ pub struct Health {
     pub max_concurrent: usize,
 }
 
+/// Event stills (`[snapshot]`): what is sent with each motion start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Stills are scaled down to at most this width.
+    pub max_width: u16,
+    /// JPEG quality of what is sent (1..=100).
+    pub quality: u8,
+    /// Bytes of stills per UTC day; past it, events go without stills (0: no budget).
+    pub daily_budget_bytes: u64,
+    /// A still request that has not answered within this is abandoned.
+    pub timeout: Duration,
+    /// Buffered stills may take at most this much of `buffer.max_bytes`.
+    pub buffer_max_bytes: u64,
+}
+
 /// Motion-event handling (`[events]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Events {
@@ -241,6 +257,9 @@ pub struct Camera {
     /// Whether the password may be sent with Basic auth (in clear) when the camera offers
     /// nothing else; off unless the config asks for it (`basic_auth = true`).
     pub basic_auth: bool,
+    /// A still with each motion start (`snapshot`; on by default where the camera has a
+    /// still source: `snapshot_url`, or a vendor with a known still URL).
+    pub snapshot: bool,
 }
 
 impl Camera {

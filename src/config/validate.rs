@@ -378,6 +378,7 @@ fn walk(text: &str, boards: &Boards<'_>) -> (Result<Config, Invalid>, Sections) 
     let security = security(&mut w, &root);
     let cameras = cameras(&mut w, &root);
     let events = events(&mut w, &root);
+    let snapshot = snapshot(&mut w, &root, buffer.as_ref());
     let board = board(&mut w, &root);
     if let (Some(g), Some(cams)) = (&gateway, &cameras) {
         cross_check_board(&mut w, g, &board, cams, boards);
@@ -395,6 +396,7 @@ fn walk(text: &str, boards: &Boards<'_>) -> (Result<Config, Invalid>, Sections) 
             Some(cameras),
         ) if problems.is_empty() => Ok(Config {
             events,
+            snapshot,
             board,
             gateway,
             mqtt,
@@ -721,6 +723,28 @@ fn events(w: &mut Walker, root: &Table) -> Events {
     }
 }
 
+fn snapshot(w: &mut Walker, root: &Table, buffer: Option<&BufferConfig>) -> Snapshot {
+    let empty = Table::new();
+    let t = w.section(root, "snapshot", false).unwrap_or(&empty);
+    let p = "snapshot";
+    w.keys_of(p, "snapshot", t);
+    let max_bytes = buffer.map_or(64 << 20, |b| b.max_bytes) as i64;
+    Snapshot {
+        max_width: w.int(t, p, "max_width", 64, 4096, 640) as u16,
+        quality: w.int(t, p, "quality", 1, 100, 70) as u8,
+        daily_budget_bytes: w.int(t, p, "daily_budget_mb", 0, 1_000_000, 0) as u64 * 1_000_000,
+        timeout: Duration::from_millis(w.int(t, p, "timeout_ms", 100, 60_000, 3000) as u64),
+        buffer_max_bytes: w.int(
+            t,
+            p,
+            "buffer_max_bytes",
+            16 * 1024,
+            max_bytes.max(16 * 1024),
+            max_bytes / 4,
+        ) as u64,
+    }
+}
+
 fn health(w: &mut Walker, root: &Table) -> Option<Health> {
     let empty = Table::new();
     let t = w.section(root, "health", false).unwrap_or(&empty);
@@ -945,6 +969,29 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
             false
         }
     };
+    let has_still_source = snapshot_url.is_some()
+        || matches!(
+            vendor,
+            Some(Vendor::Hikvision | Vendor::Dahua | Vendor::Onvif)
+        );
+    let snapshot = match w.get(t, "snapshot") {
+        None => has_still_source,
+        Some(Value::Boolean(true)) if !has_still_source => {
+            w.problem(
+                join(p, "snapshot"),
+                "a generic camera has no still URL of its own: set snapshot_url, or snapshot = false",
+            );
+            false
+        }
+        Some(Value::Boolean(b)) => *b,
+        Some(other) => {
+            w.problem(
+                join(p, "snapshot"),
+                format!("must be true or false, found {}", kind(other)),
+            );
+            false
+        }
+    };
     let relay = w.string(t, p, "relay");
     if let Some(r) = &relay {
         if Role::of(r) != Some(Role::Relay) {
@@ -955,6 +1002,7 @@ fn camera(w: &mut Walker, t: &Table, p: &str) -> Option<Camera> {
         }
     }
     Some(Camera {
+        snapshot,
         relay,
         probe,
         basic_auth,

@@ -53,6 +53,8 @@ pub struct Hub {
     /// Live ONVIF pull-point subscriptions, to unsubscribe at shutdown.
     /// (subscription address, camera clock offset in ms).
     onvif_subs: Mutex<HashMap<String, (Url, i64)>>,
+    /// Motion starts of cameras with `snapshot = true` ask for a still here.
+    stills: crate::bus::StillRequests,
 }
 
 /// Tamper alerts from one camera are raised at most this often.
@@ -60,7 +62,18 @@ const TAMPER_SPACING_MS: i64 = 60_000;
 
 impl Hub {
     pub fn new(config: Arc<Config>, buffer: Buffer, clock: Arc<dyn Clock>) -> Arc<Hub> {
+        Hub::with_stills(config, buffer, clock, crate::bus::StillRequests::none())
+    }
+
+    /// A hub whose motion starts ask `stills` for a still (cameras with `snapshot = true`).
+    pub fn with_stills(
+        config: Arc<Config>,
+        buffer: Buffer,
+        clock: Arc<dyn Clock>,
+        stills: crate::bus::StillRequests,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
+            stills,
             config,
             buffer,
             clock,
@@ -93,8 +106,19 @@ impl Hub {
             self.clock.as_ref(),
             Body::motion(camera, source, out, detail),
         );
-        if let Err(e) = self.buffer.append(rec).await {
-            tracing::error!(camera, "cannot buffer a motion event: {e}");
+        match self.buffer.append(rec).await {
+            Ok(a) => self.accepted(camera, out, a),
+            Err(e) => tracing::error!(camera, "cannot buffer a motion event: {e}"),
+        }
+    }
+
+    /// A motion event was accepted (from a stream, GPIO or ingest): a start of a camera that
+    /// wants stills asks for one. The event itself has already gone to the buffer.
+    pub fn accepted(&self, camera: &str, state: Output, a: crate::buffer::Appended) {
+        if state == crate::record::MotionState::Start
+            && self.config.camera(camera).is_some_and(|c| c.snapshot)
+        {
+            self.stills.motion_started(camera, a.seq, a.id);
         }
     }
 

@@ -33,14 +33,6 @@ async fn call(
     .map_err(|e| format!("{}: {e}", soap::action_name(action)))
 }
 
-/// `reported` with the scheme, host and port of `configured`: cameras behind NAT or with
-/// several addresses report one we may not reach.
-fn same_host(configured: &Url, reported: &Url) -> Url {
-    let mut u = configured.clone();
-    u.path = reported.path.clone();
-    u
-}
-
 fn lease(p: &onvif::Pulled) -> Option<i64> {
     Some(
         camtime::parse(p.termination_time.as_deref()?)?
@@ -85,7 +77,7 @@ impl Hub {
         let r = call(&base, onvif::GET_CAPABILITIES, Some(h), timeout).await?;
         let ev_url = onvif::events_xaddr(&r.body)
             .and_then(|x| Url::parse(&x).ok())
-            .map(|x| same_host(&base, &x))
+            .map(|x| base.rebased(&x))
             .unwrap_or_else(|| base.clone());
         let h = self.token(&user, &pass, offset, None);
         let r = call(&ev_url, onvif::CREATE_PULL_POINT, Some(h), timeout).await?;
@@ -97,7 +89,7 @@ impl Hub {
         }
         let sub = onvif::subscription_address(&r.body)
             .and_then(|a| Url::parse(&a).ok())
-            .map(|a| same_host(&base, &a))
+            .map(|a| base.rebased(&a))
             .ok_or("CreatePullPointSubscription gave no address")?;
         self.onvif_subs
             .lock()

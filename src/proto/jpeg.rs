@@ -28,7 +28,9 @@ pub enum ImageError {
 }
 
 /// A decoder with the header read and the picture's size within the bound.
-pub fn open(jpeg: &[u8]) -> Result<(jpeg_decoder::Decoder<&[u8]>, jpeg_decoder::ImageInfo), ImageError> {
+pub fn open(
+    jpeg: &[u8],
+) -> Result<(jpeg_decoder::Decoder<&[u8]>, jpeg_decoder::ImageInfo), ImageError> {
     if jpeg.len() < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
         let head: String = jpeg
             .iter()
@@ -87,7 +89,11 @@ pub fn scale(jpeg: &[u8], max_width: u16, quality: u8) -> Result<Scaled, ImageEr
     let (channels, color) = match d.info().map(|i| i.pixel_format) {
         Some(jpeg_decoder::PixelFormat::L8) => (1, jpeg_encoder::ColorType::Luma),
         Some(jpeg_decoder::PixelFormat::RGB24) => (3, jpeg_encoder::ColorType::Rgb),
-        Some(f) => return Err(ImageError::Decode(format!("pixel format {f:?} is not sent"))),
+        Some(f) => {
+            return Err(ImageError::Decode(format!(
+                "pixel format {f:?} is not sent"
+            )))
+        }
         None => return Err(ImageError::Decode("no pixel format".into())),
     };
     let (dw, dh) = (dw as usize, dh as usize);
@@ -165,7 +171,12 @@ mod tests {
         let s = scale(&src, 640, 70).unwrap();
         assert_eq!((s.width, s.height), (640, 360));
         assert_eq!((s.source_width, s.source_height), (1920, 1080));
-        assert!(s.jpeg.len() < src.len() / 3, "{} of {}", s.jpeg.len(), src.len());
+        assert!(
+            s.jpeg.len() < src.len() / 3,
+            "{} of {}",
+            s.jpeg.len(),
+            src.len()
+        );
         let (mut d, info) = open(&s.jpeg).unwrap();
         assert_eq!((info.width, info.height), (640, 360));
         d.decode().unwrap();
@@ -181,7 +192,12 @@ mod tests {
         let hi = scale(&src, 640, 95).unwrap();
         let lo = scale(&src, 640, 20).unwrap();
         assert_eq!((hi.width, hi.height), (320, 240));
-        assert!(lo.jpeg.len() < hi.jpeg.len(), "{} vs {}", lo.jpeg.len(), hi.jpeg.len());
+        assert!(
+            lo.jpeg.len() < hi.jpeg.len(),
+            "{} vs {}",
+            lo.jpeg.len(),
+            hi.jpeg.len()
+        );
     }
 
     #[test]
@@ -200,7 +216,10 @@ mod tests {
 
     #[test]
     fn bombs_and_junk_are_refused_before_decoding() {
-        assert!(matches!(scale(b"<html>", 640, 70), Err(ImageError::NotJpeg(_))));
+        assert!(matches!(
+            scale(b"<html>", 640, 70),
+            Err(ImageError::NotJpeg(_))
+        ));
         let mut bomb = encode(16, 16, false);
         let sof = bomb
             .windows(2)
@@ -208,7 +227,10 @@ mod tests {
             .unwrap();
         bomb[sof + 5..sof + 7].copy_from_slice(&65000u16.to_be_bytes());
         bomb[sof + 7..sof + 9].copy_from_slice(&65000u16.to_be_bytes());
-        assert!(matches!(scale(&bomb, 640, 70), Err(ImageError::TooLarge { .. })));
+        assert!(matches!(
+            scale(&bomb, 640, 70),
+            Err(ImageError::TooLarge { .. })
+        ));
     }
 
     proptest::proptest! {

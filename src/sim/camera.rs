@@ -39,6 +39,18 @@ pub struct SimControl {
     pub subscriptions: u32,
     pub renews: u32,
     pub unsubscribes: u32,
+    /// Event stills (the vendor still paths: ISAPI picture, Dahua snapshot.cgi, the ONVIF
+    /// snapshot URI): their size, how long the camera takes, whether it never answers.
+    pub still_size: (u16, u16),
+    pub still_delay_ms: u64,
+    pub still_hang: bool,
+    /// A Hikvision NVR: the camera path answers 404 with an ISAPI error, the StreamingProxy
+    /// path serves the still.
+    pub nvr: bool,
+    /// Still requests answered, and refused with 503 because another was in flight (Dahua
+    /// firmware serves one at a time).
+    pub still_requests: u32,
+    pub still_busy: u32,
 }
 
 impl SimControl {
@@ -62,6 +74,12 @@ impl SimControl {
             subscriptions: 0,
             renews: 0,
             unsubscribes: 0,
+            still_size: (1280, 720),
+            still_delay_ms: 0,
+            still_hang: false,
+            nvr: false,
+            still_requests: 0,
+            still_busy: 0,
         }
     }
 }
@@ -76,6 +94,20 @@ struct Shared {
     /// ONVIF notifications waiting for the next PullMessages.
     onvif_queue: Mutex<std::collections::VecDeque<String>>,
     onvif_notify: tokio::sync::Notify,
+    /// Still requests being answered now, and the still served (made once per size).
+    stills_in_flight: std::sync::atomic::AtomicUsize,
+    still: Mutex<Option<ServedStill>>,
+}
+
+/// A still as served: its size, and the JPEG.
+type ServedStill = ((u16, u16), Arc<Vec<u8>>);
+
+/// The vendor still paths the simulator serves.
+fn is_still_path(path: &str) -> bool {
+    path.starts_with("/ISAPI/Streaming/channels/101/picture")
+        || path.starts_with("/ISAPI/ContentMgmt/StreamingProxy/channels/101/picture")
+        || path.starts_with("/cgi-bin/snapshot.cgi")
+        || path.starts_with("/onvif-http/snapshot")
 }
 
 /// A running simulated camera. Dropping it stops it.
@@ -100,6 +132,8 @@ impl SimCamera {
                 dahua: tokio::sync::broadcast::channel(256).0,
                 onvif_queue: Mutex::new(Default::default()),
                 onvif_notify: tokio::sync::Notify::new(),
+                stills_in_flight: Default::default(),
+                still: Mutex::new(None),
             }),
             stop: Mutex::new(CancellationToken::new()),
         };
@@ -356,6 +390,17 @@ async fn http_conn(mut s: TcpStream, sh: Arc<Shared>) {
                     tokio::time::timeout(Duration::from_secs(1), sh.onvif_notify.notified()).await;
             }
         }
+        if is_still_path(&path) {
+            if !authorized(&ctl, &headers, &method) {
+                let resp = format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", challenge());
+                let _ = s.write_all(resp.as_bytes()).await;
+                return;
+            }
+            if !serve_still(&mut s, &sh, &ctl, &path).await {
+                return;
+            }
+            continue;
+        }
         let (status, ctype, payload, close) = if path.starts_with("/onvif/") {
             onvif_answer(&sh, &ctl, &body)
         } else if path.starts_with("/snapshot") {
@@ -395,6 +440,60 @@ async fn http_conn(mut s: TcpStream, sh: Arc<Shared>) {
             return;
         }
     }
+}
+
+/// Answers one still request; false when the connection is done.
+async fn serve_still(s: &mut TcpStream, sh: &Shared, ctl: &SimControl, path: &str) -> bool {
+    use std::sync::atomic::Ordering;
+    if ctl.nvr && path.starts_with("/ISAPI/Streaming/") {
+        let body = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ResponseStatus version="2.0" xmlns="http://www.isapi.org/ver20/XMLSchema"><requestURL>/ISAPI/Streaming/channels/101/picture</requestURL><statusCode>4</statusCode><statusString>Invalid Operation</statusString><subStatusCode>notSupport</subStatusCode></ResponseStatus>"#;
+        let head = format!(
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        return s.write_all(head.as_bytes()).await.is_ok()
+            && s.write_all(body.as_bytes()).await.is_ok();
+    }
+    if sh.stills_in_flight.fetch_add(1, Ordering::SeqCst) > 0 {
+        sh.stills_in_flight.fetch_sub(1, Ordering::SeqCst);
+        sh.ctl.lock().unwrap().still_busy += 1;
+        let body = "Service Unavailable";
+        let head = format!("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
+        return s.write_all(head.as_bytes()).await.is_ok()
+            && s.write_all(body.as_bytes()).await.is_ok();
+    }
+    struct Done<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let _done = Done(&sh.stills_in_flight);
+    if ctl.still_hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        return false;
+    }
+    if ctl.still_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ctl.still_delay_ms)).await;
+    }
+    let jpeg = {
+        let mut g = sh.still.lock().unwrap();
+        match &*g {
+            Some((size, j)) if *size == ctl.still_size => j.clone(),
+            _ => {
+                let j = Arc::new(crate::sim::jpeg::still(ctl.still_size.0, ctl.still_size.1));
+                *g = Some((ctl.still_size, j.clone()));
+                j
+            }
+        }
+    };
+    sh.ctl.lock().unwrap().still_requests += 1;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+        jpeg.len()
+    );
+    s.write_all(head.as_bytes()).await.is_ok() && s.write_all(&jpeg).await.is_ok()
 }
 
 fn onvif_answer(sh: &Shared, ctl: &SimControl, body: &[u8]) -> (u16, &'static str, Vec<u8>, bool) {
@@ -438,7 +537,15 @@ fn onvif_answer(sh: &Shared, ctl: &SimControl, body: &[u8]) -> (u16, &'static st
     }
     if text.contains("GetCapabilities") {
         // A LAN address the gateway may not reach: it must keep the configured host.
-        let inner = "<tds:GetCapabilitiesResponse><tds:Capabilities><tt:Events><tt:XAddr>http://192.0.2.1/onvif/event_service</tt:XAddr><tt:WSPullPointSupport>true</tt:WSPullPointSupport></tt:Events></tds:Capabilities></tds:GetCapabilitiesResponse>";
+        let inner = "<tds:GetCapabilitiesResponse><tds:Capabilities><tt:Events><tt:XAddr>http://192.0.2.1/onvif/event_service</tt:XAddr><tt:WSPullPointSupport>true</tt:WSPullPointSupport></tt:Events><tt:Media><tt:XAddr>http://192.0.2.1/onvif/Media</tt:XAddr></tt:Media></tds:Capabilities></tds:GetCapabilitiesResponse>";
+        return (200, ct, env(inner.into()), false);
+    }
+    if text.contains("GetProfiles") {
+        let inner = r#"<trt:GetProfilesResponse xmlns:trt="http://www.onvif.org/ver10/media/wsdl"><trt:Profiles token="Profile_1" fixed="true"><tt:Name>mainStream</tt:Name></trt:Profiles><trt:Profiles token="Profile_2" fixed="true"><tt:Name>subStream</tt:Name></trt:Profiles></trt:GetProfilesResponse>"#;
+        return (200, ct, env(inner.into()), false);
+    }
+    if text.contains("GetSnapshotUri") {
+        let inner = r#"<trt:GetSnapshotUriResponse xmlns:trt="http://www.onvif.org/ver10/media/wsdl"><trt:MediaUri><tt:Uri>http://192.0.2.1/onvif-http/snapshot?Profile_1</tt:Uri><tt:InvalidAfterConnect>false</tt:InvalidAfterConnect><tt:InvalidAfterReboot>false</tt:InvalidAfterReboot><tt:Timeout>PT0S</tt:Timeout></trt:MediaUri></trt:GetSnapshotUriResponse>"#;
         return (200, ct, env(inner.into()), false);
     }
     if text.contains("CreatePullPointSubscription") {

@@ -56,6 +56,43 @@ pub fn frame(scene: Scene, n: u64) -> Vec<u8> {
     out
 }
 
+/// A colour still of `w` x `h` as a camera's main stream gives one (a street-like scene with
+/// fine texture, so its JPEG size is realistic), at quality 85.
+pub fn still(w: u16, h: u16) -> Vec<u8> {
+    let (wu, hu) = (w as usize, h as usize);
+    let mut px = Vec::with_capacity(wu * hu * 3);
+    let mut noise: u32 = 0x1234_5678;
+    for y in 0..hu {
+        for x in 0..wu {
+            noise ^= noise << 13;
+            noise ^= noise >> 17;
+            noise ^= noise << 5;
+            let n = (noise & 15) as usize;
+            let sky = y < hu / 3;
+            let block = (x * 16 / wu.max(1) + y * 9 / hu.max(1)) % 3;
+            let (r, g, b) = if sky {
+                (120 + y * 60 / hu, 160 + y * 40 / hu, 220)
+            } else {
+                (
+                    60 + block * 50 + x * 40 / wu,
+                    70 + block * 30,
+                    60 + (x ^ y) % 40,
+                )
+            };
+            px.extend_from_slice(&[
+                (r + n).min(255) as u8,
+                (g + n).min(255) as u8,
+                (b + n).min(255) as u8,
+            ]);
+        }
+    }
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, 85)
+        .encode(&px, w, h, jpeg_encoder::ColorType::Rgb)
+        .expect("encoding a synthetic still");
+    out
+}
+
 /// A small real JPEG whose frame header (SOF) claims `width` x `height`: a decompression
 /// bomb of a few hundred bytes, as a hostile camera serves it.
 pub fn claiming(width: u16, height: u16) -> Vec<u8> {

@@ -38,6 +38,8 @@ pub struct Gateway {
     pub last_seen_ms: Option<i64>,
     pub buffer_depth: Option<u64>,
     pub temperature_c: Option<f64>,
+    /// Event stills received.
+    pub stills: u64,
     pub cameras: BTreeMap<String, Camera>,
 }
 
@@ -52,6 +54,12 @@ pub struct LogLine {
     pub text: String,
     /// Alerts that need someone to act (a camera down, the enclosure opened, ...).
     pub urgent: bool,
+    /// The record's id (alerts and events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// An event's still arrived: its size in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub still_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +71,8 @@ pub struct Model {
     pub unreadable: u64,
     /// Log lines ever added (the log itself keeps the last [`LOG_LINES`]).
     pub logged: u64,
+    /// Stills whose event line has not arrived (yet), by event id: at most [`LOG_LINES`].
+    early_stills: BTreeMap<String, usize>,
 }
 
 #[derive(Serialize)]
@@ -115,6 +125,23 @@ impl Model {
             }
             return;
         }
+        if let Leaf::Snapshot(_, id) = leaf {
+            g.stills += 1;
+            let n = payload.len();
+            match self
+                .log
+                .iter_mut()
+                .rev()
+                .find(|l| l.id.as_deref() == Some(id))
+            {
+                Some(l) => l.still_bytes = Some(n),
+                None if self.early_stills.len() < LOG_LINES => {
+                    self.early_stills.insert(id.to_string(), n);
+                }
+                None => {}
+            }
+            return;
+        }
         let name = leaf.path();
         let v: Value = match serde_json::from_slice(payload) {
             Ok(v @ Value::Object(_)) => v,
@@ -132,6 +159,8 @@ impl Model {
                             topic: name,
                             text: format!("({} bytes, not JSON: postcard payload?)", payload.len()),
                             urgent: false,
+                            id: None,
+                            still_bytes: None,
                         },
                     );
                 }
@@ -176,6 +205,8 @@ impl Model {
                         .and_then(AlertKind::parse)
                         .is_some_and(AlertKind::urgent);
                 self.logged += 1;
+                let id = v["id"].as_str().map(String::from);
+                let still_bytes = id.as_ref().and_then(|i| self.early_stills.remove(i));
                 push(
                     &mut self.log,
                     LogLine {
@@ -185,6 +216,8 @@ impl Model {
                         topic: name,
                         text,
                         urgent,
+                        id,
+                        still_bytes,
                     },
                 );
             }
@@ -206,7 +239,7 @@ impl Model {
                     },
                 );
             }
-            Leaf::Cmd | Leaf::Other(_) => {}
+            Leaf::Cmd | Leaf::Other(_) | Leaf::Snapshot(..) => {}
         }
     }
 }
@@ -293,7 +326,14 @@ pub fn describe(leaf: &str, v: &Value) -> String {
                     format!("{} °C", d["celsius"].as_f64().unwrap_or(f64::NAN))
                 }
                 Some(K::DiskLow | K::DiskOk) => format!("{} MB free", d["free_mb"]),
+                Some(K::BufferDropped) if d["stills"].as_u64().is_some() => {
+                    format!("{} stills dropped", d["stills"])
+                }
                 Some(K::BufferDropped) => format!("{} dropped", d["count"]),
+                Some(K::SnapshotBudgetReached) => format!(
+                    "{} of {} bytes of stills today",
+                    d["used_bytes"], d["budget_bytes"]
+                ),
                 Some(K::BoardFault) => d["problems"]
                     .as_array()
                     .and_then(|p| p.first())

@@ -28,7 +28,7 @@ use crate::record::{Class, Record};
 use crate::topics::Leaf;
 
 use crate::proto::backoff::Backoff;
-use session::Session;
+use session::{Item, Session};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -40,6 +40,29 @@ pub struct UplinkStats {
     pub delivered: AtomicU64,
     /// What the command link received and refused.
     pub commands: commands::CommandStats,
+    /// Bytes of stills delivered on the UTC day given (day number, bytes).
+    pub stills_sent: std::sync::Mutex<(i64, u64)>,
+}
+
+impl UplinkStats {
+    fn still_sent(&self, now_ms: i64, bytes: u64) {
+        let day = crate::snapshot::budget::utc_day(now_ms);
+        let mut g = self.stills_sent.lock().unwrap();
+        if g.0 != day {
+            *g = (day, 0);
+        }
+        g.1 += bytes;
+    }
+
+    /// Bytes of stills delivered today (UTC).
+    pub fn stills_sent_today(&self, now_ms: i64) -> u64 {
+        let g = self.stills_sent.lock().unwrap();
+        if g.0 == crate::snapshot::budget::utc_day(now_ms) {
+            g.1
+        } else {
+            0
+        }
+    }
 }
 
 /// Everything the uplink needs, fixed for its lifetime.
@@ -126,6 +149,7 @@ impl Uplink {
             "buffer": b,
             "delivered": self.stats.delivered.load(Ordering::Relaxed),
             "connects": self.stats.connects.get(),
+            "stills_sent_today_bytes": self.stats.stills_sent_today(self.clock.now_ms()),
             "commands": self.stats.commands.json(),
             "rss_kb": rss_kb(),
         });
@@ -277,15 +301,14 @@ impl Uplink {
                             if client.try_publish(&status_topic, QoS::AtLeastOnce, true, self.status_online()).is_err() {
                                 return false;
                             }
-                            session.submitted(None, Instant::now());
+                            session.submitted(Item::Control, Instant::now());
                             self.retained.mark_all_dirty();
                         }
                         Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),
                         Some(Ok(Event::Outgoing(Outgoing::PingReq))) => session.on_ping_sent(Instant::now()),
                         Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                            if let Some(Some((class, seq))) = session.on_puback(ack.pkid) {
-                                self.buffer.ack(class, seq);
-                                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                            if let Some(item) = session.on_puback(ack.pkid) {
+                                self.acked(item);
                             }
                         }
                         Some(Ok(_)) => {}
@@ -323,7 +346,7 @@ impl Uplink {
                         self.retained.restore(rest);
                         return false;
                     }
-                    session.submitted(None, Instant::now());
+                    session.submitted(Item::Control, Instant::now());
                 }
                 while let Some((topic, payload)) = self.outbox.pop() {
                     if client
@@ -333,7 +356,7 @@ impl Uplink {
                         self.outbox.push_front((topic, payload));
                         return false;
                     }
-                    session.submitted(None, Instant::now());
+                    session.submitted(Item::Control, Instant::now());
                 }
                 if !self.fill(&client, &mut session, &topics, format) {
                     return false;
@@ -362,9 +385,40 @@ impl Uplink {
                 tracing::warn!("cannot queue a publish: {e}");
                 return false;
             }
-            session.submitted(Some((class, rec.seq)), Instant::now());
+            session.submitted(Item::Record(class, rec.seq), Instant::now());
+        }
+        // Stills go only when no alert or event waits or is in flight, one at a time (the
+        // buffer decides), and after the event they belong to.
+        if session.can_send() {
+            if let Some(still) = self.buffer.next_still() {
+                let topic = self.config.topic(Leaf::Snapshot(
+                    &still.meta.camera,
+                    &crate::record::format_id(still.meta.event_id),
+                ));
+                if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, still.jpeg) {
+                    tracing::warn!("cannot queue a still: {e}");
+                    return false;
+                }
+                session.submitted(Item::Still(still.meta.seq), Instant::now());
+            }
         }
         true
+    }
+
+    /// The broker acknowledged what `item` carried.
+    fn acked(&self, item: Item) {
+        match item {
+            Item::Control => {}
+            Item::Record(class, seq) => {
+                self.buffer.ack(class, seq);
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Item::Still(seq) => {
+                if let Some(bytes) = self.buffer.ack_still(seq) {
+                    self.stats.still_sent(self.clock.now_ms(), bytes);
+                }
+            }
+        }
     }
 
     async fn say_goodbye(
@@ -385,7 +439,7 @@ impl Uplink {
         {
             return;
         }
-        session.submitted(None, Instant::now());
+        session.submitted(Item::Control, Instant::now());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         // Wait until the offline status is acknowledged (records acked meanwhile count too).
         let mut pending_status = 1usize;
@@ -396,11 +450,8 @@ impl Uplink {
                 }
                 Ok(Some(Ok(Event::Incoming(Packet::PubAck(ack))))) => {
                     match session.on_puback(ack.pkid) {
-                        Some(Some((class, seq))) => {
-                            self.buffer.ack(class, seq);
-                            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Some(None) => pending_status -= 1,
+                        Some(Item::Control) => pending_status -= 1,
+                        Some(item) => self.acked(item),
                         None => {}
                     }
                 }

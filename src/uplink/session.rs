@@ -10,8 +10,16 @@ use std::time::{Duration, Instant};
 
 use crate::record::Class;
 
-/// What a QoS 1 publish carries: a buffered record, or a control message (status).
-pub type Item = Option<(Class, u64)>;
+/// What a QoS 1 publish carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    /// A control message (status, retained health, a command result): not in the window.
+    Control,
+    /// A buffered record.
+    Record(Class, u64),
+    /// The still of the event with this seq.
+    Still(u64),
+}
 
 #[derive(Debug)]
 pub struct Session {
@@ -44,7 +52,7 @@ impl Session {
 
     /// A QoS 1 publish was handed to the client at `now`.
     pub fn submitted(&mut self, item: Item, now: Instant) {
-        if item.is_some() {
+        if item != Item::Control {
             self.inflight += 1;
         }
         self.submitted.push_back((item, now));
@@ -63,7 +71,7 @@ impl Session {
     /// The broker acknowledged `pkid`: returns what it carried (`None` when unknown).
     pub fn on_puback(&mut self, pkid: u16) -> Option<Item> {
         let (item, _) = self.by_pkid.remove(&pkid)?;
-        if item.is_some() {
+        if item != Item::Control {
             self.inflight -= 1;
         }
         Some(item)
@@ -106,17 +114,17 @@ mod tests {
     fn pubacks_are_tied_to_records_in_submission_order() {
         let now = Instant::now();
         let mut s = Session::new(4);
-        s.submitted(None, now); // status
-        s.submitted(Some((Class::Event, 10)), now);
-        s.submitted(Some((Class::Alert, 11)), now);
+        s.submitted(Item::Control, now); // status
+        s.submitted(Item::Record(Class::Event, 10), now);
+        s.submitted(Item::Record(Class::Alert, 11), now);
         assert_eq!(s.inflight(), 2);
         s.on_outgoing_publish(1);
         s.on_outgoing_publish(0); // telemetry at QoS 0 in between
         s.on_outgoing_publish(2);
         s.on_outgoing_publish(3);
-        assert_eq!(s.on_puback(3), Some(Some((Class::Alert, 11))));
-        assert_eq!(s.on_puback(1), Some(None));
-        assert_eq!(s.on_puback(2), Some(Some((Class::Event, 10))));
+        assert_eq!(s.on_puback(3), Some(Item::Record(Class::Alert, 11)));
+        assert_eq!(s.on_puback(1), Some(Item::Control));
+        assert_eq!(s.on_puback(2), Some(Item::Record(Class::Event, 10)));
         assert_eq!(s.on_puback(2), None, "a repeated puback is unknown");
         assert_eq!(s.inflight(), 0);
     }
@@ -125,10 +133,10 @@ mod tests {
     fn window_limits_records_not_control_messages() {
         let now = Instant::now();
         let mut s = Session::new(2);
-        s.submitted(Some((Class::Event, 1)), now);
-        s.submitted(None, now);
+        s.submitted(Item::Record(Class::Event, 1), now);
+        s.submitted(Item::Control, now);
         assert!(s.can_send());
-        s.submitted(Some((Class::Event, 2)), now);
+        s.submitted(Item::Record(Class::Event, 2), now);
         assert!(!s.can_send());
     }
 
@@ -153,7 +161,7 @@ mod tests {
         let t0 = Instant::now();
         let ka = Duration::from_secs(10);
         let mut s = Session::new(4);
-        s.submitted(Some((Class::Event, 1)), t0);
+        s.submitted(Item::Record(Class::Event, 1), t0);
         s.on_outgoing_publish(1);
         assert!(!s.link_dead(t0 + Duration::from_secs(9), ka));
         assert!(s.link_dead(t0 + Duration::from_secs(11), ka));

@@ -87,14 +87,20 @@ impl Inner {
 }
 
 /// What recovery finds in `buffer/stills/`: the index, and what it set aside or removed.
-pub(super) fn recover_stills(fs: &dyn Fs, dir: &Path, report: &mut Recovery) -> io::Result<stills::Index> {
+pub(super) fn recover_stills(
+    fs: &dyn Fs,
+    dir: &Path,
+    report: &mut Recovery,
+) -> io::Result<stills::Index> {
     let sdir = stills_dir(dir);
     fs.create_dir_all(&sdir)?;
     let mut index = stills::Index::default();
     let names = match fs.list(&sdir) {
         Ok(n) => n,
         Err(e) => {
-            report.strays.push(format!("buffer/stills/: cannot be listed: {e}"));
+            report
+                .strays
+                .push(format!("buffer/stills/: cannot be listed: {e}"));
             return Ok(index);
         }
     };
@@ -105,7 +111,10 @@ pub(super) fn recover_stills(fs: &dyn Fs, dir: &Path, report: &mut Recovery) -> 
             let _ = fs.remove_file(&path);
             continue;
         }
-        let meta = fs.metadata(&path).ok().filter(|m| m.is_file && m.len <= stills::MAX_FILE);
+        let meta = fs
+            .metadata(&path)
+            .ok()
+            .filter(|m| m.is_file && m.len <= stills::MAX_FILE);
         match meta.and_then(|m| StillMeta::parse_name(&name, m.len)) {
             Some(m) => index.insert(m),
             None => report.strays.push(format!("buffer/stills/{name}")),

@@ -101,7 +101,8 @@ impl Inner {
             }
         }
         let stills_left = self.stills.bytes();
-        while trial.iter().map(|s| s.bytes()).sum::<u64>() + stills_left + need_with_report > self.opts.max_bytes
+        while trial.iter().map(|s| s.bytes()).sum::<u64>() + stills_left + need_with_report
+            > self.opts.max_bytes
         {
             let victim = [Class::Event, Class::Alert]
                 .into_iter()

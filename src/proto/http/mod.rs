@@ -110,6 +110,15 @@ impl Url {
         format!("{}://{}{}", self.scheme, self.host_port(), self.path)
     }
 
+    /// `reported` (an address a camera gave for one of its services) with this URL's scheme,
+    /// host and port: cameras behind NAT or with several addresses report one we may not
+    /// reach, so the configured one is kept.
+    pub fn rebased(&self, reported: &Url) -> Url {
+        let mut u = self.clone();
+        u.path = reported.path.clone();
+        u
+    }
+
     /// Resolves a (possibly relative) reference against this URL.
     pub fn join(&self, reference: &str) -> Url {
         if reference.contains("://") {

@@ -5,6 +5,7 @@
 
 pub mod device;
 pub mod events;
+pub mod media;
 
 use std::time::Duration;
 
