@@ -23,7 +23,19 @@ struct Rig {
     cams: HashMap<String, SimCamera>,
     agent: Agent,
     sub: Subscriber,
+    /// Between the agent and the broker, when the test asked for one.
+    gate: Option<StallProxy>,
+    _throttle: Option<ThrottleProxy>,
     _tmp: tempfile::TempDir,
+}
+
+/// How the agent reaches the broker.
+enum Link {
+    Direct,
+    /// Through a proxy that can refuse connections (outages).
+    Gate,
+    /// Through a link of this many bytes per second.
+    Throttle(u64),
 }
 
 /// `cams`: (id, vendor, how the simulator behaves, extra camera keys).
@@ -31,12 +43,33 @@ fn rig(
     cams: Vec<(&str, &str, SimControl, Vec<(&str, toml::Value)>)>,
     tune: impl FnOnce(TestConfig) -> TestConfig,
 ) -> Rig {
+    rig_via(Link::Direct, cams, tune)
+}
+
+fn rig_via(
+    link: Link,
+    cams: Vec<(&str, &str, SimControl, Vec<(&str, toml::Value)>)>,
+    tune: impl FnOnce(TestConfig) -> TestConfig,
+) -> Rig {
     let rt = rt();
     let broker = Broker::start();
+    let (gate, throttle, port) = match link {
+        Link::Direct => (None, None, broker.port),
+        Link::Gate => {
+            let g = StallProxy::start(broker.port);
+            let p = g.port;
+            (Some(g), None, p)
+        }
+        Link::Throttle(rate) => {
+            let t = ThrottleProxy::start(broker.port, rate);
+            let p = t.port;
+            (None, Some(t), p)
+        }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let data = tmp.path().join("data");
-    let mut c = TestConfig::new(broker.port, ingest, &data).set("mqtt", "telemetry_interval_s", 1);
+    let mut c = TestConfig::new(port, ingest, &data).set("mqtt", "telemetry_interval_s", 1);
     let mut sims = HashMap::new();
     for (id, vendor, ctl, keys) in cams {
         let sim = sim_camera(&rt, ctl);
@@ -58,13 +91,15 @@ fn rig(
     }
     let c = tune(c);
     let sub = Subscriber::new(broker.port, &format!("{T}/#"));
-    let agent = Agent::from_text(tmp.path(), data, broker.port, ingest, &c.text(), Vec::new());
+    let agent = Agent::from_text(tmp.path(), data, port, ingest, &c.text(), Vec::new());
     Rig {
         _rt: rt,
         broker,
         cams: sims,
         agent,
         sub,
+        gate,
+        _throttle: throttle,
         _tmp: tmp,
     }
 }
@@ -81,7 +116,9 @@ fn start(a: &Agent, cam: &str) -> String {
 }
 
 fn stills(msgs: &[Msg]) -> Vec<&Msg> {
-    msgs.iter().filter(|m| m.topic.contains("/snapshot/")).collect()
+    msgs.iter()
+        .filter(|m| m.topic.contains("/snapshot/"))
+        .collect()
 }
 
 /// (camera, event id) of a still's topic.
@@ -143,13 +180,25 @@ fn every_vendor_path_gives_one_scaled_still_after_its_event() {
     for cam in ["hik", "dahua"] {
         assert_eq!(r.agent.motion(cam, "end").0, 202);
     }
-    r.sub.wait_until(Duration::from_secs(20), "five stills", |m| stills(m).len() >= 5);
+    r.sub
+        .wait_until(Duration::from_secs(20), "five stills", |m| {
+            stills(m).len() >= 5
+        });
     r.sub.drain_for(scaled(Duration::from_millis(1500)));
     let got = stills(&r.sub.seen);
-    assert_eq!(got.len(), 5, "one still per start of a camera with snapshot on");
+    assert_eq!(
+        got.len(),
+        5,
+        "one still per start of a camera with snapshot on"
+    );
     for m in &got {
         let (cam, id) = still_of(m);
-        assert_eq!(ids.get(&id).copied(), Some(cam.as_str()), "the still names its event: {}", m.topic);
+        assert_eq!(
+            ids.get(&id).copied(),
+            Some(cam.as_str()),
+            "the still names its event: {}",
+            m.topic
+        );
         assert!(!m.retain, "stills are not retained");
         let (w, h) = jpeg_size(&m.payload);
         assert!(w <= 640, "{cam}: {w}x{h}");
@@ -160,20 +209,39 @@ fn every_vendor_path_gives_one_scaled_still_after_its_event() {
         assert!(ev.is_some(), "{cam}: the still came after its event");
     }
     let hik = got.iter().find(|m| still_of(m).0 == "hik").unwrap();
-    assert_eq!(jpeg_size(&hik.payload), (640, 360), "1920x1080 scaled to 640 wide");
-    assert!(r.cams["nvr"].control().still_requests == 1, "the NVR path served it");
-    assert!(r.cams["off"].control().still_requests == 0, "snapshot = false: never asked");
+    assert_eq!(
+        jpeg_size(&hik.payload),
+        (640, 360),
+        "1920x1080 scaled to 640 wide"
+    );
+    assert!(
+        r.cams["nvr"].control().still_requests == 1,
+        "the NVR path served it"
+    );
+    assert!(
+        r.cams["off"].control().still_requests == 0,
+        "snapshot = false: never asked"
+    );
     for cam in ["hik", "dahua", "onvif"] {
-        assert_eq!(r.cams[cam].control().still_requests, 1, "{cam}: one request per start");
+        assert_eq!(
+            r.cams[cam].control().still_requests,
+            1,
+            "{cam}: one request per start"
+        );
     }
-    r.sub.wait_until(Duration::from_secs(10), "telemetry with still counts", |m| {
-        telemetry_stills(m).is_some_and(|s| s["buffered"] == 5)
-    });
+    r.sub.wait_until(
+        Duration::from_secs(10),
+        "telemetry with still counts",
+        |m| telemetry_stills(m).is_some_and(|s| s["buffered"] == 5),
+    );
     let s = telemetry_stills(&r.sub.seen).unwrap();
     assert_eq!(s["failed"], 0, "{s}");
     assert!(s["last_bytes"].as_u64().unwrap() > 1000, "{s}");
     let log = r.agent.log();
-    assert!(log.contains("still buffered"), "bytes and time are logged per still");
+    assert!(
+        log.contains("still buffered"),
+        "bytes and time are logged per still"
+    );
     assert!(log.contains("stills come through the NVR path"));
     no_secret_anywhere(&r);
     let _ = &r.broker;
@@ -185,18 +253,24 @@ fn quality_and_width_change_what_is_sent() {
     big.still_size = (1920, 1080);
     let big2 = big.clone();
     let mut r = rig(vec![("a", "dahua", big, vec![])], |c| {
-        c.set("snapshot", "max_width", 320).set("snapshot", "quality", 30)
+        c.set("snapshot", "max_width", 320)
+            .set("snapshot", "quality", 30)
     });
     start(&r.agent, "a");
-    r.sub.wait_until(Duration::from_secs(20), "the still", |m| !stills(m).is_empty());
+    r.sub.wait_until(Duration::from_secs(20), "the still", |m| {
+        !stills(m).is_empty()
+    });
     let small = stills(&r.sub.seen)[0].payload.clone();
     assert_eq!(jpeg_size(&small), (320, 180));
     drop(r);
     let mut r = rig(vec![("a", "dahua", big2, vec![])], |c| {
-        c.set("snapshot", "max_width", 320).set("snapshot", "quality", 90)
+        c.set("snapshot", "max_width", 320)
+            .set("snapshot", "quality", 90)
     });
     start(&r.agent, "a");
-    r.sub.wait_until(Duration::from_secs(20), "the still", |m| !stills(m).is_empty());
+    r.sub.wait_until(Duration::from_secs(20), "the still", |m| {
+        !stills(m).is_empty()
+    });
     let fine = stills(&r.sub.seen)[0].payload.clone();
     assert_eq!(jpeg_size(&fine), (320, 180));
     assert!(
@@ -217,21 +291,24 @@ fn a_still_endpoint_that_hangs_delays_no_event_and_is_counted() {
     let t0 = Instant::now();
     let id = start(&r.agent, "stuck");
     r.sub.wait_until(Duration::from_secs(5), "the event", |m| {
-        m.iter().any(|x| x.topic.ends_with("/event") && x.json()["id"] == id.as_str())
+        m.iter()
+            .any(|x| x.topic.ends_with("/event") && x.json()["id"] == id.as_str())
     });
     let event_after = t0.elapsed();
     assert!(
         event_after < scaled(Duration::from_millis(450)),
         "the event waited for its still: {event_after:?}"
     );
-    r.sub.wait_until(Duration::from_secs(10), "the failure counted", |m| {
-        telemetry_stills(m).is_some_and(|s| s["failed"] == 1)
-    });
+    r.sub
+        .wait_until(Duration::from_secs(10), "the failure counted", |m| {
+            telemetry_stills(m).is_some_and(|s| s["failed"] == 1)
+        });
     // A second start after the timeout is tried again (the camera is not stuck "busy").
     start(&r.agent, "stuck");
-    r.sub.wait_until(Duration::from_secs(10), "the second failure", |m| {
-        telemetry_stills(m).is_some_and(|s| s["failed"] == 2)
-    });
+    r.sub
+        .wait_until(Duration::from_secs(10), "the second failure", |m| {
+            telemetry_stills(m).is_some_and(|s| s["failed"] == 2)
+        });
     assert!(stills(&r.sub.seen).is_empty());
     assert!(r.agent.log().contains("no still within 500 ms"));
 }
@@ -244,11 +321,240 @@ fn one_still_request_in_flight_per_camera() {
     start(&r.agent, "d");
     start(&r.agent, "d");
     start(&r.agent, "d");
-    r.sub.wait_until(Duration::from_secs(15), "one still, two skipped", |m| {
-        !stills(m).is_empty() && telemetry_stills(m).is_some_and(|s| s["skipped_busy"] == 2)
-    });
+    r.sub
+        .wait_until(Duration::from_secs(15), "one still, two skipped", |m| {
+            !stills(m).is_empty() && telemetry_stills(m).is_some_and(|s| s["skipped_busy"] == 2)
+        });
     r.sub.drain_for(scaled(Duration::from_secs(1)));
     assert_eq!(stills(&r.sub.seen).len(), 1);
     let c = r.cams["d"].control();
-    assert_eq!((c.still_requests, c.still_busy), (1, 0), "the camera never saw two at once");
+    assert_eq!(
+        (c.still_requests, c.still_busy),
+        (1, 0),
+        "the camera never saw two at once"
+    );
+}
+
+/// How many stills the agent has buffered so far (its log says so per still).
+fn buffered(a: &Agent) -> usize {
+    a.log().matches("still buffered").count()
+}
+
+fn wait_buffered(a: &Agent, n: usize) {
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
+    while buffered(a) < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} stills buffered:\n{}",
+            buffered(a),
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn stills_pending_through_a_broker_outage_all_arrive_after_it_and_none_is_retained() {
+    let mut r = rig_via(
+        Link::Gate,
+        vec![
+            ("a", "hikvision", ctl(), vec![]),
+            ("b", "dahua", ctl(), vec![]),
+            ("c", "onvif", ctl(), vec![]),
+        ],
+        |c| c,
+    );
+    r.sub.wait_until(Duration::from_secs(10), "online", |m| {
+        m.iter()
+            .any(|x| x.topic.ends_with("/status") && x.json()["online"] == true)
+    });
+    let gate = r.gate.take().unwrap();
+    gate.close();
+    r.broker.stop();
+    let mut ids = Vec::new();
+    for cam in ["a", "b", "c"] {
+        ids.push(start(&r.agent, cam));
+    }
+    wait_buffered(&r.agent, 3);
+    r.broker.restart();
+    let mut sub = Subscriber::new(r.broker.port, &format!("{T}/#"));
+    gate.open();
+    sub.wait_until(Duration::from_secs(30), "the three stills", |m| {
+        let got: std::collections::HashSet<String> =
+            stills(m).iter().map(|x| still_of(x).1).collect();
+        ids.iter().all(|i| got.contains(i))
+    });
+    for m in stills(&sub.seen) {
+        assert!(!m.retain);
+        let id = still_of(m).1;
+        let pos = sub.seen.iter().position(|x| std::ptr::eq(x, m)).unwrap();
+        assert!(
+            sub.seen[..pos]
+                .iter()
+                .any(|x| x.topic.ends_with("/event") && x.json()["id"] == id.as_str()),
+            "the event came first after the outage too"
+        );
+    }
+    // Nothing of it stays on the broker.
+    let mut late = Subscriber::new(r.broker.port, &format!("{T}/camera/+/snapshot/+"));
+    late.drain_for(scaled(Duration::from_millis(500)));
+    assert!(late.seen.is_empty(), "a still was retained");
+}
+
+#[test]
+fn stills_pending_at_kill_9_are_delivered_by_the_next_run() {
+    let mut r = rig_via(
+        Link::Gate,
+        vec![
+            ("a", "hikvision", ctl(), vec![]),
+            ("b", "dahua", ctl(), vec![]),
+        ],
+        |c| c,
+    );
+    let gate = r.gate.take().unwrap();
+    gate.close();
+    gate.stall();
+    let ids = [start(&r.agent, "a"), start(&r.agent, "b")];
+    wait_buffered(&r.agent, 2);
+    r.agent.kill9();
+    gate.open();
+    r.agent.spawn();
+    r.sub.wait_until(
+        Duration::from_secs(30),
+        "both stills after the restart",
+        |m| {
+            let got: Vec<String> = stills(m).iter().map(|x| still_of(x).1).collect();
+            ids.iter().all(|i| got.contains(i))
+        },
+    );
+    let dir = r.agent.data_dir.join("buffer/stills");
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
+    while std::fs::read_dir(&dir).unwrap().count() > 0 {
+        assert!(Instant::now() < deadline, "delivered stills are deleted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn under_a_small_bound_stills_are_evicted_first_and_every_event_arrives() {
+    let mut r = rig_via(Link::Gate, vec![("a", "dahua", ctl(), vec![])], |c| {
+        c.set("buffer", "max_bytes", 65536)
+            .set("snapshot", "buffer_max_bytes", 24576)
+            .set("snapshot", "max_width", 320)
+            .set("snapshot", "quality", 40)
+    });
+    let gate = r.gate.take().unwrap();
+    gate.close();
+    gate.stall();
+    let mut starts = Vec::new();
+    for i in 0..8 {
+        starts.push(start(&r.agent, "a"));
+        wait_buffered(&r.agent, i + 1);
+    }
+    // Then records enough to fill max_bytes: the stills must make room first.
+    let mut accepted = std::collections::BTreeSet::new();
+    for _ in 0..150 {
+        accepted.insert(r.agent.accepted("a"));
+    }
+    gate.open();
+    r.sub
+        .wait_until(Duration::from_secs(30), "every event", |m| {
+            let got: std::collections::BTreeSet<u64> = distinct(m, "event")
+                .iter()
+                .map(|e| e["seq"].as_u64().unwrap())
+                .collect();
+            accepted.is_subset(&got)
+        });
+    r.sub.drain_for(scaled(Duration::from_secs(12)));
+    let alerts = distinct(&r.sub.seen, "alert");
+    let dropped: Vec<&serde_json::Value> = alerts
+        .iter()
+        .filter(|a| a["kind"] == "buffer_dropped")
+        .collect();
+    assert!(!dropped.is_empty(), "stills were evicted and reported");
+    assert!(
+        dropped.iter().all(|a| a["detail"]["count"] == 0),
+        "no record was evicted: {dropped:?}"
+    );
+    let evicted: u64 = dropped
+        .iter()
+        .map(|a| a["detail"]["stills"].as_u64().unwrap_or(0))
+        .sum();
+    let got: Vec<String> = stills(&r.sub.seen).iter().map(|x| still_of(x).1).collect();
+    assert_eq!(
+        got.len() as u64 + evicted,
+        8,
+        "every still was sent or counted: {got:?}, {evicted}"
+    );
+    // The oldest went first: what arrived are the newest starts.
+    let newest = &starts[starts.len() - got.len()..];
+    assert!(
+        got.iter().all(|g| newest.contains(g)),
+        "{got:?} vs {newest:?}"
+    );
+}
+
+#[test]
+fn past_the_daily_budget_events_go_without_stills_and_one_alert_says_so() {
+    let mut big = ctl();
+    big.still_size = (1920, 1080);
+    let mut r = rig(vec![("a", "dahua", big, vec![])], |c| {
+        c.set("snapshot", "daily_budget_mb", 1)
+            .set("snapshot", "max_width", 1920)
+            .set("snapshot", "quality", 95)
+    });
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        let seen = r.sub.seen.len();
+        ids.push(start(&r.agent, "a"));
+        r.sub
+            .wait_until(Duration::from_secs(10), "a still or a skip", |m| {
+                stills(&m[seen..]).len() == 1
+                    || telemetry_stills(&m[seen..])
+                        .is_some_and(|s| s["skipped_budget"].as_u64() > Some(0))
+            });
+        if distinct(&r.sub.seen, "alert")
+            .iter()
+            .any(|a| a["kind"] == "snapshot_budget_reached")
+        {
+            break;
+        }
+    }
+    // Two more starts past the budget: no still, no second alert.
+    ids.push(start(&r.agent, "a"));
+    ids.push(start(&r.agent, "a"));
+    r.sub.drain_for(scaled(Duration::from_secs(2)));
+    let alerts: Vec<serde_json::Value> = distinct(&r.sub.seen, "alert")
+        .into_iter()
+        .filter(|a| a["kind"] == "snapshot_budget_reached")
+        .collect();
+    assert_eq!(alerts.len(), 1, "one alert a day");
+    let sent: usize = stills(&r.sub.seen).iter().map(|m| m.payload.len()).sum();
+    assert!(
+        sent as u64 <= 1_000_000,
+        "{sent} bytes sent over a 1 MB budget"
+    );
+    assert!(sent > 0);
+    let events = distinct(&r.sub.seen, "event");
+    assert_eq!(
+        events.len(),
+        ids.len(),
+        "every event went, with or without a still"
+    );
+    let s = telemetry_stills(&r.sub.seen).unwrap();
+    assert!(s["skipped_budget"].as_u64().unwrap() >= 2, "{s}");
+    let t = r
+        .sub
+        .seen
+        .iter()
+        .rev()
+        .find(|m| m.topic.ends_with("/telemetry"))
+        .unwrap()
+        .json();
+    assert_eq!(
+        t["stills_sent_today_bytes"].as_u64().unwrap() as usize,
+        sent,
+        "{t}"
+    );
+    assert_eq!(alerts[0]["detail"]["budget_bytes"], 1_000_000);
 }

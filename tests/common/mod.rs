@@ -1037,3 +1037,69 @@ pub fn config_of(st: &Station, port: u16) -> String {
     assert_eq!(code, 0, "{v}");
     v["config"].as_str().unwrap().to_string()
 }
+
+/// A loopback TCP proxy that models a slow link (a 4G uplink at `bytes_per_s`): every
+/// connection's bytes, in each direction, go through one shared FIFO paced at that rate, so
+/// whatever is ahead on the link delays what follows (as on a real bottleneck).
+pub struct ThrottleProxy {
+    pub port: u16,
+}
+
+impl ThrottleProxy {
+    pub fn start(target: u16, bytes_per_s: u64) -> ThrottleProxy {
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Per direction: when the link is next free (the pacing clock).
+        let links = [
+            Arc::new(Mutex::new(Instant::now())),
+            Arc::new(Mutex::new(Instant::now())),
+        ];
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                for (dir, (mut from, mut to)) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let link = links[dir].clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 1460];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Both);
+                                    return;
+                                }
+                                Ok(n) => n,
+                            };
+                            // The link carries n bytes from when it is free; this chunk
+                            // arrives when its last byte has crossed.
+                            let due = {
+                                let mut free = link.lock().unwrap();
+                                let begin = (*free).max(Instant::now());
+                                *free =
+                                    begin + Duration::from_secs_f64(n as f64 / bytes_per_s as f64);
+                                *free
+                            };
+                            // Pacing the link (the thing modelled), not a synchronisation.
+                            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                            if to.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        ThrottleProxy { port }
+    }
+}
