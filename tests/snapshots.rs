@@ -29,6 +29,9 @@ struct Rig {
     _tmp: tempfile::TempDir,
 }
 
+/// A simulated camera of a rig: id, vendor, how it behaves, extra `[[camera]]` keys.
+type Cam<'a> = (&'a str, &'a str, SimControl, Vec<(&'a str, toml::Value)>);
+
 /// How the agent reaches the broker.
 enum Link {
     Direct,
@@ -39,18 +42,11 @@ enum Link {
 }
 
 /// `cams`: (id, vendor, how the simulator behaves, extra camera keys).
-fn rig(
-    cams: Vec<(&str, &str, SimControl, Vec<(&str, toml::Value)>)>,
-    tune: impl FnOnce(TestConfig) -> TestConfig,
-) -> Rig {
+fn rig(cams: Vec<Cam<'_>>, tune: impl FnOnce(TestConfig) -> TestConfig) -> Rig {
     rig_via(Link::Direct, cams, tune)
 }
 
-fn rig_via(
-    link: Link,
-    cams: Vec<(&str, &str, SimControl, Vec<(&str, toml::Value)>)>,
-    tune: impl FnOnce(TestConfig) -> TestConfig,
-) -> Rig {
+fn rig_via(link: Link, cams: Vec<Cam<'_>>, tune: impl FnOnce(TestConfig) -> TestConfig) -> Rig {
     let rt = rt();
     let broker = Broker::start();
     let (gate, throttle, port) = match link {
@@ -557,4 +553,79 @@ fn past_the_daily_budget_events_go_without_stills_and_one_alert_says_so() {
         "{t}"
     );
     assert_eq!(alerts[0]["detail"]["budget_bytes"], 1_000_000);
+}
+
+/// Event latency (POST answered → event at the station's broker) on a 256 kbit/s link, while
+/// every motion start also sends a still; `snapshot` off gives the baseline.
+fn slow_link_latencies(snapshot: bool) -> (Vec<Duration>, usize) {
+    let cams: Vec<_> = ["a", "b", "c", "d"]
+        .into_iter()
+        .map(|c| {
+            (
+                c,
+                "dahua",
+                ctl(),
+                vec![("snapshot", toml::Value::from(snapshot))],
+            )
+        })
+        .collect();
+    let mut r = rig_via(Link::Throttle(32_000), cams, |c| c);
+    r.sub.wait_until(Duration::from_secs(20), "online", |m| {
+        m.iter()
+            .any(|x| x.topic.ends_with("/status") && x.json()["online"] == true)
+    });
+    let mut sent = Vec::new();
+    for i in 0..24 {
+        let cam = ["a", "b", "c", "d"][i % 4];
+        let id = start(&r.agent, cam);
+        sent.push((id, Instant::now()));
+        // The offered load: one motion start every 750 ms (a busy street), not a sync.
+        let until = Instant::now() + Duration::from_millis(750);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            r.sub.drain_for(left);
+        }
+    }
+    r.sub
+        .wait_until(Duration::from_secs(60), "every event", |m| {
+            sent.iter().all(|(id, _)| {
+                m.iter()
+                    .any(|x| x.topic.ends_with("/event") && x.json()["id"] == id.as_str())
+            })
+        });
+    // Arrival times are taken as the subscriber records them (drain_for keeps receiving).
+    let lat = sent
+        .iter()
+        .map(|(id, t)| {
+            let pos = r
+                .sub
+                .seen
+                .iter()
+                .position(|x| x.topic.ends_with("/event") && x.json()["id"] == id.as_str())
+                .unwrap();
+            r.sub.arrived[pos].saturating_duration_since(*t)
+        })
+        .collect();
+    (lat, stills(&r.sub.seen).len())
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[test]
+fn on_a_slow_link_events_are_not_held_back_by_stills() {
+    let (mut base, none) = slow_link_latencies(false);
+    let (mut with, stills_sent) = slow_link_latencies(true);
+    assert_eq!(none, 0);
+    let (b50, b95) = (pct(&mut base, 0.5), pct(&mut base, 0.95));
+    let (w50, w95) = (pct(&mut with, 0.5), pct(&mut with, 0.95));
+    eprintln!(
+        "256 kbit/s: event latency without stills p50 {b50:?} p95 {b95:?}; with {stills_sent} stills p50 {w50:?} p95 {w95:?}"
+    );
+    assert!(stills_sent >= 12, "stills flowed: {stills_sent}");
+    assert!(
+        w95 < b95 + scaled(Duration::from_millis(1500)),
+        "events waited behind stills: p95 {w95:?} vs {b95:?} without"
+    );
 }

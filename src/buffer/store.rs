@@ -145,6 +145,8 @@ pub struct Buffer {
 struct Shared {
     inner: Mutex<Inner>,
     notify: tokio::sync::Notify,
+    /// Woken when a still may be sendable (one was buffered, or the records drained).
+    stills_notify: tokio::sync::Notify,
     /// Bumped by every turn of the writer thread (at least every 250 ms).
     beat: Arc<crate::watchdog::Beat>,
 }
@@ -303,6 +305,7 @@ impl Buffer {
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
             notify: tokio::sync::Notify::new(),
+            stills_notify: tokio::sync::Notify::new(),
             beat: Arc::new(crate::watchdog::Beat::default()),
         });
         let (tx, rx) = mpsc::channel();
@@ -315,7 +318,10 @@ impl Buffer {
             tx: Arc::new(Mutex::new(Some(tx))),
             thread: Arc::new(Mutex::new(Some(thread))),
         };
-        if report.pending > 0 || report.stills > 0 {
+        if report.stills > 0 {
+            buffer.shared.stills_notify.notify_one();
+        }
+        if report.pending > 0 {
             buffer.shared.notify.notify_one();
         }
         Ok((buffer, report))
@@ -405,7 +411,14 @@ impl Buffer {
 
     /// The broker acknowledged `seq`.
     pub fn ack(&self, class: Class, seq: u64) {
-        self.inner().streams[class.index()].ack(seq);
+        let mut inner = self.inner();
+        inner.streams[class.index()].ack(seq);
+        let stills_may_go =
+            !inner.stills.is_empty() && inner.streams.iter().all(|s| s.unacked() == 0);
+        drop(inner);
+        if stills_may_go {
+            self.shared.stills_notify.notify_one();
+        }
     }
 
     /// The connection dropped: every in-flight record is unsent again.
@@ -414,12 +427,16 @@ impl Buffer {
         for s in inner.streams.iter_mut() {
             s.rewind();
         }
-        inner.stills.rewind();
     }
 
     /// Resolves when records may be waiting (a permit is stored if nobody is waiting).
     pub async fn notified(&self) {
         self.shared.notify.notified().await
+    }
+
+    /// Resolves when a still may be sendable (for the stills link).
+    pub async fn stills_notified(&self) {
+        self.shared.stills_notify.notified().await
     }
 
     pub fn stats(&self) -> Stats {

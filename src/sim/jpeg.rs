@@ -68,15 +68,20 @@ pub fn still(w: u16, h: u16) -> Vec<u8> {
             noise ^= noise >> 17;
             noise ^= noise << 5;
             let n = (noise & 15) as usize;
-            let sky = y < hu / 3;
+            // Detail at the scale a scaled-down still keeps (leaves, bricks, signs): a value
+            // per 8x8 block, hashed from its position.
+            let cell = ((x / 8) as u32).wrapping_mul(0x9E37_79B1)
+                ^ ((y / 8) as u32).wrapping_mul(0x85EB_CA77);
+            let detail = ((cell ^ (cell >> 15)).wrapping_mul(0x2C1B_3C6D) >> 27) as usize;
+            let sky = y < hu / 4;
             let block = (x * 16 / wu.max(1) + y * 9 / hu.max(1)) % 3;
             let (r, g, b) = if sky {
                 (120 + y * 60 / hu, 160 + y * 40 / hu, 220)
             } else {
                 (
-                    60 + block * 50 + x * 40 / wu,
-                    70 + block * 30,
-                    60 + (x ^ y) % 40,
+                    20 + block * 40 + x * 40 / wu + detail * 2,
+                    30 + block * 30 + detail * 2,
+                    30 + (x ^ y) % 40 + detail,
                 )
             };
             px.extend_from_slice(&[

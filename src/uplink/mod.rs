@@ -11,6 +11,7 @@
 
 pub mod commands;
 pub mod session;
+pub mod stills;
 pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +39,8 @@ pub struct UplinkStats {
     pub connected: AtomicBool,
     pub connects: crate::bus::Counter,
     pub delivered: AtomicU64,
+    /// Stills the broker acknowledged (the stills link).
+    pub delivered_stills: AtomicU64,
     /// What the command link received and refused.
     pub commands: commands::CommandStats,
     /// Bytes of stills delivered on the UTC day given (day number, bytes).
@@ -45,7 +48,7 @@ pub struct UplinkStats {
 }
 
 impl UplinkStats {
-    fn still_sent(&self, now_ms: i64, bytes: u64) {
+    pub(crate) fn still_sent(&self, now_ms: i64, bytes: u64) {
         let day = crate::snapshot::budget::utc_day(now_ms);
         let mut g = self.stills_sent.lock().unwrap();
         if g.0 != day {
@@ -149,6 +152,7 @@ impl Uplink {
             "buffer": b,
             "delivered": self.stats.delivered.load(Ordering::Relaxed),
             "connects": self.stats.connects.get(),
+            "delivered_stills": self.stats.delivered_stills.load(Ordering::Relaxed),
             "stills_sent_today_bytes": self.stats.stills_sent_today(self.clock.now_ms()),
             "commands": self.stats.commands.json(),
             "rss_kb": rss_kb(),
@@ -186,6 +190,17 @@ impl Uplink {
         let window = m.max_inflight as usize;
         // Commands arrive on a connection of their own (see `commands`): nothing published
         // on T/cmd can take this one down.
+        let _stills = (self.config.cameras.iter().any(|c| c.snapshot)
+            || self.buffer.stats().stills > 0)
+            .then(|| {
+                let link = stills::StillLink {
+                    config: self.config.clone(),
+                    buffer: self.buffer.clone(),
+                    clock: self.clock.clone(),
+                    stats: self.stats.clone(),
+                };
+                AbortOnDrop(tokio::spawn(link.run(shutdown.clone())))
+            });
         let _link = self.commands.clone().map(|tx| {
             let link = commands::CommandLink {
                 config: self.config.clone(),
@@ -387,21 +402,6 @@ impl Uplink {
             }
             session.submitted(Item::Record(class, rec.seq), Instant::now());
         }
-        // Stills go only when no alert or event waits or is in flight, one at a time (the
-        // buffer decides), and after the event they belong to.
-        if session.can_send() {
-            if let Some(still) = self.buffer.next_still() {
-                let topic = self.config.topic(Leaf::Snapshot(
-                    &still.meta.camera,
-                    &crate::record::format_id(still.meta.event_id),
-                ));
-                if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, still.jpeg) {
-                    tracing::warn!("cannot queue a still: {e}");
-                    return false;
-                }
-                session.submitted(Item::Still(still.meta.seq), Instant::now());
-            }
-        }
         true
     }
 
@@ -412,11 +412,6 @@ impl Uplink {
             Item::Record(class, seq) => {
                 self.buffer.ack(class, seq);
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Item::Still(seq) => {
-                if let Some(bytes) = self.buffer.ack_still(seq) {
-                    self.stats.still_sent(self.clock.now_ms(), bytes);
-                }
             }
         }
     }

@@ -17,8 +17,6 @@ pub enum Item {
     Control,
     /// A buffered record.
     Record(Class, u64),
-    /// The still of the event with this seq.
-    Still(u64),
 }
 
 #[derive(Debug)]

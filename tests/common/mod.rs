@@ -327,8 +327,10 @@ impl Msg {
 
 /// A subscriber on its own thread; resubscribes after reconnects.
 pub struct Subscriber {
-    rx: mpsc::Receiver<Msg>,
+    rx: mpsc::Receiver<(Msg, Instant)>,
     pub seen: Vec<Msg>,
+    /// When each message of `seen` arrived at the subscriber's thread.
+    pub arrived: Vec<Instant>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -359,11 +361,14 @@ impl Subscriber {
                     }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                         if tx
-                            .send(Msg {
-                                topic: p.topic.clone(),
-                                payload: p.payload.to_vec(),
-                                retain: p.retain,
-                            })
+                            .send((
+                                Msg {
+                                    topic: p.topic.clone(),
+                                    payload: p.payload.to_vec(),
+                                    retain: p.retain,
+                                },
+                                Instant::now(),
+                            ))
                             .is_err()
                         {
                             return;
@@ -380,6 +385,7 @@ impl Subscriber {
         Subscriber {
             rx,
             seen: Vec::new(),
+            arrived: Vec::new(),
             stop,
         }
     }
@@ -402,8 +408,9 @@ impl Subscriber {
                         .map(|m| (&m.topic, String::from_utf8_lossy(&m.payload)))
                 );
             }
-            if let Ok(m) = self.rx.recv_timeout(left.min(Duration::from_millis(200))) {
+            if let Ok((m, t)) = self.rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 self.seen.push(m);
+                self.arrived.push(t);
             }
         }
     }
@@ -413,7 +420,10 @@ impl Subscriber {
         let deadline = Instant::now() + d;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.rx.recv_timeout(left) {
-                Ok(m) => self.seen.push(m),
+                Ok((m, t)) => {
+                    self.seen.push(m);
+                    self.arrived.push(t);
+                }
                 Err(_) => break,
             }
         }

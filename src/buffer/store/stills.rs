@@ -177,7 +177,7 @@ impl Buffer {
             Ok(()) => {
                 inner.stills.insert(meta);
                 drop(inner);
-                self.shared.notify.notify_one();
+                self.shared.stills_notify.notify_one();
                 Ok(())
             }
             Err(e) => {
@@ -231,6 +231,11 @@ impl Buffer {
         };
         let _ = fs.remove_file(&path);
         Some(bytes)
+    }
+
+    /// The stills link dropped: the still in flight is unsent again.
+    pub fn rewind_stills(&self) {
+        self.inner().stills.rewind();
     }
 
     /// Whether a still is in flight.
