@@ -16,9 +16,18 @@ pub const CLIP: usize = 96;
 /// `s` cut to [`CLIP`] characters (with `…` and the full length when cut), control
 /// characters escaped.
 pub fn clip(s: &str) -> String {
+    clip_to(s, CLIP)
+}
+
+/// The most characters of one problem's text in a camera's health (our words and the
+/// camera's, together).
+pub const DETAIL: usize = 512;
+
+/// `s` cut to `max` characters, like [`clip`].
+pub fn clip_to(s: &str, max: usize) -> String {
     let mut out = String::new();
     for (n, c) in s.chars().enumerate() {
-        if n == CLIP {
+        if n == max {
             out.push_str(&format!("…({} bytes)", s.len()));
             return out;
         }

@@ -123,6 +123,7 @@ fn hostile_cameras_cannot_take_the_agent_down_or_leak_a_secret() {
         ("html", Attack::WrongContentType),
         ("rtsp", Attack::RtspInterleave),
         ("headers", Attack::EndlessHeaders),
+        ("longerr", Attack::LongErrorXml),
     ];
     let hostiles: Vec<(&str, HostileCamera)> = attacks
         .iter()
@@ -204,7 +205,7 @@ fn hostile_cameras_cannot_take_the_agent_down_or_leak_a_secret() {
         |m| {
             [
                 "bomb", "bomb2", "basic", "chunk", "drip", "reset", "rtsp", "headers", "html",
-                "deepxml",
+                "deepxml", "longerr",
             ]
             .iter()
             .all(|c| {
@@ -228,6 +229,26 @@ fn hostile_cameras_cannot_take_the_agent_down_or_leak_a_secret() {
         problems("chunk").contains("http_error"),
         "{}",
         problems("chunk")
+    );
+    // A camera's words quoted back (a 1 MiB malformed tag in the parser's error) are bounded
+    // in its health, which therefore always fits the MQTT packet: the uplink never dropped
+    // its connection over it (no Last Will, one connect).
+    let longerr = sub
+        .seen
+        .iter()
+        .filter(|m| m.topic.ends_with("/camera/longerr/health"))
+        .map(|m| m.payload.len())
+        .max()
+        .unwrap();
+    assert!(longerr < 16 * 1024, "a {longerr}-byte health message");
+    let offline = sub
+        .seen
+        .iter()
+        .filter(|m| m.topic == format!("{T}/status") && m.json()["online"] == false)
+        .count();
+    assert_eq!(
+        offline, 0,
+        "the uplink lost its connection during the attack"
     );
     let basic = &hostiles.iter().find(|(id, _)| *id == "basic").unwrap().1;
     assert_eq!(

@@ -374,7 +374,9 @@ impl Hub {
             let why = r
                 .err()
                 .unwrap_or_else(|| "the camera closed the stream".into());
-            tracing::warn!(camera = %cam.id, %source, "event stream lost: {why}");
+            // The reason may quote the camera: bounded in the log and in health.
+            let why = crate::logs::clip_to(&why, crate::logs::DETAIL);
+            tracing::warn!(camera = %cam.id, %source, "event stream lost: {}", crate::logs::clip(&why));
             self.state(&cam.id, source, |s| {
                 s.connected = false;
                 s.last_error = Some(why);

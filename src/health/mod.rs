@@ -43,12 +43,15 @@ impl Round {
     pub fn fail(&mut self, p: Problem, why: impl Into<String>) {
         self.problems.insert(p);
         let key = p.name();
-        let why = why.into();
+        // Camera replies end up in here (an error message quoting what it sent): bounded, so
+        // no camera can make a health message too large to publish.
+        let why = crate::logs::clip_to(&why.into(), crate::logs::DETAIL);
         match self.detail.get_mut(key) {
-            Some(Value::String(s)) => {
+            Some(Value::String(s)) if s.len() < 4 * crate::logs::DETAIL => {
                 s.push_str("; ");
                 s.push_str(&why);
             }
+            Some(Value::String(_)) => {}
             _ => {
                 self.detail.insert(key.into(), Value::String(why));
             }

@@ -39,6 +39,9 @@ pub enum Attack {
     RtspInterleave,
     /// An endless response head (header lines forever).
     EndlessHeaders,
+    /// A 200 SOAP answer of 1 MiB that is one malformed tag (`<a></bbbb…>`): the parser's
+    /// error quotes it, and a health message carrying that would exceed the MQTT packet limit.
+    LongErrorXml,
 }
 
 /// A running hostile camera; dropping it stops accepting.
@@ -108,7 +111,7 @@ impl HostileCamera {
                 "{base}vendor = \"dahua\"\nevents = [\"dahua\"]\nsnapshot_url = \"{}\"\n",
                 self.url("/snap.jpg")
             ),
-            Attack::DeepXml => format!(
+            Attack::DeepXml | Attack::LongErrorXml => format!(
                 "{base}vendor = \"onvif\"\nevents = [\"onvif\"]\nonvif_url = \"{}\"\n",
                 self.url("/onvif/device_service")
             ),
@@ -194,6 +197,13 @@ fn serve(
             while x.len() < (1 << 20) - 16 {
                 x.extend_from_slice(b"<a:n>");
             }
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml\r\nContent-Length: {}\r\n\r\n", x.len())?;
+            s.write_all(&x)
+        }
+        Attack::LongErrorXml => {
+            let mut x = b"<a></".to_vec();
+            x.resize((1 << 20) - 1, b'b');
+            x.push(b'>');
             write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml\r\nContent-Length: {}\r\n\r\n", x.len())?;
             s.write_all(&x)
         }

@@ -89,11 +89,24 @@ pub struct Uplink {
     pub gauges: Arc<Gauges>,
 }
 
+/// rumqttc's packet limit on the uplink, each way (its default is 10 KiB).
+pub const MAX_PACKET: usize = 1 << 20;
+
+/// Whether a publish fits [`MAX_PACKET`] (a larger one would make rumqttc drop the whole
+/// connection): otherwise it is skipped and said.
+fn fits(topic: &str, payload: &[u8]) -> bool {
+    let ok = topic.len() + payload.len() + 16 <= MAX_PACKET;
+    if !ok {
+        tracing::error!(topic = %crate::logs::clip(topic), bytes = payload.len(), "a message over the MQTT packet limit was not published");
+    }
+    ok
+}
+
 /// Connection options from `[mqtt]`: address, keep-alive, credentials, TLS.
 pub fn mqtt_options(m: &crate::config::Mqtt, client_id: String) -> anyhow::Result<MqttOptions> {
     let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
     o.set_keep_alive(m.keep_alive);
-    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     if let Some(u) = &m.username {
         let p = m.password.as_ref().map(|p| p.expose().to_string());
         o.set_credentials(u.clone(), p.unwrap_or_default());
@@ -352,6 +365,9 @@ impl Uplink {
                 let items = self.retained.take_dirty();
                 let mut iter = items.into_iter();
                 while let Some((topic, payload)) = iter.next() {
+                    if !fits(&topic, &payload) {
+                        continue;
+                    }
                     if client
                         .try_publish(&topic, QoS::AtLeastOnce, true, payload.clone())
                         .is_err()
@@ -364,6 +380,9 @@ impl Uplink {
                     session.submitted(Item::Control, Instant::now());
                 }
                 while let Some((topic, payload)) = self.outbox.pop() {
+                    if !fits(&topic, &payload) {
+                        continue;
+                    }
                     if client
                         .try_publish(&topic, QoS::AtLeastOnce, false, payload.clone())
                         .is_err()
