@@ -163,6 +163,10 @@ enum StationCommand {
         /// --once: wait at most this long for the broker.
         #[arg(long, default_value_t = 5)]
         wait_s: u64,
+        /// Save every event still received to this folder
+        /// (`{gateway}-{camera}-{event id}.jpg`).
+        #[arg(long, value_name = "DIR")]
+        save_snapshots: Option<PathBuf>,
     },
 }
 
@@ -329,6 +333,7 @@ fn main() -> ExitCode {
                     once,
                     json,
                     wait_s,
+                    save_snapshots,
                 },
         } => {
             let args = camgw::station::watch::WatchArgs {
@@ -341,6 +346,7 @@ fn main() -> ExitCode {
                 once,
                 json,
                 wait: std::time::Duration::from_secs(wait_s),
+                save_snapshots: save_snapshots.as_deref(),
             };
             match runtime().block_on(camgw::station::watch::watch(args)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -134,7 +134,10 @@ impl Model {
                 .rev()
                 .find(|l| l.id.as_deref() == Some(id))
             {
-                Some(l) => l.still_bytes = Some(n),
+                Some(l) => {
+                    l.still_bytes = Some(n);
+                    l.text.push_str(&still_mark(n));
+                }
                 None if self.early_stills.len() < LOG_LINES => {
                     self.early_stills.insert(id.to_string(), n);
                 }
@@ -207,6 +210,10 @@ impl Model {
                 self.logged += 1;
                 let id = v["id"].as_str().map(String::from);
                 let still_bytes = id.as_ref().and_then(|i| self.early_stills.remove(i));
+                let text = match still_bytes {
+                    Some(n) => text + &still_mark(n),
+                    None => text,
+                };
                 push(
                     &mut self.log,
                     LogLine {
@@ -242,6 +249,11 @@ impl Model {
             Leaf::Cmd | Leaf::Other(_) | Leaf::Snapshot(..) => {}
         }
     }
+}
+
+/// What an event's log line gets when its still arrived.
+fn still_mark(bytes: usize) -> String {
+    format!(" [still {} KB]", bytes.div_ceil(1024))
 }
 
 fn push(log: &mut VecDeque<LogLine>, line: LogLine) {
@@ -362,6 +374,32 @@ mod tests {
 
     fn apply(m: &mut Model, topic: &str, json: &str) {
         m.apply(topic, json.as_bytes(), 1_800_000_000_000);
+    }
+
+    #[test]
+    fn events_with_a_still_are_marked_whichever_arrives_first() {
+        let mut m = Model::new("camgw");
+        let ev = |id: &str| {
+            format!(
+                r#"{{"id":"{id}","seq":1,"ts":"2026-12-02T06:00:00Z","kind":"motion","camera":"cam01","source":"onvif","state":"start"}}"#
+            )
+        };
+        apply(&mut m, "camgw/w/g/event", &ev("e1"));
+        m.apply("camgw/w/g/camera/cam01/snapshot/e1", &[0xFF; 3000], 0);
+        m.apply("camgw/w/g/camera/cam01/snapshot/e2", &[0xFF; 500], 0);
+        apply(&mut m, "camgw/w/g/event", &ev("e2"));
+        apply(&mut m, "camgw/w/g/event", &ev("e3"));
+        let lines: Vec<_> = m
+            .log
+            .iter()
+            .map(|l| (l.text.as_str(), l.still_bytes))
+            .collect();
+        assert!(lines[0].0.ends_with("[still 3 KB]"), "{lines:?}");
+        assert_eq!(lines[0].1, Some(3000));
+        assert!(lines[1].0.ends_with("[still 1 KB]"), "{lines:?}");
+        assert_eq!(lines[2].1, None);
+        assert_eq!(m.gateways.values().next().unwrap().stills, 2);
+        assert_eq!(m.unreadable, 0, "stills are not JSON and not unreadable");
     }
 
     #[test]

@@ -22,6 +22,53 @@ pub struct WatchArgs<'a> {
     pub json: bool,
     /// `--once`: stop after this long at most.
     pub wait: Duration,
+    /// Where event stills are saved, if anywhere.
+    pub save_snapshots: Option<&'a std::path::Path>,
+}
+
+/// Saves a still (a message on `T/camera/{camera}/snapshot/{event id}`) to `dir` as
+/// `{gateway}-{camera}-{event id}.jpg`; `None` for any other message. Names come from the
+/// broker: only `[A-Za-z0-9._-]` is kept in a file name, and only JPEG bytes are written.
+pub fn save_still(
+    dir: &std::path::Path,
+    prefix: &str,
+    topic: &str,
+    payload: &[u8],
+) -> Option<anyhow::Result<std::path::PathBuf>> {
+    let (_, gw, crate::topics::Leaf::Snapshot(cam, id)) = crate::topics::parse(prefix, topic)?
+    else {
+        return None;
+    };
+    let safe = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .take(64)
+            .collect::<String>()
+            .trim_start_matches('.')
+            .to_string()
+    };
+    Some((|| {
+        if payload.len() < 4 || payload[0] != 0xFF || payload[1] != 0xD8 {
+            bail!("the still on {} is not a JPEG", crate::logs::clip(topic));
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{}-{}-{}.jpg", safe(gw), safe(cam), safe(id)));
+        std::fs::write(&path, payload)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    })())
+}
+
+/// Saves `p` when it is a still and saving is on; prints a line about it when `say`.
+fn keep_still(a: &WatchArgs<'_>, topic: &str, payload: &[u8], say: bool) {
+    let Some(dir) = a.save_snapshots else { return };
+    match save_still(dir, a.topic_prefix, topic, payload) {
+        Some(Ok(path)) if say => {
+            println!("still saved: {} ({} bytes)", path.display(), payload.len())
+        }
+        Some(Err(e)) => eprintln!("camgw station watch: {e:#}"),
+        _ => {}
+    }
 }
 
 fn now_ms() -> i64 {
@@ -64,6 +111,7 @@ pub async fn watch(a: WatchArgs<'_>) -> anyhow::Result<()> {
                     quiet_until = Some(tokio::time::Instant::now() + Duration::from_millis(500));
                 }
                 Event::Incoming(Packet::Publish(p)) => {
+                    keep_still(&a, &p.topic, &p.payload, false);
                     model.apply(&p.topic, &p.payload, now_ms());
                     quiet_until = Some(tokio::time::Instant::now() + Duration::from_millis(300));
                 }
@@ -87,6 +135,7 @@ pub async fn watch(a: WatchArgs<'_>) -> anyhow::Result<()> {
                     client.subscribe(filter.clone(), QoS::AtLeastOnce).await?;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
+                    keep_still(&a, &p.topic, &p.payload, !a.json);
                     let before = model.logged;
                     model.apply(&p.topic, &p.payload, now_ms());
                     if model.logged != before {
@@ -107,7 +156,10 @@ pub async fn watch(a: WatchArgs<'_>) -> anyhow::Result<()> {
             }
         }
     }
-    tui::run(client, el, filter, model, a.mqtt.to_string()).await
+    let save = a
+        .save_snapshots
+        .map(|d| (d.to_path_buf(), a.topic_prefix.to_string()));
+    tui::run(client, el, filter, model, a.mqtt.to_string(), save).await
 }
 
 /// The snapshot as text (`--once` without `--json`).
@@ -158,6 +210,45 @@ pub fn age(ms: i64) -> String {
         format!("{} min ago", s / 60)
     } else {
         format!("{} h ago", s / 3600)
+    }
+}
+
+#[cfg(test)]
+mod still_tests {
+    use super::*;
+
+    #[test]
+    fn stills_are_saved_under_safe_names_and_only_as_jpeg() {
+        let d = tempfile::tempdir().unwrap();
+        let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 1, 2];
+        let p = save_still(
+            d.path(),
+            "camgw",
+            "camgw/w/gw1/camera/cam01/snapshot/abc-1",
+            &jpeg,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p, d.path().join("gw1-cam01-abc-1.jpg"));
+        assert_eq!(std::fs::read(&p).unwrap(), jpeg);
+        let p = save_still(
+            d.path(),
+            "camgw",
+            "camgw/w/../camera/..x\\y/snapshot/..",
+            &jpeg,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.parent(), Some(d.path()), "{p:?}");
+        assert!(save_still(
+            d.path(),
+            "camgw",
+            "camgw/w/g/camera/c/snapshot/i",
+            b"<html>"
+        )
+        .unwrap()
+        .is_err());
+        assert!(save_still(d.path(), "camgw", "camgw/w/g/event", &jpeg).is_none());
     }
 }
 
@@ -325,6 +416,7 @@ mod tui {
         filter: String,
         mut model: Model,
         broker: String,
+        save: Option<(std::path::PathBuf, String)>,
     ) -> anyhow::Result<()> {
         let (keys_tx, mut keys) = tokio::sync::mpsc::channel::<()>(1);
         std::thread::spawn(move || loop {
@@ -359,7 +451,14 @@ mod tui {
                         connected = true;
                         client.subscribe(filter.clone(), QoS::AtLeastOnce).await?;
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => model.apply(&p.topic, &p.payload, now_ms()),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Some((dir, prefix)) = &save {
+                            // Errors cannot be printed under the TUI; the log line says
+                            // the still arrived either way.
+                            let _ = save_still(dir, prefix, &p.topic, &p.payload);
+                        }
+                        model.apply(&p.topic, &p.payload, now_ms())
+                    }
                     Ok(_) => {}
                     Err(_) => {
                         connected = false;
