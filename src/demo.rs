@@ -139,6 +139,13 @@ struct Seen {
     view: Option<crate::station::view::Model>,
     /// Subscriptions confirmed (one per connection to the broker).
     subacks: u64,
+    /// Event stills received and saved.
+    stills: u64,
+}
+
+/// Where the demo's station saves the stills it receives (kept after the demo).
+fn stills_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("camgw-demo-stills-{}", std::process::id()))
 }
 
 /// The gateway's uplink in the demo: a loopback TCP relay to the broker whose gate the script
@@ -216,6 +223,17 @@ async fn station(
                     let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Some(saved) = crate::station::watch::save_still(&stills_dir(), "camgw", &p.topic, &p.payload) {
+                        let size = crate::proto::jpeg::open(&p.payload)
+                            .map(|(_, i)| format!("{}x{}", i.width, i.height))
+                            .unwrap_or_else(|e| e.to_string());
+                        let camera = p.topic.split("/camera/").nth(1).and_then(|r| r.split('/').next()).unwrap_or("?");
+                        match saved {
+                            Ok(path) => println!("{:>5.1}s STATION  still of {camera}'s motion start: {} bytes, {size}, saved to {}", start.elapsed().as_secs_f64(), p.payload.len(), path.display()),
+                            Err(e) => println!("{:>5.1}s STATION  still of {camera}: {e:#}", start.elapsed().as_secs_f64()),
+                        }
+                        seen.lock().unwrap().stills += 1;
+                    }
                     if let Some((line, seq)) = station_line(&p.topic, &p.payload, start) {
                         println!("{line}");
                         if let Some(s) = seq {
@@ -539,6 +557,15 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
             not_seen.push(format!("a {k} alert"));
         }
     }
+    if g.stills == 0 {
+        not_seen.push("a still with a motion event".into());
+    } else {
+        println!(
+            "{} stills (one per motion start of a camera) were saved in {}",
+            g.stills,
+            stills_dir().display()
+        );
+    }
     for p in ["unreachable", "frozen", "black"] {
         if !g.problems.contains(p) {
             not_seen.push(format!("a camera {p}"));
@@ -547,6 +574,6 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
     if !not_seen.is_empty() {
         bail!("the station did not see: {}", not_seen.join(", "));
     }
-    println!("The station saw motion from every source (Hikvision, Dahua, ONVIF, GPIO, ingest), a camera down and back, a frozen and a covered camera, the enclosure opened, and every event from the outage.");
+    println!("The station saw motion from every source (Hikvision, Dahua, ONVIF, GPIO, ingest), stills of the motion starts, a camera down and back, a frozen and a covered camera, the enclosure opened, and every event from the outage.");
     Ok(())
 }
