@@ -629,3 +629,101 @@ fn on_a_slow_link_events_are_not_held_back_by_stills() {
         "events waited behind stills: p95 {w95:?} vs {b95:?} without"
     );
 }
+
+#[test]
+fn the_dahua_simulator_refuses_a_second_still_request_while_one_is_in_flight() {
+    // What the agent must never cause (one_still_request_in_flight_per_camera): shown here
+    // against the simulator directly, so the simulator's 503 is real.
+    let rt = rt();
+    let mut c = ctl();
+    c.still_delay_ms = 500;
+    c.open_snapshots = true;
+    let sim = sim_camera(&rt, c);
+    let url = camgw::proto::http::Url::parse(&format!(
+        "{}/cgi-bin/snapshot.cgi?channel=1",
+        sim.http_base()
+    ))
+    .unwrap();
+    let creds = camgw::proto::http::Creds {
+        user: "admin",
+        password: PASSWORD,
+        basic: false,
+    };
+    let (a, b) = rt.block_on(async {
+        let one = camgw::proto::http::request_auth(&url, "GET", &[], &[], Some(creds), 4 << 20);
+        let two = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            camgw::proto::http::request_auth(&url, "GET", &[], &[], Some(creds), 4 << 20).await
+        };
+        tokio::join!(one, two)
+    });
+    let mut codes = [a.unwrap().status, b.unwrap().status];
+    codes.sort();
+    assert_eq!(codes, [200, 503]);
+    assert_eq!(sim.control().still_busy, 1);
+}
+
+#[test]
+fn station_watch_marks_events_with_a_still_and_saves_the_stills() {
+    let mut r = rig(vec![("a", "hikvision", ctl(), vec![])], |c| c);
+    let dir = r._tmp.path().join("stills");
+    let mut watch = camgw_command(BIN)
+        .args(["station", "watch", "--mqtt"])
+        .arg(format!("mqtt://127.0.0.1:{}", r.broker.port))
+        .arg("--save-snapshots")
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    // The watcher prints a line per event once it has subscribed: pulses (which ask for no
+    // still) until one shows, then the start.
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
+    let mut lines = Vec::new();
+    let id = loop {
+        assert!(
+            Instant::now() < deadline,
+            "station watch printed nothing: {lines:?}"
+        );
+        assert_eq!(r.agent.motion("a", "pulse").0, 202);
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
+            lines.push(l);
+            break start(&r.agent, "a");
+        }
+    };
+    r.sub.wait_until(Duration::from_secs(20), "the still", |m| {
+        !stills(m).is_empty()
+    });
+    let file = dir.join(format!("gw-test-a-{id}.jpg"));
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
+    while !lines.iter().any(|l| l.contains("still saved")) {
+        assert!(
+            Instant::now() < deadline,
+            "no 'still saved' line: {lines:?}"
+        );
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let saved =
+        std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; {lines:?}", file.display()));
+    assert_eq!(saved, stills(&r.sub.seen)[0].payload, "the same bytes");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("motion") && l.contains("start")),
+        "{lines:?}"
+    );
+}
