@@ -103,6 +103,11 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+/// The UTC day number (days since 1970-01-01) of a time in ms.
+pub fn utc_day(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
-//! ONVIF event-service answers: PullMessages, CreatePullPointSubscription, GetCapabilities.
+//! ONVIF event- and media-service answers: PullMessages, CreatePullPointSubscription,
+//! GetCapabilities (Events and Media), GetProfiles, GetSnapshotUri.
 #![no_main]
 use camgw::proto::onvif::events as onvif;
 use libfuzzer_sys::fuzz_target;
@@ -12,4 +13,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = onvif::subscription_address(data);
     let _ = onvif::events_xaddr(data);
+    let _ = camgw::proto::onvif::media::media_xaddr(data);
+    let _ = camgw::proto::onvif::media::first_profile(data);
+    let _ = camgw::proto::onvif::media::snapshot_uri(data);
 });

@@ -596,6 +596,12 @@ mod tests {
         assert_eq!(b.next_still(), None, "one still in flight at a time");
         b.rewind();
         assert_eq!(
+            b.next_still(),
+            None,
+            "the records' reconnect leaves the still link alone"
+        );
+        b.rewind_stills();
+        assert_eq!(
             b.next_still().unwrap().meta.seq,
             ev.seq,
             "sent again after a reconnect"
@@ -659,5 +665,34 @@ mod tests {
         }
         assert_eq!(reported, 10);
         b.close();
+    }
+
+    #[test]
+    fn the_count_of_evicted_stills_survives_a_crash_before_its_report() {
+        let d = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::FixedClock::new(1_000, true));
+        let mut o = opts(256 * 1024);
+        o.still_max_bytes = 20 * 1024;
+        let (b, _) = Buffer::open(d.path(), o.clone(), clock.clone()).unwrap();
+        let jpeg = vec![0xAB; 8 * 1024];
+        for i in 0..5u64 {
+            b.append_still_blocking(i, i as u128, "cam0001", &jpeg)
+                .unwrap();
+        }
+        assert_eq!(b.stats().stills_dropped_total, 3);
+        // A crash: the handle is dropped without close, before the 10 s report.
+        std::mem::forget(b);
+        let dir = d.path().join("buffer");
+        std::fs::remove_file(dir.join("lock")).ok();
+        let (b, _) = Buffer::open_on(Arc::new(crate::durable::Os), d.path(), o, clock).unwrap();
+        b.close();
+        let mut reported = 0;
+        while let Some(r) = b.next_unsent() {
+            if let Body::Alert { detail, .. } = &r.body {
+                let v: serde_json::Value = serde_json::from_str(detail).unwrap();
+                reported += v["stills"].as_u64().unwrap_or(0);
+            }
+        }
+        assert_eq!(reported, 3, "reported after the restart");
     }
 }

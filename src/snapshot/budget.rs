@@ -4,12 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-const DAY_MS: i64 = 86_400_000;
-
-/// The UTC day number of `now_ms`.
-pub fn utc_day(now_ms: i64) -> i64 {
-    now_ms.div_euclid(DAY_MS)
-}
+pub use crate::clock::utc_day;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budget {
@@ -71,6 +66,7 @@ mod tests {
     use super::*;
 
     const T: i64 = 1_796_000_000_000;
+    const DAY_MS: i64 = 86_400_000;
 
     #[test]
     fn past_the_budget_stills_are_skipped_with_one_alert_a_day_and_the_next_day_starts_afresh() {

@@ -49,7 +49,7 @@ pub struct UplinkStats {
 
 impl UplinkStats {
     pub(crate) fn still_sent(&self, now_ms: i64, bytes: u64) {
-        let day = crate::snapshot::budget::utc_day(now_ms);
+        let day = crate::clock::utc_day(now_ms);
         let mut g = self.stills_sent.lock().unwrap();
         if g.0 != day {
             *g = (day, 0);
@@ -60,7 +60,7 @@ impl UplinkStats {
     /// Bytes of stills delivered today (UTC).
     pub fn stills_sent_today(&self, now_ms: i64) -> u64 {
         let g = self.stills_sent.lock().unwrap();
-        if g.0 == crate::snapshot::budget::utc_day(now_ms) {
+        if g.0 == crate::clock::utc_day(now_ms) {
             g.1
         } else {
             0

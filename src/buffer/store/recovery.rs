@@ -52,7 +52,7 @@ pub(super) fn recover(
     lock: Box<dyn Send + Sync>,
 ) -> io::Result<(Inner, Recovery)> {
     let mut report = Recovery::default();
-    for file in ["seq", "acked"] {
+    for file in ["seq", "acked", stills::STILLS_DROPPED] {
         let _ = fs.remove_file(&crate::durable::temp_of(&dir.join(file)));
     }
     for name in fs.list(&dir)? {
@@ -65,6 +65,7 @@ pub(super) fn recover(
             "alerts",
             "quarantine",
             "stills",
+            "stills_dropped",
         ]
         .contains(&name.as_str())
         {
@@ -223,7 +224,7 @@ pub(super) fn recover(
     let stills = stills::recover_stills(fs.as_ref(), &dir, &mut report)?;
     let inner = Inner {
         stills,
-        stills_dropped_unreported: 0,
+        stills_dropped_unreported: stills::unreported_drops(fs.as_ref(), &dir),
         stills_dropped_total: 0,
         stills_reported_at: None,
         fs,

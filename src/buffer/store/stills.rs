@@ -6,6 +6,9 @@ use super::writer::AfterWrite;
 use super::*;
 use crate::buffer::stills::{self, Still, StillMeta};
 
+/// The durable count of evicted stills not yet reported: u64 LE ‖ crc32.
+pub(super) const STILLS_DROPPED: &str = "stills_dropped";
+
 /// Evicted stills are reported in one `buffer_dropped` alert at most this often.
 const STILL_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -23,12 +26,20 @@ impl Inner {
         stills_dir(&self.dir).join(m.file_name())
     }
 
-    /// Drops `seq` from the index, counted as evicted; returns its file to unlink.
+    /// Drops `seq` from the index, counted as evicted; returns its file to unlink (after
+    /// [`Inner::persist_still_drops`]).
     pub(super) fn evict_still(&mut self, seq: u64) -> Option<PathBuf> {
         let m = self.stills.remove(seq)?;
         self.stills_dropped_unreported += 1;
         self.stills_dropped_total += 1;
         Some(self.still_path(&m))
+    }
+
+    /// Makes the count of evicted, unreported stills durable: called before their files are
+    /// unlinked, so a crash cannot lose the report (at worst it over-reports).
+    pub(super) fn persist_still_drops(&mut self) -> io::Result<()> {
+        let body = with_crc(self.stills_dropped_unreported.to_le_bytes().to_vec());
+        self.fs.replace(&self.dir.join(STILLS_DROPPED), &body)
     }
 
     /// Room for a still of `bytes` under both bounds (the stills' own, and what `max_bytes`
@@ -43,10 +54,15 @@ impl Inner {
             .stills
             .victims(bytes, room)
             .ok_or(AppendError::Full(bytes))?;
-        let paths = victims
+        let paths: Vec<PathBuf> = victims
             .into_iter()
             .filter_map(|s| self.evict_still(s))
             .collect();
+        if !paths.is_empty() {
+            if let Err(e) = self.persist_still_drops() {
+                tracing::warn!("cannot record the count of evicted stills: {e}");
+            }
+        }
         self.stills.reserve(bytes);
         Ok(paths)
     }
@@ -75,11 +91,17 @@ impl Inner {
                     "still_max_bytes": self.opts.still_max_bytes}),
             ),
         };
-        match self.append(rec, after) {
-            Ok(_) => {
+        let _ = after;
+        // Written and synced at once (as a record eviction's report), then the durable count
+        // is cleared: a crash in between reports them twice, never not at all.
+        match self.write_drop_report(rec) {
+            Ok(()) => {
                 tracing::warn!(stills = n, "buffered stills evicted to make room");
                 self.stills_dropped_unreported = 0;
                 self.stills_reported_at = Some(Instant::now());
+                if let Err(e) = self.persist_still_drops() {
+                    tracing::warn!("cannot clear the count of evicted stills: {e}");
+                }
             }
             Err(e) => tracing::warn!("cannot report evicted stills yet: {e}"),
         }
@@ -122,6 +144,18 @@ pub(super) fn recover_stills(
     }
     report.stills = index.len();
     Ok(index)
+}
+
+/// Evicted stills that a previous run had not reported yet.
+pub(super) fn unreported_drops(fs: &dyn Fs, dir: &Path) -> u64 {
+    fs.read(&dir.join(STILLS_DROPPED))
+        .ok()
+        .and_then(|b| {
+            check_crc(&b)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+        })
+        .unwrap_or(0)
 }
 
 impl Buffer {
