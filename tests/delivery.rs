@@ -292,9 +292,14 @@ fn a_silently_stalled_link_is_noticed_by_keep_alive_and_nothing_is_lost() {
     sub.wait_until(Duration::from_secs(10), "first event", |m| {
         event_seqs(m).0.len() == 1
     });
-    // The uplink and its command link (a connection of its own).
+    // The uplink and its command link (a connection of its own; the stills link connects
+    // only while stills wait, and none can be had from the test's cameras).
     let before = proxy.connections();
-    assert!(before <= 2, "{before} connections before the stall");
+    assert!(
+        before <= 2,
+        "{before} connections before the stall: {}",
+        agent.log()
+    );
     proxy.stall();
     let stalled = std::time::Instant::now();
     for _ in 0..20 {

@@ -413,6 +413,15 @@ fn stills_pending_at_kill_9_are_delivered_by_the_next_run() {
     let ids = [start(&r.agent, "a"), start(&r.agent, "b")];
     wait_buffered(&r.agent, 2);
     r.agent.kill9();
+    // What the technician's tool sees in the buffer left behind.
+    let out = camgw_command(BIN)
+        .args(["buffer", "inspect", "--json", "--data-dir"])
+        .arg(&r.agent.data_dir)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["stills"]["count"], 2, "{report}");
+    assert_eq!(report["stray_files"], serde_json::json!([]), "{report}");
     gate.open();
     r.agent.spawn();
     r.sub.wait_until(

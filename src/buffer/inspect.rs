@@ -41,7 +41,17 @@ pub struct Report {
     pub next_seq: u64,
     pub events: ClassReport,
     pub alerts: ClassReport,
+    /// Event stills waiting (`stills/`).
+    pub stills: StillsReport,
     pub stray_files: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct StillsReport {
+    pub count: u64,
+    pub bytes: u64,
+    /// The seq of the event of the oldest still.
+    pub oldest_event_seq: Option<u64>,
 }
 
 /// Inspects `{data_dir}/buffer`.
@@ -61,8 +71,36 @@ pub fn inspect(data_dir: &Path) -> std::io::Result<Report> {
     let mut stray_files = Vec::new();
     for e in std::fs::read_dir(&dir)? {
         let name = e?.file_name().to_string_lossy().into_owned();
-        if !["seq", "acked", "lock", "open", "events", "alerts"].contains(&name.as_str()) {
+        let ours = [
+            "seq",
+            "acked",
+            "lock",
+            "open",
+            "events",
+            "alerts",
+            "stills",
+            "stills_dropped",
+            "quarantine",
+        ];
+        if !ours.contains(&name.as_str()) {
             stray_files.push(name);
+        }
+    }
+    let mut stills = StillsReport::default();
+    if let Ok(entries) = std::fs::read_dir(dir.join("stills")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            match super::stills::StillMeta::parse_name(&name, len) {
+                Some(m) => {
+                    stills.count += 1;
+                    stills.bytes += len;
+                    stills.oldest_event_seq =
+                        Some(stills.oldest_event_seq.map_or(m.seq, |s| s.min(m.seq)));
+                }
+                None if name.starts_with(super::stills::TEMP_PREFIX) => {}
+                None => stray_files.push(format!("stills/{name}")),
+            }
         }
     }
     let mut reports = Vec::new();
@@ -136,6 +174,7 @@ pub fn inspect(data_dir: &Path) -> std::io::Result<Report> {
         dir,
         events,
         alerts,
+        stills,
         stray_files,
     })
 }
@@ -169,6 +208,16 @@ impl Report {
                 let _ = writeln!(s, "          {} byte(s) after the last whole record (a torn write, or one in progress)", c.tail_bytes);
             }
         }
+        let _ = writeln!(
+            s,
+            "  stills  {} waiting, {} bytes{}",
+            self.stills.count,
+            self.stills.bytes,
+            self.stills
+                .oldest_event_seq
+                .map(|q| format!("; the oldest is of event seq {q}"))
+                .unwrap_or_default()
+        );
         let _ = writeln!(s, "  next seq: {}", self.next_seq);
         if !self.stray_files.is_empty() {
             let _ = writeln!(

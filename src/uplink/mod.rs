@@ -203,17 +203,16 @@ impl Uplink {
         let window = m.max_inflight as usize;
         // Commands arrive on a connection of their own (see `commands`): nothing published
         // on T/cmd can take this one down.
-        let _stills = (self.config.cameras.iter().any(|c| c.snapshot)
-            || self.buffer.stats().stills > 0)
-            .then(|| {
-                let link = stills::StillLink {
-                    config: self.config.clone(),
-                    buffer: self.buffer.clone(),
-                    clock: self.clock.clone(),
-                    stats: self.stats.clone(),
-                };
-                AbortOnDrop(tokio::spawn(link.run(shutdown.clone())))
-            });
+        // Stills go on a connection of their own, open only while stills wait (`stills`).
+        let _stills = {
+            let link = stills::StillLink {
+                config: self.config.clone(),
+                buffer: self.buffer.clone(),
+                clock: self.clock.clone(),
+                stats: self.stats.clone(),
+            };
+            AbortOnDrop(tokio::spawn(link.run(shutdown.clone())))
+        };
         let _link = self.commands.clone().map(|tx| {
             let link = commands::CommandLink {
                 config: self.config.clone(),

@@ -7,7 +7,9 @@
 //! A still is published only when no alert or event is waiting or in flight on the main
 //! connection (the buffer decides), so it reaches the broker after the event it belongs to;
 //! one at a time; it is deleted from the buffer on PUBACK and sent again after a reconnect
-//! otherwise.
+//! otherwise. The link connects only while stills are waiting and closes after [`IDLE`]
+//! without any, so an idle gateway holds no extra broker connection (3,000 gateways are
+//! 3,000 connections more only while they all send pictures).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,11 +26,21 @@ use crate::topics::Leaf;
 
 use super::UplinkStats;
 
+/// The link closes after this long with no still waiting.
+pub const IDLE: Duration = Duration::from_secs(30);
+
 pub struct StillLink {
     pub config: Arc<Config>,
     pub buffer: Buffer,
     pub clock: Arc<dyn Clock>,
     pub stats: Arc<UplinkStats>,
+}
+
+/// How a connection of the stills link ended.
+enum End {
+    Shutdown,
+    Idle,
+    Failed(String),
 }
 
 /// The still in flight: its event seq, and its packet id once written.
@@ -42,6 +54,14 @@ impl StillLink {
         let m = &self.config.mqtt;
         let mut backoff = Backoff::new(m.reconnect_min, m.reconnect_max);
         loop {
+            // Connect only when there is something to send.
+            while self.buffer.stats().stills == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.buffer.stills_notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
             let id = format!(
                 "camgw-{}-{}-stills",
                 self.config.gateway.ward, self.config.gateway.id
@@ -56,7 +76,11 @@ impl StillLink {
             opts.set_clean_session(true);
             let failure = self.connection(opts, &shutdown, &mut backoff).await;
             self.buffer.rewind_stills();
-            let Some(failure) = failure else { return };
+            let failure = match failure {
+                End::Shutdown => return,
+                End::Idle => continue,
+                End::Failed(f) => f,
+            };
             let delay = backoff.next_delay(rand::random::<f64>());
             tracing::debug!(
                 delay_ms = delay.as_millis() as u64,
@@ -70,28 +94,29 @@ impl StillLink {
         }
     }
 
-    /// One connection: `None` at shutdown, else why it ended.
+    /// One connection, until shutdown, [`IDLE`] without a still, or a failure.
     async fn connection(
         &self,
         opts: rumqttc::MqttOptions,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
-    ) -> Option<String> {
+    ) -> End {
         let (client, mut eventloop) = AsyncClient::new(opts, 4);
         let mut connected = false;
         let mut inflight: Option<InFlight> = None;
+        let mut idle_since = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     let _ = client.try_disconnect();
-                    return None;
+                    return End::Shutdown;
                 }
                 ev = eventloop.poll() => match ev {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         if ack.code != rumqttc::ConnectReturnCode::Success {
-                            return Some(format!("broker refused the stills link: {:?}", ack.code));
+                            return End::Failed(format!("broker refused the stills link: {:?}", ack.code));
                         }
                         connected = true;
                         backoff.reset();
@@ -110,10 +135,20 @@ impl StillLink {
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => return Some(e.to_string()),
+                    Err(e) => return End::Failed(e.to_string()),
                 },
                 _ = self.buffer.stills_notified(), if connected && inflight.is_none() => {}
                 _ = tick.tick() => {}
+            }
+            if inflight.is_some() || self.buffer.stats().stills > 0 {
+                idle_since = tokio::time::Instant::now();
+            } else if idle_since.elapsed() >= IDLE {
+                let _ = client.try_disconnect();
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    while eventloop.poll().await.is_ok() {}
+                })
+                .await;
+                return End::Idle;
             }
             if connected && inflight.is_none() {
                 if let Some(still) = self.buffer.next_still() {
@@ -122,7 +157,7 @@ impl StillLink {
                         &crate::record::format_id(still.meta.event_id),
                     ));
                     if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, still.jpeg) {
-                        return Some(format!("cannot queue a still: {e}"));
+                        return End::Failed(format!("cannot queue a still: {e}"));
                     }
                     inflight = Some(InFlight {
                         seq: still.meta.seq,
