@@ -75,7 +75,9 @@ impl Hub {
         };
         let h = self.token(&user, &pass, offset, None);
         let r = call(&base, onvif::GET_CAPABILITIES, Some(h), timeout).await?;
-        let ev_url = onvif::events_xaddr(&r.body)
+        // Every answer is parsed off the async workers when it is large (heavy::parse).
+        let ev_url = crate::heavy::parse(r.body, |b| Ok::<_, String>(onvif::events_xaddr(b)))
+            .await?
             .and_then(|x| Url::parse(&x).ok())
             .map(|x| base.rebased(&x))
             .unwrap_or_else(|| base.clone());
@@ -87,7 +89,14 @@ impl Hub {
                 r.status
             ));
         }
-        let sub = onvif::subscription_address(&r.body)
+        let (address, first_lease) = crate::heavy::parse(r.body, |b| {
+            Ok::<_, String>((
+                onvif::subscription_address(b),
+                lease(&onvif::parse_pull(b).unwrap_or_default()),
+            ))
+        })
+        .await?;
+        let sub = address
             .and_then(|a| Url::parse(&a).ok())
             .map(|a| base.rebased(&a))
             .ok_or("CreatePullPointSubscription gave no address")?;
@@ -95,8 +104,7 @@ impl Hub {
             .lock()
             .unwrap()
             .insert(cam.id.clone(), (sub.clone(), offset));
-        let mut renew_at = self.clock.now_ms()
-            + lease(&onvif::parse_pull(&r.body).unwrap_or_default()).unwrap_or(60_000) / 2;
+        let mut renew_at = self.clock.now_ms() + first_lease.unwrap_or(60_000) / 2;
         self.state(&cam.id, Source::Onvif, |st| {
             st.connected = true;
             st.last_error = None;
@@ -110,8 +118,11 @@ impl Hub {
                 if r.status != 200 {
                     return Err(format!("Renew answered HTTP {}", r.status));
                 }
-                renew_at = self.clock.now_ms()
-                    + lease(&onvif::parse_pull(&r.body).unwrap_or_default()).unwrap_or(60_000) / 2;
+                let renewed = crate::heavy::parse(r.body, |b| {
+                    Ok::<_, String>(lease(&onvif::parse_pull(b).unwrap_or_default()))
+                })
+                .await?;
+                renew_at = self.clock.now_ms() + renewed.unwrap_or(60_000) / 2;
             }
             let h = self.token(&user, &pass, offset, Some((&sub, onvif::PULL_MESSAGES.0)));
             let r = call(

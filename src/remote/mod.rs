@@ -278,4 +278,34 @@ mod tests {
         assert_eq!(r.matches("***").count(), 2);
         assert!(r.contains("username = \"u\""));
     }
+
+    #[test]
+    fn a_new_config_keeps_a_command_key_and_the_signers_unless_it_rotates() {
+        use base64::Engine as _;
+        let b64 = |k: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
+        let (signer, other) = ([7u8; 32], [9u8; 32]);
+        let with = |keys: &[[u8; 32]]| {
+            let list: Vec<String> = keys.iter().map(|k| format!("\"{}\"", b64(k))).collect();
+            format!(
+                "[gateway]\nid = \"g\"\nward = \"w\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[security]\ncommand_keys = [{}]\n",
+                list.join(", ")
+            )
+        };
+        assert_eq!(keys_kept(&with(&[signer]), &signer, false), Ok(()));
+        assert_eq!(keys_kept(&with(&[other, signer]), &signer, false), Ok(()));
+        let e = keys_kept(&with(&[]), &signer, true).unwrap_err();
+        assert!(e.contains("no command key"), "{e}");
+        let e = keys_kept(&with(&[other]), &signer, false).unwrap_err();
+        assert!(e.contains("drops the key that signed"), "{e}");
+        assert_eq!(
+            keys_kept(&with(&[other]), &signer, true),
+            Ok(()),
+            "a rotation that says so"
+        );
+        assert_eq!(
+            keys_kept("not toml [", &signer, false),
+            Ok(()),
+            "left to the validator"
+        );
+    }
 }

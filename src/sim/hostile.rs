@@ -39,6 +39,9 @@ pub enum Attack {
     RtspInterleave,
     /// An endless response head (header lines forever).
     EndlessHeaders,
+    /// ONVIF: every SOAP request answered with a SOAP 1.2 fault (HTTP 500,
+    /// `ter:ActionNotSupported`), as firmware that half-implements ONVIF does.
+    OnvifFault,
     /// A 200 SOAP answer of 1 MiB that is one malformed tag (`<a></bbbb…>`): the parser's
     /// error quotes it, and a health message carrying that would exceed the MQTT packet limit.
     LongErrorXml,
@@ -111,7 +114,7 @@ impl HostileCamera {
                 "{base}vendor = \"dahua\"\nevents = [\"dahua\"]\nsnapshot_url = \"{}\"\n",
                 self.url("/snap.jpg")
             ),
-            Attack::DeepXml | Attack::LongErrorXml => format!(
+            Attack::DeepXml | Attack::LongErrorXml | Attack::OnvifFault => format!(
                 "{base}vendor = \"onvif\"\nevents = [\"onvif\"]\nonvif_url = \"{}\"\n",
                 self.url("/onvif/device_service")
             ),
@@ -199,6 +202,11 @@ fn serve(
             }
             write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml\r\nContent-Length: {}\r\n\r\n", x.len())?;
             s.write_all(&x)
+        }
+        Attack::OnvifFault => {
+            let x = r#"<?xml version="1.0" encoding="UTF-8"?><env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope" xmlns:ter="http://www.onvif.org/ver10/error"><env:Body><env:Fault><env:Code><env:Value>env:Receiver</env:Value><env:Subcode><env:Value>ter:ActionNotSupported</env:Value></env:Subcode></env:Code><env:Reason><env:Text xml:lang="en">Optional Action Not Implemented</env:Text></env:Reason></env:Fault></env:Body></env:Envelope>"#;
+            write!(s, "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/soap+xml; charset=utf-8\r\nContent-Length: {}\r\n\r\n", x.len())?;
+            s.write_all(x.as_bytes())
         }
         Attack::LongErrorXml => {
             let mut x = b"<a></".to_vec();

@@ -175,14 +175,25 @@ pub async fn probe(
         Ok(r) => r,
         Err(e) => return Outcome::Error(format!("GetDeviceInformation: {e}")),
     };
-    if r.status == 401 || r.status == 403 || is_auth_fault(&r.body) {
+    if r.status == 401 || r.status == 403 {
         return Outcome::AuthFailed { offset_ms };
     }
-    if r.status != 200 {
-        return Outcome::Error(format!("GetDeviceInformation answered HTTP {}", r.status));
-    }
-    match crate::heavy::parse(r.body, parse_device_information).await {
-        Ok(info) => Outcome::Ok {
+    let status = r.status;
+    // One pass in the heavy pool when the answer is large: the fault check, then the parse.
+    let parsed = crate::heavy::parse(r.body, |b| {
+        if is_auth_fault(b) {
+            Ok(None)
+        } else {
+            parse_device_information(b).map(Some)
+        }
+    })
+    .await;
+    match parsed {
+        Ok(None) => Outcome::AuthFailed { offset_ms },
+        Ok(Some(_)) | Err(_) if status != 200 => {
+            Outcome::Error(format!("GetDeviceInformation answered HTTP {status}"))
+        }
+        Ok(Some(info)) => Outcome::Ok {
             offset_ms,
             info: Some(info),
         },
@@ -209,13 +220,21 @@ pub async fn reboot(
     )
     .await
     .map_err(|e| format!("SystemReboot: {e}"))?;
-    if r.status != 200 || is_auth_fault(&r.body) {
-        return Err(format!("SystemReboot answered HTTP {}", r.status));
+    let status = r.status;
+    let message = crate::heavy::parse(r.body, |b| {
+        if is_auth_fault(b) {
+            return Err("an authentication fault".to_string());
+        }
+        Ok(texts(b)
+            .ok()
+            .and_then(|t| t.into_iter().find(|(k, _)| k == "Message").map(|(_, v)| v))
+            .unwrap_or_default())
+    })
+    .await;
+    match message {
+        Ok(m) if status == 200 => Ok(m),
+        _ => Err(format!("SystemReboot answered HTTP {status}")),
     }
-    Ok(texts(&r.body)
-        .ok()
-        .and_then(|t| t.into_iter().find(|(k, _)| k == "Message").map(|(_, v)| v))
-        .unwrap_or_default())
 }
 
 #[cfg(test)]
