@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 fx=../../shared/fixtures
 c=corpus
-mkdir -p $c/{multipart,http_response,xml,onvif_events,jpeg,rtsp,dahua,config,envelope,buffer_frames,digest,camtime,wsdiscovery,topics}
+mkdir -p $c/{multipart,http_response,xml,onvif_events,jpeg,rtsp,dahua,config,envelope,buffer_frames,digest,camtime,wsdiscovery,topics,urls}
 put() { printf '%b' "$2" > "$c/$1/seed-$3"; }
 if [ -d "$fx" ]; then
   cp "$fx"/*.multipart $c/multipart/ 2>/dev/null || true
@@ -37,6 +37,10 @@ put dahua 'Code=TimeChange;action=Pulse;index=0' 2
 put digest 'Digest realm="Login to 3L0E", qop="auth", nonce="1234", opaque="x", algorithm=SHA-256, Basic realm="y"' 1
 put topics 'camgw/q1-p05/gw03/camera/cam01/health' 1
 put topics 'camgw/q1-p05/gw03/cmd/result' 2
+put urls 'http://192.0.2.1/onvif-http/snapshot?Profile_1' 1
+put urls 'rtsp://[fe80::1]:554/Streaming/Channels/101?transportmode=unicast' 2
+put urls 'v=0\r\nm=video 0 RTP/AVP 96\r\na=control:trackID=0\r\n' 3
+put topics 'camgw/q1-p05/gw03/camera/cam01/snapshot/01234567-89ab-cdef-0123-456789abcdef' 4
 put topics 'camgw/w/g/alert' 3
 put camtime '2019-02-20T15:22:34-8:00' 1
 put camtime '2009-11-14T15:27Z' 2

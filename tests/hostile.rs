@@ -518,6 +518,12 @@ fn half_sent_requests_and_a_low_fd_limit_do_not_starve_ingest_or_the_probes() {
         !agent.log().contains("Too many open files"),
         "EMFILE in the log"
     );
+    let left_up = sub
+        .seen
+        .iter()
+        .filter(|m| m.topic.ends_with("/camera/good/health"))
+        .any(|m| m.json()["state"] != "up");
+    assert!(!left_up, "the good camera left `up` during the attack");
     good.set_down();
     sub.wait_until(Duration::from_secs(8), "the good camera down", |m| {
         m.iter()
