@@ -93,6 +93,27 @@ fn term_timed(agent: &mut Agent) -> (std::process::ExitStatus, Duration) {
     (s, t.elapsed())
 }
 
+/// The promises every hostile test checks besides its own: an ingest POST answered (and, on
+/// real hardware, within 1 s), the agent's anonymous RSS under the bound (natively: under
+/// qemu-user the emulator's memory counts), and the event delivered. Returns its seq.
+fn promises_hold(agent: &Agent, sub: &mut Subscriber, cam: &str) -> u64 {
+    let (code, v, took) = timed_post(agent, cam);
+    assert_eq!(code, 202, "{v}");
+    assert!(
+        took < scaled(Duration::from_secs(1)),
+        "an ingest POST took {took:?}"
+    );
+    if !emulated_suite() {
+        let rss = agent.rss_anon_kb();
+        assert!(rss < RSS_LIMIT_KB, "RSS {rss} KiB");
+    }
+    let seq = v["seq"].as_u64().unwrap();
+    sub.wait_until(Duration::from_secs(10), "the event delivered", |m| {
+        event_seqs(m).0.contains(&seq)
+    });
+    seq
+}
+
 fn health_state(sub: &Subscriber, cam: &str) -> Option<serde_json::Value> {
     let topic = format!("{T}/camera/{cam}/health");
     sub.seen
@@ -564,6 +585,7 @@ fn hostile_configs_and_commands_are_refused_and_a_kill_during_a_trial_ends_on_a_
         10,
     );
     assert_eq!(code, 1, "{v}");
+    promises_hold(&agent, &mut sub, "cam01");
     assert!(
         v["error"]
             .as_str()
@@ -681,6 +703,15 @@ fn hostile_configs_and_commands_are_refused_and_a_kill_during_a_trial_ends_on_a_
         good,
         "and it connects: commands work"
     );
+    // Through all of it: ingest kept its pace, memory its bound, nothing accepted was lost,
+    // and SIGTERM is honoured in time.
+    promises_hold(&agent, &mut sub, "cam01");
+    let (status, took) = term_timed(&mut agent);
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+    assert!(
+        took < scaled(Duration::from_secs(5)),
+        "SIGTERM took {took:?}"
+    );
 }
 
 /// This test process holds hundreds of sockets: raise its own soft limit to the hard one.
@@ -760,8 +791,16 @@ fn a_panic_in_one_cameras_probe_or_stream_is_contained_named_and_restarted() {
     };
     let mut accepted = BTreeSet::new();
     let mut post = |agent: &Agent| {
-        let (code, v) = agent.motion("steady", "pulse");
+        let (code, v, took) = timed_post(agent, "steady");
         assert_eq!(code, 202, "{v}");
+        assert!(
+            took < scaled(Duration::from_secs(1)),
+            "an ingest POST took {took:?}"
+        );
+        if !emulated_suite() {
+            let rss = agent.rss_anon_kb();
+            assert!(rss < RSS_LIMIT_KB, "RSS {rss} KiB");
+        }
         accepted.insert(v["seq"].as_u64().unwrap());
     };
     // 1. The failures are named in the cameras' health.

@@ -671,6 +671,9 @@ impl Agent {
             .args(["run", "--config"])
             .arg(&self.config_path)
             .env("CAMGW_LOG", "debug")
+            // As the systemd unit runs it: a contained panic (the containment tests inject
+            // them) does not symbolise a backtrace, which costs a debug binary ~40 MiB.
+            .env("RUST_BACKTRACE", "0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log);
