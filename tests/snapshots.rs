@@ -65,7 +65,12 @@ fn rig_via(link: Link, cams: Vec<Cam<'_>>, tune: impl FnOnce(TestConfig) -> Test
     let tmp = tempfile::tempdir().unwrap();
     let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let data = tmp.path().join("data");
-    let mut c = TestConfig::new(port, ingest, &data).set("mqtt", "telemetry_interval_s", 1);
+    // Scaled like every wait: under emulation a still takes several times longer to fetch
+    // and scale (a test that wants a short timeout sets its own).
+    let timeout = scaled(Duration::from_secs(3)).as_millis() as i64;
+    let mut c = TestConfig::new(port, ingest, &data)
+        .set("mqtt", "telemetry_interval_s", 1)
+        .set("snapshot", "timeout_ms", timeout);
     let mut sims = HashMap::new();
     for (id, vendor, ctl, keys) in cams {
         let sim = sim_camera(&rt, ctl);
