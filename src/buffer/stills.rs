@@ -52,12 +52,15 @@ impl StillMeta {
         if seq.len() != 20 || id.len() != 32 || crate::config::check_name(camera).is_err() {
             return None;
         }
-        Some(StillMeta {
+        let m = StillMeta {
             seq: seq.parse().ok()?,
             event_id: u128::from_str_radix(id, 16).ok()?,
             camera: camera.to_string(),
             bytes,
-        })
+        };
+        // Only the names this module writes (no `+`, no upper-case hex): the path a meta
+        // stands for must be the file it was read from.
+        (m.file_name() == name).then_some(m)
     }
 }
 
@@ -118,6 +121,11 @@ impl Index {
     /// Bytes on disk and promised.
     pub fn bytes(&self) -> u64 {
         self.bytes + self.reserved
+    }
+
+    /// Bytes on disk only (what evicting every still would free).
+    pub fn on_disk(&self) -> u64 {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -208,6 +216,8 @@ mod tests {
             "00000000000000000042-abc00000000000000000000000000001-CAM.jpg",
             ".tmp-00000000000000000042-abc00000000000000000000000000001-cam.jpg",
             "00000000000000000042-abc00000000000000000000000000001-cam.seg",
+            "+0000000000000000042-abc00000000000000000000000000001-cam.jpg",
+            "00000000000000000042-ABC00000000000000000000000000001-cam.jpg",
         ] {
             assert_eq!(StillMeta::parse_name(bad, 1), None, "{bad}");
         }

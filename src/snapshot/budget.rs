@@ -29,9 +29,11 @@ pub enum Admit {
 }
 
 impl Budget {
+    /// A new day starts only forwards: a clock set back (a board without an RTC before NTP)
+    /// keeps counting against the day already recorded, so a reboot cannot reset the spend.
     fn roll(&mut self, now_ms: i64) {
         let d = utc_day(now_ms);
-        if d != self.day {
+        if d > self.day {
             *self = Budget {
                 day: d,
                 ..Budget::default()
@@ -89,6 +91,16 @@ mod tests {
         assert_eq!(b.today(tomorrow).used, 60);
         assert_eq!(b.today(tomorrow).skipped, 0);
         assert_eq!(b.admit(tomorrow, 100, 60), Admit::No { alert: true });
+    }
+
+    #[test]
+    fn a_clock_set_back_does_not_reset_the_spend() {
+        let mut b = Budget::default();
+        assert_eq!(b.admit(T, 100, 90), Admit::Yes);
+        let year_ago = T - 365 * DAY_MS;
+        assert_eq!(b.admit(year_ago, 100, 20), Admit::No { alert: true });
+        assert_eq!(b.admit(T, 100, 20), Admit::No { alert: false });
+        assert_eq!(b.used, 90);
     }
 
     #[test]

@@ -89,7 +89,9 @@ pub async fn fetch(
                 Some(u) => u.clone(),
                 None => {
                     let u = onvif_snapshot_uri(cam, timeout, now_ms).await?;
-                    tracing::info!(camera = %cam.id, path = %crate::logs::clip(&u.path), "ONVIF still URL found");
+                    // The query may carry credentials (some firmwares put user= and pwd= there).
+                    let path = u.path.split('?').next().unwrap_or("");
+                    tracing::info!(camera = %cam.id, path = %crate::logs::clip(path), "ONVIF still URL found");
                     cache.onvif_uri = Some(u.clone());
                     u
                 }

@@ -234,7 +234,16 @@ impl Buffer {
         loop {
             let meta = inner.stills.next_to_send()?.clone();
             let path = inner.still_path(&meta);
-            let read = inner.fs.read(&path);
+            let read = match inner.fs.read(&path) {
+                Ok(b) => Ok(b),
+                // Gone is as good as damaged; any other error (no descriptors left, EIO that
+                // may pass) leaves the still for the next try.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e),
+                Err(e) => {
+                    tracing::warn!(file = %meta.file_name(), "cannot read a buffered still yet: {e}");
+                    return None;
+                }
+            };
             match read.as_deref().ok().and_then(stills::decode) {
                 Some(jpeg) => {
                     let jpeg = jpeg.to_vec();

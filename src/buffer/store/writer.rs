@@ -107,7 +107,9 @@ impl Inner {
                 return Ok(());
             }
         }
-        let stills_left = self.stills.bytes();
+        // A still being written (its room reserved) is not a reason to evict records: it
+        // counts once it is on disk, and goes first at the next append that needs room.
+        let stills_left = self.stills.on_disk();
         while trial.iter().map(|s| s.bytes()).sum::<u64>() + stills_left + need_with_report
             > self.opts.max_bytes
         {
