@@ -71,18 +71,7 @@ pub fn inspect(data_dir: &Path) -> std::io::Result<Report> {
     let mut stray_files = Vec::new();
     for e in std::fs::read_dir(&dir)? {
         let name = e?.file_name().to_string_lossy().into_owned();
-        let ours = [
-            "seq",
-            "acked",
-            "lock",
-            "open",
-            "events",
-            "alerts",
-            "stills",
-            "stills_dropped",
-            "quarantine",
-        ];
-        if !ours.contains(&name.as_str()) {
+        if !super::store::OWN_NAMES.contains(&name.as_str()) {
             stray_files.push(name);
         }
     }

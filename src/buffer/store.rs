@@ -223,8 +223,9 @@ fn check_crc(bytes: &[u8]) -> Option<&[u8]> {
     (crc32fast::hash(body) == u32::from_le_bytes(crc.try_into().ok()?)).then_some(body)
 }
 
-pub(crate) fn read_seq_file(fs: &dyn Fs, dir: &Path) -> u64 {
-    fs.read(&dir.join("seq"))
+/// A `u64 LE ‖ crc32` file (0 when missing or damaged).
+fn read_u64_file(fs: &dyn Fs, path: &Path) -> u64 {
+    fs.read(path)
         .ok()
         .and_then(|b| {
             check_crc(&b)
@@ -233,6 +234,23 @@ pub(crate) fn read_seq_file(fs: &dyn Fs, dir: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+pub(crate) fn read_seq_file(fs: &dyn Fs, dir: &Path) -> u64 {
+    read_u64_file(fs, &dir.join("seq"))
+}
+
+/// Every name the agent keeps directly in `buffer/`; anything else there is a stray.
+pub(crate) const OWN_NAMES: &[&str] = &[
+    "seq",
+    "acked",
+    "lock",
+    "open",
+    "events",
+    "alerts",
+    "quarantine",
+    "stills",
+    "stills_dropped",
+];
 
 pub(crate) fn read_acked_file(fs: &dyn Fs, dir: &Path) -> [u64; 2] {
     let parse = |b: &[u8]| -> Option<[u64; 2]> {

@@ -56,19 +56,7 @@ pub(super) fn recover(
         let _ = fs.remove_file(&crate::durable::temp_of(&dir.join(file)));
     }
     for name in fs.list(&dir)? {
-        if ![
-            "seq",
-            "acked",
-            "lock",
-            "open",
-            "events",
-            "alerts",
-            "quarantine",
-            "stills",
-            "stills_dropped",
-        ]
-        .contains(&name.as_str())
-        {
+        if !OWN_NAMES.contains(&name.as_str()) {
             report.strays.push(format!("buffer/{name}"));
         }
     }

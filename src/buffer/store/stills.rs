@@ -26,13 +26,23 @@ impl Inner {
         stills_dir(&self.dir).join(m.file_name())
     }
 
-    /// Drops `seq` from the index, counted as evicted; returns its file to unlink (after
-    /// [`Inner::persist_still_drops`]).
-    pub(super) fn evict_still(&mut self, seq: u64) -> Option<PathBuf> {
-        let m = self.stills.remove(seq)?;
-        self.stills_dropped_unreported += 1;
-        self.stills_dropped_total += 1;
-        Some(self.still_path(&m))
+    /// Drops these stills from the index, counted as evicted, and makes the count durable;
+    /// returns their files, to unlink only after that (a crash cannot lose the report).
+    pub(super) fn evict_stills(&mut self, seqs: Vec<u64>) -> Vec<PathBuf> {
+        let mut gone = Vec::new();
+        for seq in seqs {
+            if let Some(m) = self.stills.remove(seq) {
+                self.stills_dropped_unreported += 1;
+                self.stills_dropped_total += 1;
+                gone.push(self.still_path(&m));
+            }
+        }
+        if !gone.is_empty() {
+            if let Err(e) = self.persist_still_drops() {
+                tracing::warn!("cannot record the count of evicted stills: {e}");
+            }
+        }
+        gone
     }
 
     /// Makes the count of evicted, unreported stills durable: called before their files are
@@ -54,15 +64,7 @@ impl Inner {
             .stills
             .victims(bytes, room)
             .ok_or(AppendError::Full(bytes))?;
-        let paths: Vec<PathBuf> = victims
-            .into_iter()
-            .filter_map(|s| self.evict_still(s))
-            .collect();
-        if !paths.is_empty() {
-            if let Err(e) = self.persist_still_drops() {
-                tracing::warn!("cannot record the count of evicted stills: {e}");
-            }
-        }
+        let paths = self.evict_stills(victims);
         self.stills.reserve(bytes);
         Ok(paths)
     }
@@ -148,14 +150,7 @@ pub(super) fn recover_stills(
 
 /// Evicted stills that a previous run had not reported yet.
 pub(super) fn unreported_drops(fs: &dyn Fs, dir: &Path) -> u64 {
-    fs.read(&dir.join(STILLS_DROPPED))
-        .ok()
-        .and_then(|b| {
-            check_crc(&b)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes)
-        })
-        .unwrap_or(0)
+    read_u64_file(fs, &dir.join(STILLS_DROPPED))
 }
 
 impl Buffer {

@@ -91,17 +91,8 @@ impl Inner {
         let log = self.log_bytes();
         let room_for_stills = self.opts.max_bytes.saturating_sub(log + need_with_report);
         if self.stills.bytes() > room_for_stills {
-            let gone: Vec<PathBuf> = self
-                .stills
-                .victims_down_to(room_for_stills)
-                .into_iter()
-                .filter_map(|seq| self.evict_still(seq))
-                .collect();
-            if !gone.is_empty() {
-                if let Err(e) = self.persist_still_drops() {
-                    tracing::warn!("cannot record the count of evicted stills: {e}");
-                }
-            }
+            let victims = self.stills.victims_down_to(room_for_stills);
+            let gone = self.evict_stills(victims);
             after.unlink.extend(gone);
             if self.total_bytes() + need <= self.opts.max_bytes {
                 return Ok(());
