@@ -741,3 +741,46 @@ fn station_watch_marks_events_with_a_still_and_saves_the_stills() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn a_hostile_still_endpoint_costs_nothing_but_the_still() {
+    // A JPEG whose header claims 65000 x 65000, served as a camera's still: refused before
+    // decoding, counted, and the event went on time; ingest keeps its pace meanwhile.
+    let bomb =
+        camgw::sim::hostile::HostileCamera::start(camgw::sim::hostile::Attack::JpegBomb).unwrap();
+    let mut r = rig(vec![], |c| {
+        c.camera(
+            CameraToml::new("bomb", "generic")
+                .set("snapshot_url", bomb.url("/snap.jpg"))
+                .set("probe", false),
+        )
+    });
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        ids.push(start(&r.agent, "bomb"));
+        assert!(
+            t.elapsed() < scaled(Duration::from_secs(1)),
+            "a POST took {:?}",
+            t.elapsed()
+        );
+        r.sub
+            .wait_until(Duration::from_secs(10), "the failure counted", |m| {
+                telemetry_stills(m).is_some_and(|s| s["failed"].as_u64() >= Some(ids.len() as u64))
+            });
+    }
+    let events = distinct(&r.sub.seen, "event");
+    assert_eq!(events.len(), 3, "every event went");
+    assert!(stills(&r.sub.seen).is_empty());
+    assert!(
+        r.agent.log().contains("above the bound"),
+        "the refusal is said"
+    );
+    if !emulated_suite() {
+        assert!(
+            r.agent.rss_anon_kb() < 32 * 1024,
+            "RSS {} KiB",
+            r.agent.rss_anon_kb()
+        );
+    }
+}
