@@ -168,6 +168,58 @@ enum StationCommand {
         #[arg(long, value_name = "DIR")]
         save_snapshots: Option<PathBuf>,
     },
+    /// The station service: records the ward's gateways in a database and serves the web
+    /// console, its API and /metrics.
+    Serve {
+        /// Broker URL, mqtt://host:port or mqtts://host:port.
+        #[arg(long)]
+        mqtt: String,
+        /// The database: a SQLite file (created when absent; stills go in DB.stills/ beside
+        /// it), or a postgres:// URL.
+        #[arg(long, value_name = "PATH")]
+        db: String,
+        /// Where the console listens, like 0.0.0.0:8080.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Only this ward (default: every ward on the broker).
+        #[arg(long)]
+        ward: Option<String>,
+        #[command(flatten)]
+        broker: BrokerLogin,
+        /// The MQTT client id of the persistent session [camgw-station-{ward|all}].
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Days of history kept (alerts, events, stills, health, telemetry).
+        #[arg(long, default_value_t = 90)]
+        retention_days: u32,
+        /// The time zone the console shows times in.
+        #[arg(long, default_value = "Asia/Ho_Chi_Minh")]
+        tz: String,
+        /// A key from `camgw keygen`: admins may then send check_now and reboot_camera from
+        /// the console, signed with it (the key never leaves the station).
+        #[arg(long, value_name = "PREFIX.key")]
+        command_key: Option<PathBuf>,
+    },
+    /// The console's users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[cfg(feature = "station")]
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user, or give an existing one a new password and role (ending their
+    /// sessions). The password is read from stdin (one trailing newline is stripped).
+    Add {
+        #[arg(long, value_name = "PATH")]
+        db: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["officer", "admin"])]
+        role: String,
+    },
 }
 
 fn init_logging() {
@@ -352,6 +404,71 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("camgw station watch: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        #[cfg(feature = "station")]
+        Command::Station {
+            command:
+                StationCommand::Serve {
+                    mqtt,
+                    db,
+                    listen,
+                    ward,
+                    broker,
+                    client_id,
+                    retention_days,
+                    tz,
+                    command_key,
+                },
+        } => {
+            init_logging();
+            let args = camgw::station::serve::ServeArgs {
+                mqtt,
+                db,
+                listen,
+                ward,
+                topic_prefix: broker.topic_prefix,
+                username: broker.username,
+                password: broker.password,
+                ca_file: broker.ca_file,
+                client_id,
+                retention_days,
+                tz,
+                command_key,
+            };
+            match runtime().block_on(camgw::station::serve::serve(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("camgw station serve: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        #[cfg(feature = "station")]
+        Command::Station {
+            command:
+                StationCommand::User {
+                    command: UserCommand::Add { db, name, role },
+                },
+        } => {
+            let mut input = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+                eprintln!("camgw station user add: cannot read the password from stdin: {e}");
+                return ExitCode::from(1);
+            }
+            let password = camgw::station::serve::password_from(&input);
+            match camgw::station::serve::user_add(&db, &name, &role, password) {
+                Ok(replaced) => {
+                    eprintln!(
+                        "{} {name} ({role})",
+                        if replaced { "updated" } else { "added" }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("camgw station user add: {e:#}");
                     ExitCode::from(1)
                 }
             }

@@ -1,7 +1,9 @@
 //! The ward-station side, in the same binary: `camgw keygen` makes an Ed25519 key pair,
 //! `camgw cmd` signs a command, publishes it on `T/cmd`, and waits for `T/cmd/result`;
-//! `camgw station watch` ([`watch`]) is the live view, built on the pure [`view`] model.
+//! `camgw station watch` ([`watch`]) is the live view, built on the pure [`view`] model;
+//! `camgw station serve` ([`serve`]) is the recorder and web console.
 
+pub mod serve;
 pub mod view;
 pub mod watch;
 

@@ -1,0 +1,174 @@
+//! The recorder: one persistent MQTT session (clean session off, QoS 1, manual
+//! acknowledgements) and one writer thread. A message is acknowledged to the broker only
+//! after the transaction that records it has committed, so whatever the broker delivered
+//! survives the station's own crash or restart: what was not acknowledged is delivered
+//! again, and the store records a re-sent message once. When the database fails, the batch
+//! is retried (never acknowledged meanwhile) and the session stops reading, leaving the
+//! messages with the broker.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
+use tokio::sync::{broadcast, mpsc};
+
+use super::db::Target;
+use super::rows::classify;
+use super::store::{Change, Store};
+use crate::clock::{Clock, SystemClock};
+
+/// Messages read from the broker and not yet recorded, at most.
+pub const QUEUE: usize = 8192;
+/// Most messages in one transaction.
+pub const BATCH: usize = 2000;
+
+#[derive(Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub recorded: AtomicU64,
+    pub batches: AtomicU64,
+    pub errors: AtomicU64,
+    pub connects: AtomicU64,
+    pub connected: AtomicBool,
+    /// Receipt to commit of the newest batch's oldest message.
+    pub lag_ms: AtomicI64,
+    pub queued: AtomicI64,
+}
+
+pub struct Args {
+    pub options: rumqttc::MqttOptions,
+    pub filter: String,
+    pub prefix: String,
+    pub target: Target,
+}
+
+struct Incoming {
+    publish: Publish,
+    received_ms: i64,
+}
+
+/// Starts the recorder; live changes go to `changes` as JSON text.
+pub fn start(
+    a: Args,
+    changes: broadcast::Sender<Arc<str>>,
+    stats: Arc<Stats>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut store = Store::open(&a.target)?;
+    let mut options = a.options;
+    options.set_clean_session(false);
+    options.set_manual_acks(true);
+    let (client, mut el) = AsyncClient::new(options, 1024);
+    let (tx, mut rx) = mpsc::channel::<Incoming>(QUEUE);
+    let rt = tokio::runtime::Handle::current();
+    let ack_client = client.clone();
+    let prefix = a.prefix.clone();
+    let wstats = stats.clone();
+    std::thread::Builder::new()
+        .name("station-recorder".into())
+        .spawn(move || {
+            let clock = SystemClock;
+            let mut batch: Vec<Incoming> = Vec::with_capacity(BATCH);
+            while let Some(first) = rx.blocking_recv() {
+                batch.push(first);
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                wstats.queued.store(rx.len() as i64, Ordering::Relaxed);
+                let rows: Vec<_> = batch
+                    .iter()
+                    .map(|m| {
+                        (
+                            classify(&prefix, &m.publish.topic, &m.publish.payload),
+                            m.received_ms,
+                        )
+                    })
+                    .collect();
+                let mut delay = Duration::from_millis(200);
+                let recorded = loop {
+                    match store.record(&rows) {
+                        Ok(c) => break c,
+                        Err(e) => {
+                            wstats.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(
+                                "cannot record {} messages (kept, not acknowledged; retrying in {delay:?}): {e:#}",
+                                rows.len()
+                            );
+                            std::thread::sleep(delay);
+                            delay = (delay * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                };
+                let oldest = batch.iter().map(|m| m.received_ms).min().unwrap_or(0);
+                wstats
+                    .lag_ms
+                    .store(clock.now_ms() - oldest, Ordering::Relaxed);
+                wstats
+                    .recorded
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                wstats.batches.fetch_add(1, Ordering::Relaxed);
+                for m in batch.drain(..) {
+                    if m.publish.qos != QoS::AtMostOnce {
+                        let _ = rt.block_on(ack_client.ack(&m.publish));
+                    }
+                }
+                for c in recorded {
+                    let _ = changes.send(change_json(&c).into());
+                }
+            }
+        })?;
+    let filter = a.filter;
+    Ok(tokio::spawn(async move {
+        let clock = SystemClock;
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    stats.connects.fetch_add(1, Ordering::Relaxed);
+                    stats.connected.store(true, Ordering::Relaxed);
+                    tracing::info!(
+                        "connected to the broker (session present: {}); subscribing to {filter}",
+                        ack.session_present
+                    );
+                    if let Err(e) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+                        tracing::error!("cannot subscribe: {e}");
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    stats.received.fetch_add(1, Ordering::Relaxed);
+                    let m = Incoming {
+                        publish: p,
+                        received_ms: clock.now_ms(),
+                    };
+                    // Waits while the writer is behind: the broker keeps the rest meanwhile.
+                    if tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if stats.connected.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("broker connection lost: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }))
+}
+
+/// One live change as the browser receives it.
+pub fn change_json(c: &Change) -> String {
+    let v = match c {
+        Change::Camera(v) => serde_json::json!({"type": "camera", "camera": v}),
+        Change::Alert(v) => serde_json::json!({"type": "alert", "alert": v}),
+        Change::Event(v) => serde_json::json!({"type": "event", "event": v}),
+        Change::Still(v) => serde_json::json!({"type": "still", "still": v}),
+        Change::Gateway { ward, gateway } => {
+            serde_json::json!({"type": "gateway", "ward": ward, "gateway": gateway})
+        }
+    };
+    v.to_string()
+}
