@@ -3,6 +3,8 @@
 //! and a tiny HTTP client. Every wait is bounded.
 #![allow(dead_code)]
 
+pub mod station;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -226,6 +228,7 @@ pub struct Broker {
     child: Option<Child>,
     dir: tempfile::TempDir,
     extra: String,
+    persistent: bool,
 }
 
 impl Broker {
@@ -240,9 +243,40 @@ impl Broker {
             child: None,
             dir: tempfile::tempdir().unwrap(),
             extra: extra.to_string(),
+            persistent: false,
         };
         b.restart();
         b
+    }
+
+    /// Mosquitto with persistence on: sessions and queued messages survive a restart after
+    /// [`Broker::stop_graceful`] (SIGTERM makes it write its database).
+    pub fn start_persistent() -> Broker {
+        let mut b = Broker {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: String::new(),
+            persistent: true,
+        };
+        b.restart();
+        b
+    }
+
+    /// SIGTERM, and wait for the exit.
+    pub fn stop_graceful(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 
     pub fn is_mosquitto() -> bool {
@@ -254,10 +288,20 @@ impl Broker {
         let child = match mosquitto_path() {
             Some(m) => {
                 let conf = self.dir.path().join("mosquitto.conf");
+                let persistence = if self.persistent {
+                    format!(
+                        // As root Mosquitto drops to its own user, which cannot write the
+                        // test's private folder: stay root to keep the database.
+                        "persistence true\npersistence_location {}/\nuser root\n",
+                        self.dir.path().display()
+                    )
+                } else {
+                    "persistence false\n".to_string()
+                };
                 std::fs::write(
                     &conf,
                     format!(
-                        "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 100000\n{}\n",
+                        "listener {} 127.0.0.1\nallow_anonymous true\n{persistence}max_inflight_messages 0\nmax_queued_messages 100000\n{}\n",
                         self.port, self.extra
                     ),
                 )

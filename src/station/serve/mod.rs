@@ -69,6 +69,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         None => format!("{}/#", a.topic_prefix),
     };
     let pool = pool::Pool::start(&target, 2)
+        .await
         .with_context(|| format!("cannot open the database {}", target.display()))?;
     let (changes, _) = tokio::sync::broadcast::channel(1024);
     let stats = Arc::new(recorder::Stats::default());
@@ -81,7 +82,8 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         },
         changes.clone(),
         stats.clone(),
-    )?;
+    )
+    .await?;
     // Retention: history older than the bound goes, hourly (and once at start).
     let keep_ms = i64::from(a.retention_days) * 86_400_000;
     let prune_pool = pool.clone();

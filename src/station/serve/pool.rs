@@ -30,25 +30,41 @@ pub enum PoolError {
 }
 
 impl Pool {
-    /// Opens `threads` connections (at least one) to `target`.
-    pub fn start(target: &Target, threads: usize) -> anyhow::Result<Pool> {
+    /// Opens `threads` connections (at least one) to `target`, each on its own thread
+    /// (the PostgreSQL client must not be opened inside the async runtime).
+    pub async fn start(target: &Target, threads: usize) -> anyhow::Result<Pool> {
         let (tx, rx) = sync_channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
-            let mut store = Store::open(target)?;
             let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
+            let (opened, wait) = tokio::sync::oneshot::channel();
+            let target = target.clone();
             std::thread::Builder::new()
                 .name(format!("station-db-{i}"))
-                .spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(r) => r.recv(),
-                        Err(_) => return,
+                .spawn(move || {
+                    let mut store = match Store::open(&target) {
+                        Ok(s) => {
+                            let _ = opened.send(Ok(()));
+                            s
+                        }
+                        Err(e) => {
+                            let _ = opened.send(Err(e));
+                            return;
+                        }
                     };
-                    match job {
-                        Ok(job) => job(&mut store),
-                        Err(_) => return,
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&mut store),
+                            Err(_) => return,
+                        }
                     }
                 })?;
+            wait.await
+                .map_err(|_| anyhow::anyhow!("the database thread stopped"))??;
         }
         Ok(Pool { tx })
     }

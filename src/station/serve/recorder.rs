@@ -49,12 +49,13 @@ struct Incoming {
 }
 
 /// Starts the recorder; live changes go to `changes` as JSON text.
-pub fn start(
+pub async fn start(
     a: Args,
     changes: broadcast::Sender<Arc<str>>,
     stats: Arc<Stats>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let mut store = Store::open(&a.target)?;
+    let (opened, wait) = tokio::sync::oneshot::channel();
+    let target = a.target.clone();
     let mut options = a.options;
     options.set_clean_session(false);
     options.set_manual_acks(true);
@@ -67,6 +68,17 @@ pub fn start(
     std::thread::Builder::new()
         .name("station-recorder".into())
         .spawn(move || {
+            // Opened here: the PostgreSQL client must not be opened inside the runtime.
+            let mut store = match Store::open(&target) {
+                Ok(s) => {
+                    let _ = opened.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                    return;
+                }
+            };
             let clock = SystemClock;
             let mut batch: Vec<Incoming> = Vec::with_capacity(BATCH);
             while let Some(first) = rx.blocking_recv() {
@@ -120,6 +132,8 @@ pub fn start(
                 }
             }
         })?;
+    wait.await
+        .map_err(|_| anyhow::anyhow!("the recorder thread stopped"))??;
     let filter = a.filter;
     Ok(tokio::spawn(async move {
         let clock = SystemClock;

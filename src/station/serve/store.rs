@@ -318,13 +318,14 @@ impl Store {
                             now.into(),
                         ],
                     )?;
-                    // The newest status wins; an offline will without a ts counts as now.
+                    // The status delivered last wins: the broker orders one topic, and a
+                    // Last Will carries no timestamp to compare (a message re-sent after a
+                    // station restart was never recorded, so it is not older than what was).
                     let when = ts_ms.unwrap_or(now);
                     self.c.exec(
                         "UPDATE gateways SET online = ?3, reason = ?4, \
                          version = COALESCE(?5, version), boot_id = COALESCE(?6, boot_id), \
-                         status_ts_ms = ?7 WHERE ward = ?1 AND gateway = ?2 AND \
-                         (status_ts_ms IS NULL OR status_ts_ms <= ?7)",
+                         status_ts_ms = ?7 WHERE ward = ?1 AND gateway = ?2",
                         &[
                             (&at.ward).into(),
                             (&at.gateway).into(),
@@ -647,8 +648,9 @@ impl Store {
         let r = self.c.query(
             &format!(
                 "SELECT {EVENT_COLS} FROM events e WHERE e.at_ms >= ?1 AND e.at_ms <= ?2 \
-                 AND (?3 IS NULL OR e.camera = ?3) AND (?4 IS NULL OR e.gateway = ?4) \
-                 AND (?5 IS NULL OR e.state = ?5) \
+                 AND (CAST(?3 AS TEXT) IS NULL OR e.camera = ?3) \
+                 AND (CAST(?4 AS TEXT) IS NULL OR e.gateway = ?4) \
+                 AND (CAST(?5 AS TEXT) IS NULL OR e.state = ?5) \
                  ORDER BY e.at_ms DESC, e.seq DESC LIMIT ?6"
             ),
             &[
