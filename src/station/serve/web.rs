@@ -28,6 +28,7 @@ use crate::clock::{parse_rfc3339_ms, Clock, SystemClock};
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+const ICON: &str = include_str!("assets/icon.svg");
 
 /// Where admin commands go, with the key that signs them.
 #[derive(Clone)]
@@ -63,6 +64,10 @@ pub fn router(app: App) -> Router {
         .route(
             "/app.css",
             get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { asset(ICON, "image/svg+xml") }),
         )
         .route("/metrics", get(metrics))
         .route("/api/login", post(login))

@@ -15,7 +15,7 @@ const T = {
     still: "Ảnh", no_events: "Không có sự kiện nào.", last_seen: "Lần cuối", cameras: "Camera",
     buffer: "Đệm", temperature: "Nhiệt độ", version: "Phiên bản", close: "Đóng",
     st_up: "Hoạt động", st_down: "Mất tín hiệu", st_degraded: "Chập chờn", st_unknown: "Chưa rõ",
-    since: "từ", ack: "Đã nhận xử lý", acked_by: "Đã nhận bởi {who}, {when}",
+    since: "từ", ack: "Nhận xử lý", acked_by: "Đã nhận bởi {who}, {when}",
     gw_online: "Trực tuyến", gw_offline: "Ngoại tuyến", gw_unknown: "Chưa rõ",
     gw_shutdown: "Ngoại tuyến (tắt máy)", no_still: "Chưa có ảnh", check_now: "Kiểm tra ngay",
     reboot: "Khởi động lại", sent: "Đã gửi lệnh", cmd_failed: "Lệnh thất bại: {why}",
@@ -115,7 +115,8 @@ function fmtTime(iso) {
   const d = new Date(iso);
   if (isNaN(d)) return String(iso);
   return new Intl.DateTimeFormat(S.lang === "vi" ? "vi-VN" : "en-GB",
-    { timeZone: S.tz, dateStyle: "short", timeStyle: "medium" }).format(d);
+    { timeZone: S.tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+      minute: "2-digit", second: "2-digit", hourCycle: "h23" }).format(d);
 }
 function relTime(iso) {
   const d = new Date(iso);
