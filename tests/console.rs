@@ -148,11 +148,7 @@ fn the_console_in_a_real_browser() {
     });
     let mut transcript = Vec::new();
     let mut done = false;
-    loop {
-        let line = match rx.recv_timeout(scaled(Duration::from_secs(120))) {
-            Ok(l) => l,
-            Err(_) => break,
-        };
+    while let Ok(line) = rx.recv_timeout(scaled(Duration::from_secs(120))) {
         eprintln!("browser: {line}");
         transcript.push(line.clone());
         match line.as_str() {
