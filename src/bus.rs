@@ -144,6 +144,49 @@ impl Gauges {
     }
 }
 
+/// What the health monitor last saw of each camera, for the gateway's `/metrics`.
+#[derive(Default)]
+pub struct Probes(std::sync::Mutex<std::collections::BTreeMap<String, ProbeReading>>);
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProbeReading {
+    /// The camera's state after the round ("up", "down", ...).
+    pub state: &'static str,
+    /// How long the last round took.
+    pub round_seconds: f64,
+    pub rounds: u64,
+    /// Rounds that found at least one problem.
+    pub failed_rounds: u64,
+}
+
+impl Probes {
+    pub fn record(&self, camera: &str, state: &'static str, round_seconds: f64, failed: bool) {
+        let mut m = self.0.lock().unwrap();
+        let r = m.entry(camera.to_string()).or_default();
+        r.state = state;
+        r.round_seconds = round_seconds;
+        r.rounds += 1;
+        r.failed_rounds += failed as u64;
+    }
+
+    /// Forgets cameras no longer configured.
+    pub fn retain(&self, cameras: &[&str]) {
+        self.0
+            .lock()
+            .unwrap()
+            .retain(|k, _| cameras.contains(&k.as_str()));
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, ProbeReading)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
 /// A motion start whose camera wants a still: the event it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StillRequest {

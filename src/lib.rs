@@ -18,7 +18,8 @@
 //!   multipart, ONVIF SOAP, RTSP, Hikvision/Dahua bodies, WS-Discovery, XML, backoff.
 //! - [`logs`]: outside values clipped for logs; repeated warnings rate-limited.
 //! - [`remote`]: signed commands (Ed25519 envelope, replay memory), ops, config apply/rollback.
-//! - [`station`]: the ward-station side: `keygen` and `cmd`.
+//! - [`metrics`]: the gateway's optional `GET /metrics` (Prometheus text).
+//! - [`station`]: the ward-station side: `keygen`, `cmd`, `station watch`, `station serve`.
 //! - [`boardmap`]: board pin maps from `boards/` (data), typed, and the board reference.
 //! - [`board`]: the gateway's hardware: embedded-hal drivers (inputs,
 //!   LED, relays, I2C temperature), Linux and simulated backends, the board task.
@@ -50,6 +51,7 @@ pub mod health;
 pub mod heavy;
 pub mod ingest;
 pub mod logs;
+pub mod metrics;
 pub mod proto;
 pub mod record;
 pub mod remote;

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["buffer", "bus"],
     &["events", "uplink"],
     &["health", "ingest", "board", "snapshot"],
-    &["system", "discover", "trial"],
+    &["system", "discover", "trial", "metrics"],
     &["remote", "doctor"],
     &["agent", "sim"],
     &["station"],

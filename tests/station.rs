@@ -567,3 +567,99 @@ fn api_sessions_roles_csrf_filters_and_ack() {
     let m = Web::new(station.port).get("/metrics").text();
     assert!(m.contains("camgw_station_record_errors_total 0"), "{m}");
 }
+
+/// The gateway's own `/metrics` (`[metrics] listen`): off by default; when on, buffer depth,
+/// delivered counts, uplink state and each camera's state and probe rounds; anything but
+/// `GET /metrics` is refused.
+#[test]
+fn gateway_metrics_when_configured() {
+    let rt = rt();
+    let broker = Broker::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cam = sim_camera(&rt, camgw::sim::SimControl::new(CAM_PW));
+    let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let port = free_port();
+    let c = TestConfig::new(broker.port, ingest, &tmp.path().join("data"))
+        .set("metrics", "listen", format!("127.0.0.1:{port}"))
+        .merge(&health_block(1, 1000, 2, 1))
+        .camera(
+            CameraToml::new("cam01", "generic")
+                .login(CAM_PW)
+                .urls_of(&cam),
+        );
+    let agent = Agent::from_text(
+        tmp.path(),
+        tmp.path().join("data"),
+        broker.port,
+        ingest,
+        &c.text(),
+        Vec::new(),
+    );
+    let web = Web::new(port);
+    assert!(
+        wait_port(port, scaled(Duration::from_secs(10))),
+        "{}",
+        agent.log()
+    );
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(20));
+    let text = loop {
+        let a = web.get("/metrics");
+        assert_eq!(a.status, 200);
+        assert!(a
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        let t = a.text();
+        if t.contains("camgw_camera_state{camera=\"cam01\",state=\"up\"} 1")
+            && t.contains("camgw_uplink_connected 1")
+        {
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no up camera in:\n{t}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for family in [
+        "camgw_buffer_pending_records{class=\"event\"}",
+        "camgw_uplink_delivered_records_total",
+        "camgw_buffer_dropped_records_total 0",
+        "camgw_probe_round_seconds{camera=\"cam01\"}",
+        "camgw_probe_rounds_total{camera=\"cam01\"}",
+    ] {
+        assert!(text.contains(family), "{family}");
+    }
+    assert!(!text.contains(CAM_PW));
+    // Delivered counts follow.
+    for _ in 0..5 {
+        agent.accepted("cam01");
+    }
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(10));
+    loop {
+        let t = web.get("/metrics").text();
+        let n: u64 = t
+            .lines()
+            .find_map(|l| l.strip_prefix("camgw_uplink_delivered_records_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        if n >= 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivered stayed at {n}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(web.get("/other").status, 404);
+    assert_eq!(web.post("/metrics", "{}").status, 400);
+    // Off by default: the ingest-only agent of any other test listens on no metrics port.
+    let text = c.text();
+    assert!(text.contains("[metrics]"));
+    let plain = TestConfig::new(broker.port, ingest, &tmp.path().join("data")).text();
+    assert!(camgw::config::Config::parse(&plain)
+        .unwrap()
+        .metrics
+        .is_none());
+}

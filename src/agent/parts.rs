@@ -35,6 +35,8 @@ pub struct Shared {
     pub check_now: Arc<tokio::sync::Notify>,
     /// Probe rounds completed, all cameras together.
     pub progress: Arc<crate::bus::Counter>,
+    /// Each camera's state and last probe round (the health monitor keeps it).
+    pub probes: Arc<crate::bus::Probes>,
     pub uplink_beat: Arc<crate::watchdog::Beat>,
     pub health_beat: Arc<crate::watchdog::Beat>,
     pub board_beat: Arc<crate::watchdog::Beat>,
@@ -90,6 +92,7 @@ pub async fn open_shared(
         final_shutdown: Arc::new(AtomicBool::new(false)),
         check_now: Arc::new(tokio::sync::Notify::new()),
         progress: Arc::default(),
+        probes: Arc::default(),
         uplink_beat: Arc::new(crate::watchdog::Beat::default()),
         health_beat: Arc::new(crate::watchdog::Beat::default()),
         board_beat: Arc::new(crate::watchdog::Beat::inactive()),
@@ -195,6 +198,24 @@ pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result
         }));
         tracing::info!(addr = %ingest_addr.unwrap(), "ingest listening");
     }
+    if let Some(m) = &config.metrics {
+        let listener = bind_retrying(m.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (metrics.listen)", m.listen))?;
+        let source = crate::metrics::Source {
+            buffer: shared.buffer.clone(),
+            stats: shared.stats.clone(),
+            probes: shared.probes.clone(),
+            boot_id: shared.boot_id.clone(),
+            started: shared.started,
+        };
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        tasks.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            source,
+            token.clone(),
+        )));
+    }
     let uplink = Uplink {
         config: config.clone(),
         buffer: shared.buffer.clone(),
@@ -217,6 +238,7 @@ pub async fn start_parts(config: Arc<Config>, shared: &Shared) -> anyhow::Result
         retained: shared.retained.clone(),
         check_now: shared.check_now.clone(),
         progress: shared.progress.clone(),
+        probes: shared.probes.clone(),
         beat: shared.health_beat.clone(),
         hub: hub.clone(),
     };

@@ -75,6 +75,8 @@ pub struct Config {
     pub buffer: BufferConfig,
     pub health: Health,
     pub ingest: Option<Ingest>,
+    /// `[metrics] listen`: Prometheus text on `GET /metrics` (off when absent).
+    pub metrics: Option<Metrics>,
     pub security: Security,
     pub cameras: Vec<Camera>,
 }
@@ -193,6 +195,11 @@ pub struct Events {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ingest {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
     pub listen: SocketAddr,
 }
 

@@ -374,7 +374,9 @@ fn walk(text: &str, boards: &Boards<'_>) -> (Result<Config, Invalid>, Sections) 
     let mqtt = mqtt(&mut w, &root);
     let buffer = buffer(&mut w, &root);
     let health = health(&mut w, &root);
-    let ingest = ingest(&mut w, &root);
+    let ingest =
+        listen_section(&mut w, &root, "ingest", 8088).map(|o| o.map(|listen| Ingest { listen }));
+    let metrics = listen_section(&mut w, &root, "metrics", 9108);
     let security = security(&mut w, &root);
     let cameras = cameras(&mut w, &root);
     let events = events(&mut w, &root);
@@ -385,16 +387,20 @@ fn walk(text: &str, boards: &Boards<'_>) -> (Result<Config, Invalid>, Sections) 
     }
     let sections = w.finish();
 
-    let result = match (gateway, mqtt, buffer, health, ingest, security, cameras) {
+    let result = match (
+        gateway, mqtt, buffer, health, ingest, metrics, security, cameras,
+    ) {
         (
             Some(gateway),
             Some(mqtt),
             Some(buffer),
             Some(health),
             Some(ingest),
+            Some(metrics),
             Some(security),
             Some(cameras),
         ) if problems.is_empty() => Ok(Config {
+            metrics: metrics.map(|listen| Metrics { listen }),
             events,
             snapshot,
             board,
@@ -760,20 +766,27 @@ fn health(w: &mut Walker, root: &Table) -> Option<Health> {
     })
 }
 
-fn ingest(w: &mut Walker, root: &Table) -> Option<Option<Ingest>> {
-    let Some(t) = w.section(root, "ingest", false) else {
+/// A section whose one key is `listen = "IP:port"` (`[ingest]`, `[metrics]`): None when the
+/// value is invalid, Some(None) when the section or key is absent.
+fn listen_section(
+    w: &mut Walker,
+    root: &Table,
+    name: &str,
+    example_port: u16,
+) -> Option<Option<SocketAddr>> {
+    let Some(t) = w.section(root, name, false) else {
         return Some(None);
     };
-    w.keys_of("ingest", "ingest", t);
-    let Some(listen) = w.string(t, "ingest", "listen") else {
+    w.keys_of(name, name, t);
+    let Some(listen) = w.string(t, name, "listen") else {
         return Some(None);
     };
     match listen.parse::<SocketAddr>() {
-        Ok(listen) => Some(Some(Ingest { listen })),
+        Ok(listen) => Some(Some(listen)),
         Err(_) => {
             w.problem(
-                "ingest.listen",
-                format!("\"{listen}\" is not an address like 127.0.0.1:8088"),
+                format!("{name}.listen"),
+                format!("\"{listen}\" is not an address like 127.0.0.1:{example_port}"),
             );
             None
         }

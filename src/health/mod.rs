@@ -356,6 +356,8 @@ pub struct Monitor {
     /// `check_now` wakes every camera's loop at once.
     pub check_now: Arc<tokio::sync::Notify>,
     pub progress: Arc<crate::bus::Counter>,
+    /// Each camera's state and last round, for `/metrics`.
+    pub probes: Arc<crate::bus::Probes>,
     /// Bumped every second while no probe round has overrun its bound.
     pub beat: Arc<crate::watchdog::Beat>,
     /// Event-stream state (stream down, video loss) joins the probe results.
@@ -369,6 +371,14 @@ impl Monitor {
         ));
         let mut tasks = Vec::new();
         let running: Running = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let probed: Vec<&str> = self
+            .config
+            .cameras
+            .iter()
+            .filter(|c| c.probe)
+            .map(|c| c.id.as_str())
+            .collect();
+        self.probes.retain(&probed);
         let this = Arc::new(self);
         for cam in this.config.cameras.iter().filter(|c| c.probe).cloned() {
             let (this, sem, sd, run) =
@@ -417,10 +427,13 @@ impl Monitor {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = self.check_now.notified() => {}
             }
+            let round_started;
             let round = {
                 let Ok(_permit) = sem.acquire().await else {
                     return;
                 };
+                // The round's own time, not the wait for a permit.
+                round_started = Instant::now();
                 running
                     .lock()
                     .unwrap()
@@ -482,6 +495,12 @@ impl Monitor {
             self.progress.bump();
             let now = self.clock.now_ms();
             let transition = hyst.observe(round.problems.clone(), now);
+            self.probes.record(
+                &cam.id,
+                hyst.state().name(),
+                round_started.elapsed().as_secs_f64(),
+                !round.problems.is_empty(),
+            );
             if let Some(t) = &transition {
                 tracing::info!(camera = %cam.id, from = t.from.name(), to = t.to.name(), problems = ?t.problems.iter().map(|p| p.name()).collect::<Vec<_>>(), "camera health changed");
                 if let Some(body) = alert_for(&cam.id, t, &round.detail) {

@@ -7,24 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::recorder::Stats;
 use super::store::Counts;
-
-/// A label value, escaped as the text format requires.
-pub fn label(v: &str) -> String {
-    let mut o = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => o.push_str("\\\\"),
-            '"' => o.push_str("\\\""),
-            '\n' => o.push_str("\\n"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-fn head(o: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
+use crate::metrics::{head, label};
 
 pub fn render(c: &Counts, s: &Stats) -> String {
     let mut o = String::new();
