@@ -81,7 +81,7 @@ const S = {
   lang: localStorage.getItem("camgw.lang") || "vi",
   tz: "Asia/Ho_Chi_Minh", csrf: "", me: null, tab: "cameras",
   cameras: new Map(), gateways: new Map(), alerts: new Map(), stills: new Map(),
-  es: null, gwTimer: null,
+  es: null, gwTimer: null, sections: null,
 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -199,36 +199,68 @@ function cameraCard(c) {
   const card = el("div", { class: "cam", "data-camera": c.camera, "data-gateway": c.gateway, "data-state": c.state }, ...kids);
   return card;
 }
-function renderCameras() {
-  const grid = $("#grid");
+function camerasByGateway() {
   const byGw = new Map();
+  for (const g of S.gateways.values()) byGw.set(key(g.ward, g.gateway), []);
   for (const c of S.cameras.values()) {
     const k = key(c.ward, c.gateway);
     if (!byGw.has(k)) byGw.set(k, []);
     byGw.get(k).push(c);
   }
-  for (const g of S.gateways.values()) if (!byGw.has(key(g.ward, g.gateway))) byGw.set(key(g.ward, g.gateway), []);
-  const sections = [];
-  const counts = { up: 0, down: 0, degraded: 0 };
-  for (const [k, cams] of [...byGw.entries()].sort()) {
-    const [ward, gateway] = k.split("\u0000");
-    const g = S.gateways.get(k);
-    cams.sort((a, b) => (a.camera < b.camera ? -1 : 1));
-    for (const c of cams) if (c.state in counts) counts[c.state]++;
-    const bad = cams.filter((c) => c.state !== "up").length;
-    sections.push(el("section", { class: "gw", "data-gateway": gateway },
-      el("h2", {}, gateway, el("span", { class: "muted" }, ward),
-        gwState(g), el("span", { class: "muted" }, t("gw_cams", { n: cams.length, bad }))),
-      el("div", { class: "cams" }, ...cams.map(cameraCard))));
+  return byGw;
+}
+function gatewayHeader(k, cams) {
+  const [ward, gateway] = k.split("\u0000");
+  const bad = cams.filter((c) => c.state !== "up").length;
+  return el("h2", {}, gateway, el("span", { class: "muted" }, ward),
+    gwState(S.gateways.get(k)), el("span", { class: "muted" }, t("gw_cams", { n: cams.length, bad })));
+}
+function gatewaySection(k, cams) {
+  cams.sort((a, b) => (a.camera < b.camera ? -1 : 1));
+  const sec = el("section", { class: "gw", "data-gateway": k.split("\u0000")[1] },
+    gatewayHeader(k, cams), el("div", { class: "cams" }, ...cams.map(cameraCard)));
+  S.sections.set(k, sec);
+  return sec;
+}
+function camerasOf(k) {
+  return [...S.cameras.values()].filter((c) => key(c.ward, c.gateway) === k);
+}
+/** The whole grid (after a load or a language switch). */
+function renderCameras() {
+  S.sections = new Map();
+  const byGw = camerasByGateway();
+  $("#grid").replaceChildren(...[...byGw.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1))
+    .map(([k, cams]) => gatewaySection(k, cams)));
+  renderSummary();
+  const ids = [...new Set([...S.cameras.values()].map((c) => c.camera))].sort();
+  $("#camera-ids").replaceChildren(...ids.map((i) => el("option", { value: i })));
+}
+/** One gateway's section, after a change to one of its cameras (the rest stays as it is). */
+function renderGateway(k) {
+  const old = S.sections && S.sections.get(k);
+  if (!old) { renderCameras(); return; }
+  old.replaceWith(gatewaySection(k, camerasOf(k)));
+  renderSummary();
+}
+/** Only the sections' headers (online state, counts), after gateway changes. */
+function renderHeaders() {
+  if (!S.sections) return;
+  const byGw = camerasByGateway();
+  for (const [k, cams] of byGw) {
+    const sec = S.sections.get(k);
+    if (!sec) { renderCameras(); return; }
+    sec.firstChild.replaceWith(gatewayHeader(k, cams));
   }
-  grid.replaceChildren(...sections);
+  renderSummary();
+}
+function renderSummary() {
+  const counts = { up: 0, down: 0, degraded: 0 };
+  for (const c of S.cameras.values()) if (c.state in counts) counts[c.state]++;
   $("#summary").replaceChildren(
-    el("span", {}, t("n_gateways", { n: byGw.size })),
+    el("span", {}, t("n_gateways", { n: camerasByGateway().size })),
     el("span", { class: "on-line" }, t("n_up", { n: counts.up })),
     el("span", { class: "off-line" }, t("n_down", { n: counts.down })),
     el("span", {}, t("n_degraded", { n: counts.degraded })));
-  const ids = [...new Set([...S.cameras.values()].map((c) => c.camera))].sort();
-  $("#camera-ids").replaceChildren(...ids.map((i) => el("option", { value: i })));
 }
 function gwState(g) {
   if (!g || g.online === null || g.online === undefined) return el("span", { class: "muted" }, t("gw_unknown"));
@@ -353,7 +385,7 @@ async function reloadGateways() {
   try {
     const gws = await api("/api/gateways");
     S.gateways = new Map(gws.map((g) => [key(g.ward, g.gateway), g]));
-    renderGateways(); renderCameras();
+    renderGateways(); renderHeaders();
   } catch (_) { /* the stream's reconnect reloads */ }
 }
 function onChange(m) {
@@ -361,7 +393,7 @@ function onChange(m) {
     case "camera": {
       const c = m.camera, k = key(c.ward, c.gateway, c.camera);
       if (c.removed) S.cameras.delete(k); else S.cameras.set(k, c);
-      renderCameras();
+      renderGateway(key(c.ward, c.gateway));
       break;
     }
     case "alert": case "ack":
@@ -372,7 +404,7 @@ function onChange(m) {
     case "still": {
       const s = m.still;
       const c = S.cameras.get(key(s.ward, s.gateway, s.camera));
-      if (c) { c.snapshot = s.snapshot; renderCameras(); }
+      if (c) { c.snapshot = s.snapshot; renderGateway(key(s.ward, s.gateway)); }
       for (const e of S.events || []) if (e.id === s.event_id && e.gateway === s.gateway) { e.snapshot = s.snapshot; renderEvents(); }
       break;
     }
