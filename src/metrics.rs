@@ -192,47 +192,37 @@ pub fn render(r: &Reading) -> String {
             );
         }
     }
-    head(
-        &mut o,
-        "camgw_probe_round_seconds",
-        "gauge",
-        "How long the camera's last probe round took.",
+    type PerCamera = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ProbeReading) -> String,
     );
-    for (cam, p) in &r.probes {
-        let _ = writeln!(
-            o,
-            "camgw_probe_round_seconds{{camera=\"{}\"}} {:.3}",
-            label(cam),
-            p.round_seconds
-        );
-    }
-    head(
-        &mut o,
-        "camgw_probe_rounds_total",
-        "counter",
-        "Probe rounds run for the camera.",
-    );
-    for (cam, p) in &r.probes {
-        let _ = writeln!(
-            o,
-            "camgw_probe_rounds_total{{camera=\"{}\"}} {}",
-            label(cam),
-            p.rounds
-        );
-    }
-    head(
-        &mut o,
-        "camgw_probe_failed_rounds_total",
-        "counter",
-        "Probe rounds that found a problem.",
-    );
-    for (cam, p) in &r.probes {
-        let _ = writeln!(
-            o,
-            "camgw_probe_failed_rounds_total{{camera=\"{}\"}} {}",
-            label(cam),
-            p.failed_rounds
-        );
+    let per_camera: [PerCamera; 3] = [
+        (
+            "camgw_probe_round_seconds",
+            "gauge",
+            "How long the camera's last probe round took.",
+            |p| format!("{:.3}", p.round_seconds),
+        ),
+        (
+            "camgw_probe_rounds_total",
+            "counter",
+            "Probe rounds run for the camera.",
+            |p| p.rounds.to_string(),
+        ),
+        (
+            "camgw_probe_failed_rounds_total",
+            "counter",
+            "Probe rounds that found a problem.",
+            |p| p.failed_rounds.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in per_camera {
+        head(&mut o, name, kind, help);
+        for (cam, p) in &r.probes {
+            let _ = writeln!(o, "{name}{{camera=\"{}\"}} {}", label(cam), value(p));
+        }
     }
     o
 }

@@ -192,6 +192,25 @@ pub fn scaled(d: Duration) -> Duration {
     d.mul_f64(k.max(1.0))
 }
 
+/// Sends SIGTERM to a child and waits at most `within` for it to exit: its status, or None
+/// when it is still running (the caller decides what that means).
+pub fn term_within(c: &mut Child, within: Duration) -> Option<ExitStatus> {
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(c.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -263,18 +282,12 @@ impl Broker {
         b
     }
 
-    /// SIGTERM, and wait for the exit.
+    /// SIGTERM, and wait for the exit (killed after 10 s).
     pub fn stop_graceful(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if term_within(&mut c, Duration::from_secs(10)).is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
     }
@@ -820,20 +833,12 @@ impl Agent {
     /// SIGTERM and wait (bounded) for the exit status.
     pub fn term(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("agent running");
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s;
-            }
-            if Instant::now() > deadline {
+        match term_within(&mut c, Duration::from_secs(15)) {
+            Some(s) => s,
+            None => {
                 let _ = c.kill();
                 panic!("agent did not exit within 15 s of SIGTERM:\n{}", self.log());
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{camgw_command, free_port, scaled, wait_port, BIN};
+use super::{camgw_command, free_port, scaled, term_within, wait_port, BIN};
 
 pub struct StationServer {
     pub port: u16,
@@ -74,14 +74,8 @@ impl StationServer {
 
     pub fn term(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while c.try_wait().unwrap().is_none() {
-                assert!(Instant::now() < deadline, "station ignored SIGTERM");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let exited = term_within(&mut c, Duration::from_secs(15));
+            assert!(exited.is_some(), "station ignored SIGTERM");
         }
     }
 

@@ -29,42 +29,49 @@ pub enum PoolError {
     Query(#[from] anyhow::Error),
 }
 
+/// Opens a store on a new thread called `name` and runs `body` with it there (database
+/// clients live on their own threads; PostgreSQL's refuses to be opened inside the async
+/// runtime at all). Returns once the store is open, or with the reason it could not be.
+pub async fn on_own_thread(
+    name: String,
+    target: &Target,
+    body: impl FnOnce(Store) + Send + 'static,
+) -> anyhow::Result<()> {
+    let (opened, wait) = tokio::sync::oneshot::channel();
+    let target = target.clone();
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || match Store::open(&target) {
+            Ok(store) => {
+                let _ = opened.send(Ok(()));
+                body(store)
+            }
+            Err(e) => {
+                let _ = opened.send(Err(e));
+            }
+        })?;
+    wait.await
+        .map_err(|_| anyhow::anyhow!("the thread {name} stopped"))?
+}
+
 impl Pool {
-    /// Opens `threads` connections (at least one) to `target`, each on its own thread
-    /// (the PostgreSQL client must not be opened inside the async runtime).
+    /// Opens `threads` connections (at least one) to `target`, each on its own thread.
     pub async fn start(target: &Target, threads: usize) -> anyhow::Result<Pool> {
         let (tx, rx) = sync_channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
-            let (opened, wait) = tokio::sync::oneshot::channel();
-            let target = target.clone();
-            std::thread::Builder::new()
-                .name(format!("station-db-{i}"))
-                .spawn(move || {
-                    let mut store = match Store::open(&target) {
-                        Ok(s) => {
-                            let _ = opened.send(Ok(()));
-                            s
-                        }
-                        Err(e) => {
-                            let _ = opened.send(Err(e));
-                            return;
-                        }
-                    };
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(r) => r.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(&mut store),
-                            Err(_) => return,
-                        }
-                    }
-                })?;
-            wait.await
-                .map_err(|_| anyhow::anyhow!("the database thread stopped"))??;
+            on_own_thread(format!("station-db-{i}"), target, move |mut store| loop {
+                let job = match rx.lock() {
+                    Ok(r) => r.recv(),
+                    Err(_) => return,
+                };
+                match job {
+                    Ok(job) => job(&mut store),
+                    Err(_) => return,
+                }
+            })
+            .await?;
         }
         Ok(Pool { tx })
     }

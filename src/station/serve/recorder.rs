@@ -14,8 +14,9 @@ use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 use tokio::sync::{broadcast, mpsc};
 
 use super::db::Target;
+use super::pool::on_own_thread;
 use super::rows::classify;
-use super::store::{Change, Store};
+use super::store::Change;
 use crate::clock::{Clock, SystemClock};
 
 /// Messages read from the broker and not yet recorded, at most.
@@ -54,8 +55,6 @@ pub async fn start(
     changes: broadcast::Sender<Arc<str>>,
     stats: Arc<Stats>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let (opened, wait) = tokio::sync::oneshot::channel();
-    let target = a.target.clone();
     let mut options = a.options;
     options.set_clean_session(false);
     options.set_manual_acks(true);
@@ -65,20 +64,7 @@ pub async fn start(
     let ack_client = client.clone();
     let prefix = a.prefix.clone();
     let wstats = stats.clone();
-    std::thread::Builder::new()
-        .name("station-recorder".into())
-        .spawn(move || {
-            // Opened here: the PostgreSQL client must not be opened inside the runtime.
-            let mut store = match Store::open(&target) {
-                Ok(s) => {
-                    let _ = opened.send(Ok(()));
-                    s
-                }
-                Err(e) => {
-                    let _ = opened.send(Err(e));
-                    return;
-                }
-            };
+    on_own_thread("station-recorder".into(), &a.target, move |mut store| {
             let clock = SystemClock;
             let mut batch: Vec<Incoming> = Vec::with_capacity(BATCH);
             while let Some(first) = rx.blocking_recv() {
@@ -131,9 +117,8 @@ pub async fn start(
                     let _ = changes.send(change_json(&c).into());
                 }
             }
-        })?;
-    wait.await
-        .map_err(|_| anyhow::anyhow!("the recorder thread stopped"))??;
+        })
+    .await?;
     let filter = a.filter;
     Ok(tokio::spawn(async move {
         let clock = SystemClock;

@@ -132,6 +132,10 @@ fn text(v: &Value, key: &str) -> Option<String> {
     v.get(key)?.as_str().map(|s| clip(s, MAX_TEXT))
 }
 
+fn flag(v: &Value, key: &str) -> bool {
+    v.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
 fn unreadable(topic: &str, payload: &[u8], why: &'static str) -> Row {
     Row::Unreadable {
         topic: clip(topic, MAX_TEXT),
@@ -242,10 +246,7 @@ pub fn classify(prefix: &str, topic: &str, payload: &[u8]) -> Row {
                         .unwrap_or_else(|| "{}".into()),
                     MAX_RAW,
                 ),
-                clock_synced: v
-                    .get("clock_synced")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
+                clock_synced: flag(&v, "clock_synced"),
             }
         }
         Leaf::Event => {
@@ -266,10 +267,7 @@ pub fn classify(prefix: &str, topic: &str, payload: &[u8]) -> Row {
                 camera,
                 source: text(&v, "source").unwrap_or_default(),
                 state: text(&v, "state").unwrap_or_default(),
-                clock_synced: v
-                    .get("clock_synced")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
+                clock_synced: flag(&v, "clock_synced"),
             }
         }
         Leaf::Telemetry => {
