@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 fx=../../shared/fixtures
 c=corpus
-mkdir -p $c/{multipart,http_response,xml,onvif_events,jpeg,rtsp,dahua,config,envelope,buffer_frames,digest,camtime,wsdiscovery,topics,urls}
+mkdir -p $c/{multipart,http_response,xml,onvif_events,jpeg,rtsp,dahua,config,envelope,buffer_frames,digest,camtime,wsdiscovery,topics,urls,station_rows}
 put() { printf '%b' "$2" > "$c/$1/seed-$3"; }
 if [ -d "$fx" ]; then
   cp "$fx"/*.multipart $c/multipart/ 2>/dev/null || true
@@ -42,6 +42,12 @@ put urls 'rtsp://[fe80::1]:554/Streaming/Channels/101?transportmode=unicast' 2
 put urls 'v=0\r\nm=video 0 RTP/AVP 96\r\na=control:trackID=0\r\n' 3
 put topics 'camgw/q1-p05/gw03/camera/cam01/snapshot/01234567-89ab-cdef-0123-456789abcdef' 4
 put topics 'camgw/w/g/alert' 3
+put station_rows 'camgw/q1-p05/gw03/event
+{"id":"e1","seq":7,"ts":"2026-12-02T01:02:03.000Z","clock_synced":true,"kind":"motion","camera":"cam01","source":"ingest","state":"start"}' 1
+put station_rows 'camgw/q1-p05/gw03/camera/cam01/health
+{"camera":"cam01","state":"down","problems":["unreachable"],"since":"2026-12-02T01:00:00Z","ts":"2026-12-02T01:00:00Z"}' 2
+put station_rows 'camgw/q1-p05/gw03/alert
+{"id":"a1","seq":3,"ts":"2026-12-02T01:00:00Z","clock_synced":false,"kind":"camera_down","camera":"cam01","detail":{"problems":["unreachable"]}}' 3
 put camtime '2019-02-20T15:22:34-8:00' 1
 put camtime '2009-11-14T15:27Z' 2
 put envelope '{"v":1,"cmd":"eyJpZCI6ImEifQ==","sig":"AAAA"}' 1

@@ -663,3 +663,139 @@ fn gateway_metrics_when_configured() {
         .metrics
         .is_none());
 }
+
+/// A misbehaving "gateway" on the ward broker floods the station with junk (payloads that
+/// are not JSON, 512 KiB each, topics outside the grammar, huge health texts): it is kept as
+/// text, nothing fails, and a real event behind the flood is recorded within seconds.
+#[test]
+fn a_flood_of_junk_from_the_broker_does_not_stall_the_recorder() {
+    if emulated_suite() {
+        eprintln!("skipped under emulation: the station runs natively");
+        return;
+    }
+    let broker = Broker::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("st.db").display().to_string();
+    user_add(&db, "officer1", "officer", "pw");
+    let station = StationServer::start(broker.port, &db, &[]);
+    let mut web = station.web();
+    assert_eq!(web.login("officer1", "pw"), 200);
+    web.wait_json(
+        "/api/cameras",
+        Duration::from_secs(10),
+        "the session",
+        |_| true,
+    );
+    let junk = vec![0xffu8; 512 * 1024];
+    let huge = format!(
+        r#"{{"state":"down","problems":["{}"],"ts":"2026-12-02T00:00:00Z"}}"#,
+        "<".repeat(200_000)
+    );
+    for i in 0..40 {
+        publish(broker.port, "camgw/w-test/gw-evil/event", &junk, false);
+        publish(
+            broker.port,
+            &format!("camgw/w-test/gw-evil/x/{i}"),
+            &junk,
+            false,
+        );
+        publish(
+            broker.port,
+            &format!("camgw/w-test/gw-evil/camera/c{i}/health"),
+            huge.as_bytes(),
+            true,
+        );
+    }
+    let t0 = std::time::Instant::now();
+    let ev = r#"{"id":"real-1","seq":1,"ts":"2026-12-02T00:00:00.000Z","clock_synced":true,"kind":"motion","camera":"cam01","source":"ingest","state":"start"}"#;
+    publish(broker.port, &format!("{T}/event"), ev.as_bytes(), false);
+    web.wait_json(
+        "/api/events",
+        Duration::from_secs(10),
+        "the real event",
+        |v| ids(v).contains(&"real-1".to_string()),
+    );
+    eprintln!(
+        "real event recorded {} ms after the flood",
+        t0.elapsed().as_millis()
+    );
+    let cams = web.json("/api/cameras");
+    assert_eq!(cams.as_array().unwrap().len(), 40);
+    assert!(
+        cams[0]["problems"][0].as_str().unwrap().len() <= 4096,
+        "clipped"
+    );
+    let m = Web::new(station.port).get("/metrics").text();
+    assert!(m.contains("camgw_station_record_errors_total 0"), "{m}");
+    assert!(
+        m.contains("camgw_station_messages_recorded_total 121"),
+        "{m}"
+    );
+}
+
+/// Clients that connect to the gateway's /metrics and send nothing hold at most its four
+/// slots until the 5 s head deadline: ingest keeps answering at once meanwhile, and
+/// /metrics answers again afterwards.
+#[test]
+fn idle_metrics_clients_do_not_slow_the_gateway() {
+    let broker = Broker::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let port = free_port();
+    let c = default_cameras(
+        TestConfig::new(broker.port, ingest, &tmp.path().join("data")).set(
+            "metrics",
+            "listen",
+            format!("127.0.0.1:{port}"),
+        ),
+    );
+    let agent = Agent::from_text(
+        tmp.path(),
+        tmp.path().join("data"),
+        broker.port,
+        ingest,
+        &c.text(),
+        Vec::new(),
+    );
+    assert!(
+        wait_port(port, scaled(Duration::from_secs(10))),
+        "{}",
+        agent.log()
+    );
+    use std::io::{Read, Write};
+    let get = || -> bool {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        buf.starts_with(b"HTTP/1.1 200")
+    };
+    // Idle clients until every slot is held: a GET is then turned away.
+    let mut idle = Vec::new();
+    while get() {
+        assert!(idle.len() < 64, "the metrics server never filled up");
+        idle.push(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    eprintln!("{} idle clients fill the metrics server", idle.len());
+    let t0 = std::time::Instant::now();
+    for _ in 0..20 {
+        agent.accepted("cam01");
+    }
+    let took = t0.elapsed();
+    assert!(
+        took < scaled(Duration::from_secs(2)),
+        "ingest took {took:?} with idle metrics clients"
+    );
+    // The head deadline frees the slots.
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(15));
+    while !get() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/metrics never answered again"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("/metrics answered again after {:?}", t0.elapsed());
+    drop(idle);
+}
