@@ -166,40 +166,6 @@ fn store_part(dir: &Path, pg: &Option<Postgres>) {
     }
 }
 
-/// Publishes `n` QoS 1 events as fast as the broker takes them.
-fn publish_events(port: u16, n: usize) -> f64 {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let mut o = MqttOptions::new("bench-publisher", "127.0.0.1", port);
-        o.set_inflight(1000);
-        o.set_max_packet_size(1 << 20, 1 << 20);
-        let (c, mut el) = AsyncClient::new(o, 10_000);
-        let t0 = Instant::now();
-        let pubs = tokio::spawn(async move {
-            let now = camgw::clock::Clock::now_ms(&camgw::clock::SystemClock);
-            for i in 0..n as i64 {
-                let gw = format!("gw{}", i % 3);
-                let p = serde_json::json!({"id": format!("m-{i}"), "seq": i, "ts": ts(now + i), "clock_synced": true,
-                    "kind": "motion", "camera": format!("cam{:02}", i % 31), "source": "onvif", "state": "pulse"});
-                c.publish(format!("camgw/w1/{gw}/event"), QoS::AtLeastOnce, false, p.to_string()).await.unwrap();
-            }
-            c
-        });
-        let mut acked = 0;
-        while acked < n {
-            if let Event::Incoming(Packet::PubAck(_)) = el.poll().await.unwrap() {
-                acked += 1;
-            }
-        }
-        let _c = pubs.await.unwrap();
-        n as f64 / t0.elapsed().as_secs_f64()
-    })
-}
-
 fn recorded(port: u16) -> u64 {
     Web::new(port)
         .get("/metrics")

@@ -799,3 +799,59 @@ fn idle_metrics_clients_do_not_slow_the_gateway() {
     eprintln!("/metrics answered again after {:?}", t0.elapsed());
     drop(idle);
 }
+
+/// Regression (found by the ingest benchmark): with more messages waiting at the broker than
+/// the recorder's queue holds, the writer blocked handing acknowledgements to the MQTT client
+/// while the client's event loop blocked handing it messages; it stopped after ~2,000. Now
+/// every one of a 20,000-message backlog is recorded.
+#[test]
+fn a_backlog_larger_than_the_recorder_queue_is_recorded_in_full() {
+    if !Broker::is_mosquitto() || emulated_suite() {
+        eprintln!("skipped: needs Mosquitto (persistent sessions), runs natively");
+        return;
+    }
+    const N: u64 = 20_000;
+    let broker = Broker::start_persistent();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("st.db").display().to_string();
+    let mut st = StationServer::start(broker.port, &db, &[]);
+    let metric = |port: u16, name: &str| -> u64 {
+        Web::new(port)
+            .get("/metrics")
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(20));
+    while metric(st.port, "camgw_station_mqtt_connected") != 1 {
+        assert!(std::time::Instant::now() < deadline, "{}", st.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    st.term();
+    publish_events(broker.port, N as usize);
+    st.spawn();
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(60));
+    loop {
+        let n = metric(st.port, "camgw_station_messages_recorded_total");
+        if n >= N {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {n} of {N} recorded:\n{}",
+            st.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut web = st.web();
+    user_add(&db, "o", "officer", "pw");
+    assert_eq!(web.login("o", "pw"), 200);
+    let ev = web.json("/api/events?limit=5000");
+    assert_eq!(ev.as_array().unwrap().len(), 5000);
+    assert_eq!(
+        metric(st.port, "camgw_station_events{ward=\"w1\",gateway=\"gw0\"}"),
+        N / 3 + 1
+    );
+}

@@ -6,6 +6,7 @@
 //! is retried (never acknowledged meanwhile) and the session stops reading, leaving the
 //! messages with the broker.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,14 +61,39 @@ pub async fn start(
     options.set_manual_acks(true);
     let (client, mut el) = AsyncClient::new(options, 1024);
     let (tx, mut rx) = mpsc::channel::<Incoming>(QUEUE);
-    let rt = tokio::runtime::Handle::current();
     let ack_client = client.clone();
     let prefix = a.prefix.clone();
     let wstats = stats.clone();
     on_own_thread("station-recorder".into(), &a.target, move |mut store| {
             let clock = SystemClock;
             let mut batch: Vec<Incoming> = Vec::with_capacity(BATCH);
-            while let Some(first) = rx.blocking_recv() {
+            // Acknowledgements the client's request queue had no room for yet. They are never
+            // awaited here: the event loop that drains that queue may itself be waiting for
+            // room in ours (a backlog from the broker), so waiting on it would deadlock. We
+            // keep taking messages instead, which lets the event loop run and drain it.
+            let mut unacked: VecDeque<(QoS, u16)> = VecDeque::new();
+            loop {
+                while let Some(&(qos, pkid)) = unacked.front() {
+                    let mut p = Publish::new("", qos, Vec::new());
+                    p.pkid = pkid;
+                    if ack_client.try_ack(&p).is_err() {
+                        break;
+                    }
+                    unacked.pop_front();
+                }
+                let first = if unacked.is_empty() {
+                    rx.blocking_recv()
+                } else {
+                    match rx.try_recv() {
+                        Ok(m) => Some(m),
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            std::thread::sleep(Duration::from_millis(2));
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    }
+                };
+                let Some(first) = first else { break };
                 batch.push(first);
                 while batch.len() < BATCH {
                     match rx.try_recv() {
@@ -110,7 +136,7 @@ pub async fn start(
                 wstats.batches.fetch_add(1, Ordering::Relaxed);
                 for m in batch.drain(..) {
                     if m.publish.qos != QoS::AtMostOnce {
-                        let _ = rt.block_on(ack_client.ack(&m.publish));
+                        unacked.push_back((m.publish.qos, m.publish.pkid));
                     }
                 }
                 for c in recorded {
