@@ -4,6 +4,7 @@
 //! the audit log and retention. Stills are files beside a SQLite database (written and
 //! fsynced before the row that names them) and rows in PostgreSQL.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -267,9 +268,11 @@ impl Store {
     }
 
     fn record_in_txn(&mut self, rows: &[(Row, i64)]) -> anyhow::Result<Vec<Change>> {
-        let mut changes = Vec::new();
+        // Each gateway of the batch once: when it was last heard from, and the newest
+        // timestamp it sent (rows come in order of receipt). Before the rows, which update
+        // the gateway's row.
+        let mut heard: BTreeMap<(&str, &str), (Option<i64>, i64)> = BTreeMap::new();
         for (row, now) in rows {
-            let now = *now;
             if let Some(at) = row.origin() {
                 let seen = match row {
                     Row::Status { ts_ms, .. }
@@ -279,20 +282,26 @@ impl Store {
                     | Row::Telemetry { ts_ms, .. } => *ts_ms,
                     _ => None,
                 };
-                self.c.exec(
-                    "INSERT INTO gateways (ward, gateway, last_seen_ms, last_received_ms) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (ward, gateway) DO UPDATE SET \
-                     last_received_ms = ?4, \
-                     last_seen_ms = CASE WHEN gateways.last_seen_ms IS NULL OR \
-                       gateways.last_seen_ms < ?3 THEN ?3 ELSE gateways.last_seen_ms END",
-                    &[
-                        (&at.ward).into(),
-                        (&at.gateway).into(),
-                        seen.into(),
-                        now.into(),
-                    ],
-                )?;
+                let e = heard
+                    .entry((at.ward.as_str(), at.gateway.as_str()))
+                    .or_insert((None, *now));
+                e.0 = e.0.max(seen);
+                e.1 = e.1.max(*now);
             }
+        }
+        for ((ward, gateway), (seen, received)) in heard {
+            self.c.exec(
+                "INSERT INTO gateways (ward, gateway, last_seen_ms, last_received_ms) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (ward, gateway) DO UPDATE SET \
+                 last_received_ms = ?4, \
+                 last_seen_ms = CASE WHEN gateways.last_seen_ms IS NULL OR \
+                   gateways.last_seen_ms < ?3 THEN ?3 ELSE gateways.last_seen_ms END",
+                &[ward.into(), gateway.into(), seen.into(), received.into()],
+            )?;
+        }
+        let mut changes = Vec::new();
+        for (row, now) in rows {
+            let now = *now;
             match row {
                 Row::Status {
                     at,
