@@ -10,7 +10,8 @@
 //!   27,900 stills, 129,600 telemetry samples, 27,900 health transitions and alerts): the
 //!   service's memory serving the console's queries, and how long those queries take.
 //!
-//! Run: `cargo bench --bench station` (all) or name parts: `-- store ingest`. The browser
+//! Run: `cargo bench --bench station` (all) or name parts: `-- store ingest`; `month` is
+//! SQLite only unless `month-pg` is named too. The browser
 //! parts need `cd tests/browser && npm ci` and Debian's chromium; PostgreSQL parts need the
 //! server binaries (`apt-get install postgresql`).
 
@@ -326,6 +327,7 @@ fn console_part(dir: &Path, live: bool, load: bool) {
             std::thread::sleep(Duration::from_millis(100));
         }
         writeln!(stdin, "END").unwrap();
+        drop(stdin);
         for l in out.map_while(Result::ok) {
             println!("{l}");
         }
@@ -515,6 +517,13 @@ fn main() {
         console_part(dir.path(), want("live"), want("console"));
     }
     if want("month") {
+        // A ward runs SQLite; a month of stills into PostgreSQL (bytea) takes the better part
+        // of an hour here, so only on request: `-- month month-pg`.
+        let pg = if args.iter().any(|a| a == "month-pg") {
+            pg
+        } else {
+            None
+        };
         month_part(dir.path(), &pg);
     }
 }

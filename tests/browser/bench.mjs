@@ -61,6 +61,8 @@ if (process.env.BENCH === "load") {
   for await (const l of lines) {
     if (l === "END") break;
   }
+  lines.close();
+  process.stdin.destroy();
   // Let the last ones land.
   await page.waitForTimeout(1500);
   const seen = await page.evaluate(() => [...window.__seen.entries()]);
@@ -69,3 +71,5 @@ if (process.env.BENCH === "load") {
   console.log(`RESULT seen ${lat.length} p50_ms ${p(0.5)} p95_ms ${p(0.95)} max_ms ${lat[lat.length - 1]}`);
 }
 await browser.close();
+// An open stdin would keep node running.
+process.exit(0);

@@ -114,15 +114,26 @@ function fmtTime(iso) {
   if (!iso) return "";
   const d = new Date(iso);
   if (isNaN(d)) return String(iso);
-  return new Intl.DateTimeFormat(S.lang === "vi" ? "vi-VN" : "en-GB",
-    { timeZone: S.tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
-      minute: "2-digit", second: "2-digit", hourCycle: "h23" }).format(d);
+  return formatters().abs.format(d);
+}
+// Building an Intl formatter costs far more than using one (thousands of cards on a load):
+// one pair per language and time zone.
+let FMT = null;
+function formatters() {
+  if (!FMT || FMT.lang !== S.lang || FMT.tz !== S.tz) {
+    FMT = { lang: S.lang, tz: S.tz,
+      abs: new Intl.DateTimeFormat(S.lang === "vi" ? "vi-VN" : "en-GB",
+        { timeZone: S.tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+          minute: "2-digit", second: "2-digit", hourCycle: "h23" }),
+      rel: new Intl.RelativeTimeFormat(S.lang, { numeric: "auto" }) };
+  }
+  return FMT;
 }
 function relTime(iso) {
   const d = new Date(iso);
   if (!iso || isNaN(d)) return "";
   const s = Math.round((d.getTime() - Date.now()) / 1000);
-  const rtf = new Intl.RelativeTimeFormat(S.lang, { numeric: "auto" });
+  const rtf = formatters().rel;
   const a = Math.abs(s);
   if (a < 45) return rtf.format(s, "second");
   if (a < 2700) return rtf.format(Math.round(s / 60), "minute");
