@@ -57,6 +57,26 @@ pub trait Fs: Send + Sync {
     /// An exclusive advisory lock on `path` (created if missing), held while the value lives.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Send + Sync>>;
 
+    /// Creates `dir` and its missing parents, each name made durable (an fsync of the
+    /// directory it was created in, from the top down): a first boot that creates
+    /// `/var/lib/camgw` must not lose it, and everything in it, to a power cut.
+    fn create_dir_all_durable(&self, dir: &Path) -> io::Result<()> {
+        let mut missing = Vec::new();
+        let mut p = dir;
+        while !self.exists(p) {
+            missing.push(p);
+            match p.parent().filter(|q| !q.as_os_str().is_empty()) {
+                Some(q) => p = q,
+                None => break,
+            }
+        }
+        self.create_dir_all(dir)?;
+        for created in missing.iter().rev() {
+            self.sync_dir(dir_of(created))?;
+        }
+        Ok(())
+    }
+
     /// Makes the name of `path` durable (fsync of its directory).
     fn sync_name(&self, path: &Path) -> io::Result<()> {
         self.sync_dir(dir_of(path))
@@ -194,6 +214,11 @@ pub fn temp_of(path: &Path) -> PathBuf {
 /// [`Fs::sync_dir`] on the real filesystem.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     Os.sync_dir(dir)
+}
+
+/// [`Fs::create_dir_all_durable`] on the real filesystem.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    Os.create_dir_all_durable(dir)
 }
 
 /// [`Fs::sync_name`] on the real filesystem.

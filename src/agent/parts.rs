@@ -62,7 +62,7 @@ pub async fn open_shared(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(Shared, mpsc::Receiver<Vec<u8>>)> {
     let data_dir = &config.gateway.data_dir;
-    std::fs::create_dir_all(data_dir)
+    crate::durable::create_dir_all_durable(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let mut opts = Options::new(
         config.buffer.max_bytes,

@@ -301,17 +301,13 @@ impl Buffer {
         clock: Arc<dyn Clock>,
     ) -> io::Result<(Buffer, Recovery)> {
         let dir = data_dir.join("buffer");
+        // When the agent creates data_dir itself (no package postinst), every level it
+        // creates is made durable: a power cut could otherwise take the whole directory.
+        fs.create_dir_all_durable(data_dir)?;
         fs.create_dir_all(&class_dir(&dir, Class::Event))?;
         fs.create_dir_all(&class_dir(&dir, Class::Alert))?;
         fs.sync_dir(&dir)?;
         fs.sync_dir(data_dir)?;
-        // When the agent created data_dir itself (no package postinst), its name is durable
-        // only once its parent is synced: a power cut could take the whole directory.
-        if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Err(e) = fs.sync_dir(parent) {
-                tracing::warn!("cannot sync {}: {e}", parent.display());
-            }
-        }
         let lock = lock_dir(fs.as_ref(), &dir)?;
         // Present while a buffer is open: finding it at open means the last run never closed.
         let marker = dir.join("open");
