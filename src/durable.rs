@@ -57,22 +57,28 @@ pub trait Fs: Send + Sync {
     /// An exclusive advisory lock on `path` (created if missing), held while the value lives.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Send + Sync>>;
 
-    /// Creates `dir` and its missing parents, each name made durable (an fsync of the
-    /// directory it was created in, from the top down): a first boot that creates
-    /// `/var/lib/camgw` must not lose it, and everything in it, to a power cut.
+    /// Creates `dir` and its missing parents and makes the whole path durable: an fsync of
+    /// every directory from the top down to `dir`'s parent. A first boot that creates
+    /// `/var/lib/camgw` must not lose it, and everything in it, to a power cut; nor may a
+    /// start after one that created it (or `camgw doctor`, or a cut) before syncing it.
+    /// A level this call created must sync; one that was there (perhaps on a read-only
+    /// system partition) is synced on a best-effort basis.
     fn create_dir_all_durable(&self, dir: &Path) -> io::Result<()> {
-        let mut missing = Vec::new();
+        let mut levels = Vec::new();
         let mut p = dir;
-        while !self.exists(p) {
-            missing.push(p);
-            match p.parent().filter(|q| !q.as_os_str().is_empty()) {
-                Some(q) => p = q,
-                None => break,
-            }
+        while let Some(q) = p.parent().filter(|q| !q.as_os_str().is_empty()) {
+            levels.push((q, self.exists(p)));
+            p = q;
         }
         self.create_dir_all(dir)?;
-        for created in missing.iter().rev() {
-            self.sync_dir(dir_of(created))?;
+        for (parent, existed) in levels.into_iter().rev() {
+            match self.sync_dir(parent) {
+                Ok(()) => {}
+                Err(e) if existed => {
+                    tracing::debug!("cannot sync {}: {e}", parent.display());
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
