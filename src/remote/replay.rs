@@ -17,6 +17,8 @@ pub struct Replay {
     path: PathBuf,
     seen: HashMap<String, i64>,
     lines: usize,
+    /// The file's name is durable (its directory was fsynced since it was created).
+    named: bool,
 }
 
 impl Replay {
@@ -24,21 +26,37 @@ impl Replay {
         let path = data_dir.join("commands.seen");
         let mut seen = HashMap::new();
         let mut lines = 0;
-        if let Ok(text) = fs::read_to_string(&path) {
-            for line in text.lines() {
-                lines += 1;
-                // A torn last line (crash mid-append) is skipped.
-                if let Some((exp, id)) = line.split_once(' ') {
-                    if let Ok(exp) = exp.parse::<i64>() {
-                        if exp > now_ms && super::envelope::valid_id(id) {
-                            seen.insert(id.to_string(), exp);
+        let mut torn = false;
+        match fs::read(&path) {
+            // Lossy: bytes a failing card garbled must not make the rest unreadable.
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                torn = !text.is_empty() && !text.ends_with('\n');
+                for line in text.lines() {
+                    lines += 1;
+                    // A torn last line (crash mid-append) is skipped.
+                    if let Some((exp, id)) = line.split_once(' ') {
+                        if let Ok(exp) = exp.parse::<i64>() {
+                            if exp > now_ms && super::envelope::valid_id(id) {
+                                seen.insert(id.to_string(), exp);
+                            }
                         }
                     }
                 }
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot read {}: {e}", path.display()),
         }
-        let mut r = Replay { path, seen, lines };
-        if r.lines > 2 * r.seen.len() + 64 {
+        let named = path.exists() && crate::durable::sync_name(&path).is_ok();
+        let mut r = Replay {
+            path,
+            seen,
+            lines,
+            named,
+        };
+        // A torn last line is rewritten away at once: the next append would otherwise join
+        // it, and the id it carries would be unreadable at the next start.
+        if torn || r.lines > 2 * r.seen.len() + 64 {
             r.compact()?;
         }
         Ok(r)
@@ -56,15 +74,15 @@ impl Replay {
                 "not a command id of the grammar",
             ));
         }
-        let created = !self.path.exists();
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;
         f.write_all(format!("{expires_ms} {id}\n").as_bytes())?;
         f.sync_data()?;
-        if created {
+        if !self.named {
             crate::durable::sync_name(&self.path)?;
+            self.named = true;
         }
         self.seen.insert(id.to_string(), expires_ms);
         self.lines += 1;
@@ -82,6 +100,7 @@ impl Replay {
         }
         crate::durable::replace(&self.path, text.as_bytes())?;
         self.lines = self.seen.len();
+        self.named = true;
         Ok(())
     }
 }
@@ -115,6 +134,26 @@ mod tests {
         assert!(!r.contains("abc.1_2:3-4", 1));
         let r = Replay::open(d.path(), 1).unwrap();
         assert!(r.contains("AbC.1_2:3-4", 1));
+    }
+
+    /// Regression (review of issue 19): the append after a torn line joined it, and the id
+    /// it carried was unreadable at the next start, so its replay would have been obeyed.
+    #[test]
+    fn an_id_appended_after_a_torn_line_survives_a_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("commands.seen"), "5000 keep\n5000 to").unwrap();
+        let mut r = Replay::open(d.path(), 100).unwrap();
+        r.insert("next", 5000, 100).unwrap();
+        let r = Replay::open(d.path(), 200).unwrap();
+        assert!(r.contains("keep", 200) && r.contains("next", 200));
+        // Garbled bytes do not hide the readable lines either.
+        std::fs::write(
+            d.path().join("commands.seen"),
+            b"5000 a\n\xff\xfe\n5000 b\n",
+        )
+        .unwrap();
+        let r = Replay::open(d.path(), 200).unwrap();
+        assert!(r.contains("a", 200) && r.contains("b", 200));
     }
 
     #[test]
