@@ -76,9 +76,14 @@ pub(super) fn recover(
                 // the class afresh.
                 let qdir = dir.join("quarantine");
                 let to = qdir.join(class_dir_name(class));
+                // Durable in the same order as a quarantined segment: the quarantine
+                // directory's name, the new name, then the old name's removal.
                 let moved = fs
                     .create_dir_all(&qdir)
-                    .and_then(|()| fs.rename(&cdir, &to));
+                    .and_then(|()| fs.sync_dir(&dir))
+                    .and_then(|()| fs.rename(&cdir, &to))
+                    .and_then(|()| fs.sync_dir(&qdir))
+                    .and_then(|()| fs.sync_dir(&dir));
                 report.quarantined.push(format!(
                     "buffer/{}/: cannot be listed: {e}{}",
                     class_dir_name(class),
