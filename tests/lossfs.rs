@@ -278,6 +278,14 @@ fn sd_card_faults_eio_on_one_file_enospc_mid_write_and_a_torn_write() {
     assert_eq!(fs::metadata(d.join("big")).unwrap().len(), 1000);
     drop(f);
     fs::remove_file(d.join("big")).unwrap();
+    // An unlinked file's space is free again; a write past the end counts the hole.
+    write_synced(&d.join("again"), &[1u8; 1000]);
+    let f = File::create(d.join("holey")).unwrap();
+    let e = f.write_at(&[2u8; 10], 500).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}");
+    drop(f);
+    fs::remove_file(d.join("again")).unwrap();
+    fs::remove_file(d.join("holey")).unwrap();
 
     // A torn write: the first bytes of the last unsynced write reach the medium, ending
     // inside a page.

@@ -105,8 +105,10 @@ struct State {
     next_ino: u64,
     powered: bool,
     faults: Faults,
-    /// The last write not yet synced: (ino, offset, len).
-    last_write: Option<(u64, u64, u64)>,
+    /// Writes not yet synced, oldest first (ino, offset, len); the last 256.
+    unsynced: Vec<(u64, u64, u64)>,
+    /// Bumped at every cut: requests of an earlier boot's connection fail.
+    generation: u64,
     cuts: u64,
 }
 
@@ -144,14 +146,23 @@ impl State {
         })
     }
 
+    /// Bytes of the files a live name reaches (unlinked and replaced files free their
+    /// space; open descriptors of unlinked files are not counted).
     fn used(&self) -> u64 {
-        self.inodes
-            .values()
-            .map(|i| match i.kind {
-                Kind::File { size, .. } => size,
-                Kind::Dir { .. } => 0,
-            })
-            .sum()
+        let mut total = 0;
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![ROOT];
+        while let Some(ino) = todo.pop() {
+            if !seen.insert(ino) {
+                continue;
+            }
+            match self.inodes.get(&ino).map(|i| &i.kind) {
+                Some(Kind::File { size, .. }) => total += size,
+                Some(Kind::Dir { live, .. }) => todo.extend(live.values().copied()),
+                None => {}
+            }
+        }
+        total
     }
 
     fn entries(&mut self, dir: u64) -> Result<&mut BTreeMap<OsString, u64>, Errno> {
@@ -234,7 +245,10 @@ impl State {
                 *size = (*size).max(end);
             }
         }
-        self.last_write = Some((ino, off, data.len() as u64));
+        if self.unsynced.len() >= 256 {
+            self.unsynced.remove(0);
+        }
+        self.unsynced.push((ino, off, data.len() as u64));
         Ok(())
     }
 
@@ -280,7 +294,7 @@ impl State {
             ..
         }) = self.inodes.get_mut(&ino)
         else {
-            return Ok(());
+            return Err(io::Error::from_raw_os_error(libc::ESTALE));
         };
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -289,6 +303,8 @@ impl State {
             .open(&path)?;
         if *zero_from < *durable {
             f.set_len(*zero_from)?;
+            // Should a later step fail, the object is this long.
+            *durable = *zero_from;
         }
         for (p, page) in dirty.iter() {
             let start = p * PAGE;
@@ -300,9 +316,7 @@ impl State {
         *durable = *size;
         *zero_from = *size;
         dirty.clear();
-        if self.last_write.is_some_and(|(i, _, _)| i == ino) {
-            self.last_write = None;
-        }
+        self.unsynced.retain(|(i, _, _)| *i != ino);
         Ok(())
     }
 
@@ -310,8 +324,11 @@ impl State {
     fn discard(&mut self) -> CutReport {
         let mut report = CutReport::default();
         if self.faults.torn_write_at_cut {
-            self.faults.torn_write_at_cut = false;
-            if let Some((ino, off, len)) = self.last_write.take() {
+            // The newest write not yet synced (the kernel may have split a large write(2)
+            // into requests of up to 1 MiB: this is the last of them). Older unsynced writes
+            // to the file are lost as usual, so the object may read zeros before the tear.
+            if let Some((ino, off, len)) = self.unsynced.pop() {
+                self.faults.torn_write_at_cut = false;
                 // The first bytes of the write, ending inside a page (never on its edge).
                 let mut keep = (len / 2).max(1);
                 if (off + keep) % PAGE == 0 && keep > 1 {
@@ -395,18 +412,19 @@ impl State {
                 let _ = std::fs::remove_file(self.object(ino));
             }
         }
-        self.last_write = None;
+        self.unsynced.clear();
         report
     }
 }
 
+/// One boot's connection: the state, and the generation it was mounted in.
 #[derive(Clone)]
-struct Fs(Arc<Mutex<State>>);
+struct Fs(Arc<Mutex<State>>, u64);
 
 impl Fs {
     fn on(&self) -> Result<MutexGuard<'_, State>, Errno> {
         let s = self.0.lock().unwrap();
-        if s.powered {
+        if s.powered && s.generation == self.1 {
             Ok(s)
         } else {
             Err(err(libc::EIO))
@@ -601,7 +619,7 @@ impl Filesystem for Fs {
             let free = cap.saturating_sub(s.used());
             if grows > free {
                 // What fits is written (a short write); the rest fails with ENOSPC.
-                let fits = (size.saturating_sub(offset) + free) as usize;
+                let fits = (size + free).saturating_sub(offset) as usize;
                 if fits == 0 {
                     return reply.error(err(libc::ENOSPC));
                 }
@@ -903,7 +921,8 @@ impl LossFs {
             next_ino: ROOT + 1,
             powered: true,
             faults: Faults::default(),
-            last_write: None,
+            unsynced: Vec::new(),
+            generation: 0,
             cuts: 0,
         }));
         let mut fs = LossFs {
@@ -919,22 +938,29 @@ impl LossFs {
     fn attach(&mut self) -> io::Result<()> {
         let mut cfg = Config::default();
         cfg.mount_options = vec![MountOption::FSName("lossfs".into()), MountOption::NoAtime];
+        let generation = self.state.lock().unwrap().generation;
         self.session = Some(fuser::spawn_mount(
-            Fs(self.state.clone()),
+            Fs(self.state.clone(), generation),
             &self.mountpoint,
             &cfg,
         )?);
         Ok(())
     }
 
-    fn detach(&mut self) {
+    fn detach(&mut self) -> io::Result<()> {
         if let Some(s) = self.session.take() {
             let c = std::ffi::CString::new(self.mountpoint.as_os_str().as_bytes()).unwrap();
             // SAFETY: a valid NUL-terminated path. A lazy unmount: the old connection ends
-            // once the killed process's descriptors are gone.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            // once the killed process's descriptors are gone (until then its requests fail:
+            // they carry the old generation).
+            let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            let e = io::Error::last_os_error();
             drop(s);
+            if r != 0 {
+                return Err(io::Error::new(e.kind(), format!("unmounting lossfs: {e}")));
+            }
         }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -954,12 +980,17 @@ impl LossFs {
             let mut s = self.state.lock().unwrap();
             s.powered = false;
             s.cuts += 1;
+            s.generation += 1;
             s.discard()
         };
-        kill();
-        self.detach();
+        // The reboot happens even when `kill` panics; the panic goes on after it.
+        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(kill));
+        self.detach()?;
         self.state.lock().unwrap().powered = true;
         self.attach()?;
+        if let Err(p) = killed {
+            std::panic::resume_unwind(p);
+        }
         Ok(report)
     }
 
@@ -970,6 +1001,6 @@ impl LossFs {
 
 impl Drop for LossFs {
     fn drop(&mut self) {
-        self.detach();
+        let _ = self.detach();
     }
 }
