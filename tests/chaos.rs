@@ -11,6 +11,8 @@
 //! Each run writes `target/chaos/{system}-seed{seed}.json`.
 
 mod common;
+#[path = "common/lossfs.rs"]
+mod lossfs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -53,10 +55,12 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A small tmpfs (so the disk can really fill), or a plain directory when not root.
+/// A small tmpfs (so the disk can really fill), or a plain directory when not root; or
+/// lossfs, the power-loss filesystem (real power cuts and SD-card faults).
 struct Disk {
     path: PathBuf,
     mounted: bool,
+    loss: Option<lossfs::LossFs>,
     _tmp: tempfile::TempDir,
 }
 
@@ -77,6 +81,20 @@ impl Disk {
         Disk {
             path,
             mounted,
+            loss: None,
+            _tmp: tmp,
+        }
+    }
+
+    /// lossfs: what is not made durable is gone at a cut.
+    fn lossfs() -> Disk {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("card");
+        let loss = lossfs::LossFs::mount(&path).expect("mount lossfs");
+        Disk {
+            path,
+            mounted: false,
+            loss: Some(loss),
             _tmp: tmp,
         }
     }
@@ -274,6 +292,12 @@ trait System {
     fn rss_kb(&self) -> u64;
     /// Camera flapping (only camgw watches cameras).
     fn flap_camera(&mut self, down: bool) -> bool;
+    /// The gateway-side process dies at once (kill -9, waited for).
+    fn kill9(&mut self);
+    /// ... and starts again.
+    fn start(&mut self);
+    /// A name part of its data files (for the SD-card read fault).
+    fn data_files(&self) -> &'static str;
 }
 
 struct Camgw {
@@ -324,6 +348,15 @@ impl System for Camgw {
         }
         true
     }
+    fn kill9(&mut self) {
+        self.agent.kill9();
+    }
+    fn start(&mut self) {
+        self.agent.spawn();
+    }
+    fn data_files(&self) -> &'static str {
+        ".seg"
+    }
 }
 
 /// Mosquitto as the gateway-side store-and-forward: a local broker with persistence,
@@ -334,13 +367,16 @@ struct Bridge {
     station: u16,
     child: Option<Child>,
     next_seq: Arc<AtomicU64>,
+    /// On lossfs (only root may use the mount: Mosquitto keeps its privileges there).
+    lossfs: bool,
 }
 
 impl Bridge {
     fn conf(&self) -> String {
         format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 60\nmax_queued_messages 100000\nmax_inflight_messages 20\n\
+            "{}listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 60\nmax_queued_messages 100000\nmax_inflight_messages 20\n\
              connection station\naddress 127.0.0.1:{}\ntopic camgw/# out 1\ncleansession false\nkeepalive_interval 5\nrestart_timeout 1 2\nbridge_protocol_version mqttv311\n",
+            if self.lossfs { "user root\n" } else { "" },
             self.port,
             self.dir.display(),
             self.station
@@ -375,7 +411,11 @@ impl Bridge {
 
 impl System for Bridge {
     fn name(&self) -> &'static str {
-        "mosquitto-bridge"
+        if self.lossfs {
+            "mosquitto-bridge-lossfs"
+        } else {
+            "mosquitto-bridge"
+        }
     }
     fn poster(&self) -> Box<dyn FnMut() -> Option<u64> + Send> {
         let (port, next) = (self.port, self.next_seq.clone());
@@ -454,6 +494,18 @@ impl System for Bridge {
     fn flap_camera(&mut self, _down: bool) -> bool {
         false
     }
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn start(&mut self) {
+        self.spawn();
+    }
+    fn data_files(&self) -> &'static str {
+        "mosquitto.db"
+    }
 }
 
 impl Drop for Bridge {
@@ -485,6 +537,10 @@ struct Report {
     peak_disk_bytes: u64,
     alerts: BTreeMap<String, u64>,
     camera_flaps: u64,
+    /// On lossfs: real power cuts, what they discarded, torn writes that reached the card.
+    power_cuts: u64,
+    volatile_bytes_discarded: u64,
+    torn_writes: u64,
 }
 
 /// Where the fault script runs: the station broker, the link to it, the checker, the disk.
@@ -492,7 +548,7 @@ struct Stage<'a> {
     broker: &'a mut Broker,
     proxy: &'a StallProxy,
     checker: &'a Checker,
-    disk: &'a Disk,
+    disk: &'a mut Disk,
 }
 
 /// The fault script, the same for every system.
@@ -537,7 +593,12 @@ fn chaos(
         std::thread::sleep(rng.ms(300, 1500));
         r.peak_rss_kb = r.peak_rss_kb.max(sys.rss_kb());
         r.peak_disk_bytes = r.peak_disk_bytes.max(disk.used_bytes());
-        let kind = rng.below(7);
+        // On lossfs four more faults (the tmpfs runs keep their seeded sequence).
+        let kind = if disk.loss.is_some() {
+            rng.below(11)
+        } else {
+            rng.below(7)
+        };
         let before = accepted.lock().unwrap().clone();
         match kind {
             0 => {
@@ -554,6 +615,17 @@ fn chaos(
                 fault("gateway_kill9_restart", &mut r);
                 sys.crash_restart(false);
             }
+            2 if disk.loss.is_some() => {
+                // The worst case in the field, for real: the 4G link is down (what arrives
+                // is held on the box), then the power goes.
+                fault("uplink_down_then_real_power_cut", &mut r);
+                proxy.close();
+                proxy.stall();
+                std::thread::sleep(rng.ms(1000, 2500));
+                real_cut(sys, disk, false, &mut r);
+                std::thread::sleep(rng.ms(200, 1000));
+                proxy.open();
+            }
             2 => {
                 // The worst case in the field: the 4G link is down (what arrives is held on
                 // the box), then the power goes, and the files are damaged by the cut.
@@ -564,6 +636,37 @@ fn chaos(
                 sys.crash_restart(true);
                 std::thread::sleep(rng.ms(200, 1000));
                 proxy.open();
+            }
+            7 => {
+                fault("power_cut", &mut r);
+                real_cut(sys, disk, false, &mut r);
+            }
+            8 => {
+                fault("power_cut_with_a_torn_write", &mut r);
+                real_cut(sys, disk, true, &mut r);
+            }
+            9 => {
+                // A failing card: every read of a data file fails for a while.
+                fault("sd_read_eio", &mut r);
+                let fs = disk.loss.as_ref().unwrap();
+                fs.faults(lossfs::Faults {
+                    eio_reading: Some(sys.data_files().into()),
+                    ..Default::default()
+                });
+                std::thread::sleep(rng.ms(1000, 3000));
+                fs.faults(lossfs::Faults::default());
+            }
+            10 => {
+                // The card is full in the middle of a write (a short write, then ENOSPC).
+                fault("sd_enospc_mid_write", &mut r);
+                let used = disk.used_bytes();
+                let fs = disk.loss.as_ref().unwrap();
+                fs.faults(lossfs::Faults {
+                    capacity: Some(used + 1500),
+                    ..Default::default()
+                });
+                std::thread::sleep(rng.ms(1000, 3000));
+                fs.faults(lossfs::Faults::default());
             }
             3 => {
                 fault("link_stall", &mut r);
@@ -651,6 +754,26 @@ fn chaos(
     r
 }
 
+/// A real power cut on lossfs: at one instant what was not durable is gone, the process is
+/// killed, the card is mounted again and the process starts on what it kept.
+fn real_cut(sys: &mut dyn System, disk: &mut Disk, torn: bool, r: &mut Report) {
+    let fs = disk.loss.as_mut().unwrap();
+    if torn {
+        fs.faults(lossfs::Faults {
+            torn_write_at_cut: true,
+            ..Default::default()
+        });
+    }
+    let cut = fs.cut(|| sys.kill9()).expect("the card mounts again");
+    fs.faults(lossfs::Faults::default());
+    r.power_cuts += 1;
+    r.volatile_bytes_discarded += cut.volatile_bytes;
+    if cut.torn.is_some() {
+        r.torn_writes += 1;
+    }
+    sys.start();
+}
+
 fn write_report(r: &Report) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/chaos");
     let _ = std::fs::create_dir_all(&dir);
@@ -679,12 +802,38 @@ fn camgw_under_chaos_loses_nothing() {
     if skip_under_emulation() {
         return;
     }
+    camgw_chaos(Disk::new(8));
+}
+
+/// The same harness on lossfs: real power cuts (also during an uplink outage and with a torn
+/// write) and SD-card faults (EIO reading the buffer's segments, ENOSPC mid-write).
+#[test]
+fn camgw_under_real_power_cuts_and_sd_card_faults_loses_nothing() {
+    if skip_under_emulation() || skip_without_lossfs() {
+        return;
+    }
+    camgw_chaos(Disk::lossfs());
+}
+
+fn skip_without_lossfs() -> bool {
+    match lossfs::unavailable() {
+        Some(why) if std::env::var_os("CAMGW_REQUIRE_LOSSFS").is_some() => {
+            panic!("lossfs required but unavailable: {why}")
+        }
+        Some(why) => {
+            eprintln!("*** SKIPPED: {why} ***");
+            true
+        }
+        None => false,
+    }
+}
+
+fn camgw_chaos(mut disk: Disk) {
     let seed = env_u64("CAMGW_CHAOS_SEED", 1);
     let secs = env_u64("CAMGW_CHAOS_SECS", 30);
     // "always" (the default here) or "interval": CAMGW_CHAOS_SYNC=interval.
     let sync = std::env::var("CAMGW_CHAOS_SYNC").unwrap_or_else(|_| "always".into());
     let keep_alive = 5;
-    let disk = Disk::new(8);
     let mut broker = Broker::start();
     let proxy = StallProxy::start(broker.port);
     let checker = Checker::start(broker.port, "camgw/w-test/gw-test/+", camgw_seq);
@@ -746,10 +895,11 @@ snapshot_url = "{}"
         vec![],
     );
     let mut sys = Camgw {
-        name: if sync == "interval" {
-            "camgw-sync-interval"
-        } else {
-            "camgw"
+        name: match (sync == "interval", disk.loss.is_some()) {
+            (false, false) => "camgw",
+            (true, false) => "camgw-sync-interval",
+            (false, true) => "camgw-lossfs",
+            (true, true) => "camgw-sync-interval-lossfs",
         },
         agent,
         cams: vec![cam],
@@ -759,7 +909,7 @@ snapshot_url = "{}"
         broker: &mut broker,
         proxy: &proxy,
         checker: &checker,
-        disk: &disk,
+        disk: &mut disk,
     };
     let r = chaos(&mut sys, stage, seed, secs, keep_alive);
     write_report(&r);
@@ -793,10 +943,21 @@ fn mosquitto_bridge_under_the_same_faults() {
     if skip_under_emulation() {
         return;
     }
+    bridge_chaos(Disk::new(8));
+}
+
+#[test]
+fn mosquitto_bridge_under_the_same_power_cuts() {
+    if skip_under_emulation() || skip_without_lossfs() {
+        return;
+    }
+    bridge_chaos(Disk::lossfs());
+}
+
+fn bridge_chaos(mut disk: Disk) {
     let seed = env_u64("CAMGW_CHAOS_SEED", 1);
     let secs = env_u64("CAMGW_CHAOS_SECS", 30);
     let keep_alive = 5;
-    let disk = Disk::new(8);
     let mut broker = Broker::start();
     let proxy = StallProxy::start(broker.port);
     let checker = Checker::start(broker.port, "camgw/w-test/gw-test/+", camgw_seq);
@@ -806,13 +967,14 @@ fn mosquitto_bridge_under_the_same_faults() {
         station: proxy.port,
         child: None,
         next_seq: Arc::new(AtomicU64::new(1)),
+        lossfs: disk.loss.is_some(),
     };
     bridge.spawn();
     let stage = Stage {
         broker: &mut broker,
         proxy: &proxy,
         checker: &checker,
-        disk: &disk,
+        disk: &mut disk,
     };
     let r = chaos(&mut bridge, stage, seed, secs, keep_alive);
     write_report(&r);
