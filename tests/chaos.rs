@@ -2,11 +2,11 @@
 //! the usual store-and-forward set-up) runs against a real Mosquitto while a seeded script
 //! injects faults: broker kill -9 and restart, gateway kill -9 and restart (with corrupted
 //! buffer files between), a link that stalls silently, cameras flapping, motion bursts, and
-//! the disk filling. An independent checker subscribes to the station broker and counts what
-//! arrived: accepted, delivered, lost, duplicated, out of order, and how long each recovery
-//! took.
+//! the disk filling; on lossfs (tests/common/lossfs.rs) also real power cuts and SD-card
+//! faults. An independent checker subscribes to the station broker and counts what arrived:
+//! accepted, delivered, lost, duplicated, out of order, and how long each recovery took.
 //!
-//! CI runs a short run (`CAMGW_CHAOS_SECS`, default 30). A long run on demand:
+//! CI runs short runs (`CAMGW_CHAOS_SECS`, default 30; 15 on lossfs). A long run on demand:
 //! `CAMGW_CHAOS_SECS=600 CAMGW_CHAOS_SEED=7 cargo test --release --test chaos -- --nocapture`.
 //! Each run writes `target/chaos/{system}-seed{seed}.json`.
 
@@ -830,7 +830,11 @@ fn skip_without_lossfs() -> bool {
 
 fn camgw_chaos(mut disk: Disk) {
     let seed = env_u64("CAMGW_CHAOS_SEED", 1);
-    let secs = env_u64("CAMGW_CHAOS_SECS", 30);
+    // The lossfs runs are shorter by default: four chaos runs share CI's two cores.
+    let secs = env_u64(
+        "CAMGW_CHAOS_SECS",
+        if disk.loss.is_some() { 15 } else { 30 },
+    );
     // "always" (the default here) or "interval": CAMGW_CHAOS_SYNC=interval.
     let sync = std::env::var("CAMGW_CHAOS_SYNC").unwrap_or_else(|_| "always".into());
     let keep_alive = 5;
@@ -956,7 +960,11 @@ fn mosquitto_bridge_under_the_same_power_cuts() {
 
 fn bridge_chaos(mut disk: Disk) {
     let seed = env_u64("CAMGW_CHAOS_SEED", 1);
-    let secs = env_u64("CAMGW_CHAOS_SECS", 30);
+    // The lossfs runs are shorter by default: four chaos runs share CI's two cores.
+    let secs = env_u64(
+        "CAMGW_CHAOS_SECS",
+        if disk.loss.is_some() { 15 } else { 30 },
+    );
     let keep_alive = 5;
     let mut broker = Broker::start();
     let proxy = StallProxy::start(broker.port);
