@@ -128,67 +128,89 @@ fn power_cuts(sync: &str, cuts: usize) -> Run {
     poster.join().unwrap();
     let accepted = accepted.lock().unwrap().clone();
     let want: BTreeSet<String> = accepted.iter().map(|(i, _)| i.clone()).collect();
-    let delivered = |seen: &[Msg]| -> BTreeSet<String> {
-        seen.iter()
-            .filter(|m| m.leaf() == "event")
-            .filter_map(|m| m.json()["id"].as_str().map(String::from))
-            .collect()
-    };
-    let unclean = |seen: &[Msg]| -> BTreeMap<String, u64> {
-        seen.iter()
-            .filter(|m| m.leaf() == "alert")
-            .map(|m| m.json())
-            .filter(|a| a["kind"] == "unclean_shutdown")
-            .map(|a| {
-                (
-                    a["id"].as_str().unwrap_or("").to_string(),
-                    a["detail"]["accepted_records_at_risk_ms"]
-                        .as_u64()
-                        .unwrap_or(u64::MAX),
-                )
-            })
-            .collect()
-    };
-    // Bounded: everything durable arrives, and one unclean_shutdown per cut.
+    // Everything durable arrives, and one unclean_shutdown per cut (bounded). What arrives
+    // is taken in incrementally: tens of thousands of messages.
     let all_sure = sync == "always";
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        sub.wait_until(Duration::from_secs(60), "every accepted event", |seen| {
-            let got = delivered(seen);
-            unclean(seen).len() >= cuts && (!all_sure || want.is_subset(&got))
-        })
-    }));
-    if !all_sure {
-        // What interval mode may lose is gone for good: give the rest time to arrive.
-        sub.drain_for(Duration::from_secs(2));
-    }
-    let got = delivered(&sub.seen);
-    if std::env::var_os("CAMGW_POWER_DEBUG").is_some() {
-        for m in sub
-            .seen
-            .iter()
-            .filter(|m| m.leaf() != "event" && m.leaf() != "telemetry")
-        {
-            eprintln!("{} {}", m.topic, String::from_utf8_lossy(&m.payload));
+    let mut got = BTreeSet::new();
+    let mut unclean = BTreeMap::new();
+    let mut taken = 0;
+    let mut settling: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        sub.drain_for(Duration::from_millis(200));
+        for m in &sub.seen[taken..] {
+            let v = m.json();
+            match m.leaf() {
+                "event" => {
+                    if let Some(id) = v["id"].as_str() {
+                        got.insert(id.to_string());
+                    }
+                }
+                "alert" if v["kind"] == "unclean_shutdown" => {
+                    unclean.insert(
+                        v["id"].as_str().unwrap_or("").to_string(),
+                        v["detail"]["accepted_records_at_risk_ms"]
+                            .as_u64()
+                            .unwrap_or(u64::MAX),
+                    );
+                }
+                _ => {}
+            }
+        }
+        taken = sub.seen.len();
+        if unclean.len() >= cuts && want.is_subset(&got) {
+            break;
+        }
+        // With interval, what a cut lost is gone for good: once every cut is reported, give
+        // the rest 3 s more.
+        if !all_sure && unclean.len() >= cuts {
+            let since = *settling.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            eprintln!("gave up waiting after 60 s");
+            break;
         }
     }
     run.accepted = want.len();
     run.lost = want.difference(&got).count();
-    run.unclean = unclean(&sub.seen).into_values().collect();
-    // Attribute each lost id to the first cut after its 202.
+    run.unclean = unclean.into_values().collect();
+    // Attribute each lost id to its cut: the first cut after it was accepted. The poster
+    // stamps a 202 when it has read it, and an answer sent just before a cut may be read just
+    // after it: a 202 read within 100 ms after a cut belongs to that cut.
     let mut per_cut = vec![(0usize, 0u64); cut_at.len()];
     for (id, t) in &accepted {
         if got.contains(id) {
             continue;
         }
-        match cut_at.iter().position(|c| c > t) {
+        match cut_at
+            .iter()
+            .position(|c| *c + Duration::from_millis(100) > *t)
+        {
             Some(k) => {
                 per_cut[k].0 += 1;
-                per_cut[k].1 = per_cut[k].1.max((cut_at[k] - *t).as_millis() as u64);
+                let age = cut_at[k].saturating_duration_since(*t).as_millis() as u64;
+                per_cut[k].1 = per_cut[k].1.max(age);
             }
             None => run.unexplained += 1,
         }
     }
     run.lost_per_cut = per_cut;
+    if run.lost > 0 {
+        let log = agent.log();
+        let tail: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("DEBUG") && !l.starts_with(' '))
+            .rev()
+            .take(80)
+            .collect();
+        eprintln!(
+            "agent log, last lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     agent.term();
     eprintln!(
         "{sync}: {} cuts, {} accepted, {} lost; lost per cut (count, oldest ms before the cut): {:?}; unclean_shutdown at-risk figures: {:?}; volatile bytes per cut: {:?}",

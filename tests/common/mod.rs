@@ -432,7 +432,10 @@ impl Subscriber {
                         }
                     }
                     Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    Err(e) => {
+                        eprintln!("test subscriber: {e} (reconnecting)");
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
                 }
             }
         });
