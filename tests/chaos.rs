@@ -10,6 +10,8 @@
 //! `CAMGW_CHAOS_SECS=600 CAMGW_CHAOS_SEED=7 cargo test --release --test chaos -- --nocapture`.
 //! Each run writes `target/chaos/{system}-seed{seed}.json`.
 
+#[path = "common/bridge.rs"]
+mod bridge;
 mod common;
 #[path = "common/lossfs.rs"]
 mod lossfs;
@@ -18,11 +20,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bridge::Bridge;
 use common::*;
 
 /// xorshift64*: a seeded generator, so a run can be reproduced.
@@ -359,161 +362,34 @@ impl System for Camgw {
     }
 }
 
-/// Mosquitto as the gateway-side store-and-forward: a local broker with persistence,
-/// bridged (QoS 1, persistent session) to the station broker.
-struct Bridge {
-    port: u16,
-    dir: PathBuf,
-    station: u16,
-    child: Option<Child>,
-    next_seq: Arc<AtomicU64>,
-    /// On lossfs (only root may use the mount: Mosquitto keeps its privileges there).
-    lossfs: bool,
-}
-
-impl Bridge {
-    fn conf(&self) -> String {
-        format!(
-            "{}listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 60\nmax_queued_messages 100000\nmax_inflight_messages 20\n\
-             connection station\naddress 127.0.0.1:{}\ntopic camgw/# out 1\ncleansession false\nkeepalive_interval 5\nrestart_timeout 1 2\nbridge_protocol_version mqttv311\n",
-            if self.lossfs { "user root\n" } else { "" },
-            self.port,
-            self.dir.display(),
-            self.station
-        )
-    }
-
-    fn spawn(&mut self) {
-        let conf = self.dir.join("local.conf");
-        std::fs::write(&conf, self.conf()).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("local.log"))
-            .unwrap();
-        let m = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap();
-        self.child = Some(
-            Command::new(m)
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        // A corrupted database may keep it from starting: that is a finding, not a hang.
-        wait_port(self.port, Duration::from_secs(5));
-    }
-}
-
 impl System for Bridge {
     fn name(&self) -> &'static str {
-        if self.lossfs {
+        if self.on_lossfs() {
             "mosquitto-bridge-lossfs"
         } else {
             "mosquitto-bridge"
         }
     }
     fn poster(&self) -> Box<dyn FnMut() -> Option<u64> + Send> {
-        let (port, next) = (self.port, self.next_seq.clone());
-        let mut conn: Option<(rumqttc::Client, rumqttc::Connection)> = None;
-        Box::new(move || {
-            let seq = next.fetch_add(1, Ordering::SeqCst);
-            if conn.is_none() {
-                let mut o = rumqttc::MqttOptions::new(
-                    format!("chaos-pub-{}", free_port()),
-                    "127.0.0.1",
-                    port,
-                );
-                o.set_keep_alive(Duration::from_secs(5));
-                conn = Some(rumqttc::Client::new(o, 10));
-            }
-            let (client, c) = conn.as_mut().unwrap();
-            let payload = format!(
-                r#"{{"seq":{seq},"kind":"motion","camera":"cam01","source":"ingest","state":"pulse"}}"#
-            );
-            if client
-                .publish(
-                    "camgw/w-test/gw-test/event",
-                    rumqttc::QoS::AtLeastOnce,
-                    false,
-                    payload,
-                )
-                .is_err()
-            {
-                conn = None;
-                return None;
-            }
-            let deadline = Instant::now() + Duration::from_secs(2);
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match c.recv_timeout(left) {
-                    Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => {
-                        return Some(seq)
-                    }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) | Err(_) => {
-                        conn = None;
-                        std::thread::sleep(Duration::from_millis(50));
-                        return None;
-                    }
-                }
-            }
-        })
+        self.publisher()
     }
     fn crash_restart(&mut self, corrupt: bool) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if corrupt {
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .append(true)
-                .open(self.dir.join("mosquitto.db"))
-            {
-                let _ = f.write_all(&[0xa5, 0x5a, 0x13, 0x37, 0x00, 0x00, 0x01, 0x02, 0xff]);
-            }
-        }
-        self.spawn();
+        Bridge::crash_restart(self, corrupt)
     }
     fn rss_kb(&self) -> u64 {
-        let Some(c) = &self.child else { return 0 };
-        std::fs::read_to_string(format!("/proc/{}/status", c.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
+        Bridge::rss_kb(self)
     }
     fn flap_camera(&mut self, _down: bool) -> bool {
         false
     }
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        Bridge::kill9(self)
     }
     fn start(&mut self) {
         self.spawn();
     }
     fn data_files(&self) -> &'static str {
         "mosquitto.db"
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -969,14 +845,7 @@ fn bridge_chaos(mut disk: Disk) {
     let mut broker = Broker::start();
     let proxy = StallProxy::start(broker.port);
     let checker = Checker::start(broker.port, "camgw/w-test/gw-test/+", camgw_seq);
-    let mut bridge = Bridge {
-        port: free_port(),
-        dir: disk.path.clone(),
-        station: proxy.port,
-        child: None,
-        next_seq: Arc::new(AtomicU64::new(1)),
-        lossfs: disk.loss.is_some(),
-    };
+    let mut bridge = Bridge::new(disk.path.clone(), proxy.port, disk.loss.is_some());
     bridge.spawn();
     let stage = Stage {
         broker: &mut broker,
