@@ -114,9 +114,8 @@ pub struct BoardConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mqtt {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
+    /// `mqtt.url`, or the ordered `mqtt.urls`: tried in order on every reconnect.
+    pub brokers: Brokers,
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub ca_file: Option<PathBuf>,
@@ -131,6 +130,62 @@ pub struct Mqtt {
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub telemetry_interval: Duration,
+}
+
+/// One broker address from `mqtt.url` / `mqtt.urls` (never with credentials: those are
+/// refused by validation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The brokers, in the order they are tried: never empty, at most [`Brokers::MAX`], no
+/// duplicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Brokers(Vec<BrokerUrl>);
+
+impl Brokers {
+    pub const MAX: usize = 8;
+
+    /// None unless 1..=MAX distinct brokers.
+    pub fn new(list: Vec<BrokerUrl>) -> Option<Brokers> {
+        let distinct = list.iter().enumerate().all(|(i, b)| !list[..i].contains(b));
+        (!list.is_empty() && list.len() <= Self::MAX && distinct).then_some(Brokers(list))
+    }
+
+    pub fn first(&self) -> &BrokerUrl {
+        &self.0[0]
+    }
+
+    /// The broker at `i`, wrapping around.
+    pub fn get(&self, i: usize) -> &BrokerUrl {
+        &self.0[i % self.0.len()]
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &BrokerUrl> {
+        self.0.iter()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -604,22 +604,7 @@ fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
     let t = w.section(root, "mqtt", true)?;
     let p = "mqtt";
     w.keys_of(p, "mqtt", t);
-    let url = if w.has(t, "url") {
-        w.url(t, p, "url", &["mqtt", "mqtts"])
-    } else {
-        w.problem("mqtt.url", "missing (required)");
-        None
-    };
-    let parsed = url.and_then(|u| {
-        if u.userinfo.is_some() {
-            w.problem(
-                "mqtt.url",
-                "credentials do not belong in the URL: use mqtt.username and mqtt.password",
-            );
-            return None;
-        }
-        Some((u.scheme == "mqtts", u.host, u.port))
-    });
+    let brokers = brokers(w, t);
     let username = w.string(t, p, "username");
     let password = w.string(t, p, "password").map(Secret::new);
     if password.is_some() && username.is_none() {
@@ -636,11 +621,15 @@ fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
             "cert_file and key_file go together (mutual TLS needs both)",
         );
     }
-    if let Some((false, _, _)) = parsed {
-        if ca_file.is_some() || cert_file.is_some() {
+    if let Some(b) = &brokers {
+        if (ca_file.is_some() || cert_file.is_some()) && !b.iter().any(|b| b.tls) {
             w.problem(
-                "mqtt.url",
-                "TLS files are set but the URL is mqtt:// (use mqtts://)",
+                if b.len() == 1 {
+                    "mqtt.url"
+                } else {
+                    "mqtt.urls"
+                },
+                "TLS files are set but no URL is mqtts:// (use mqtts://)",
             );
         }
     }
@@ -674,11 +663,8 @@ fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
     let reconnect_min = w.int(t, p, "reconnect_min_ms", 10, 60_000, 500);
     let reconnect_max = w.int(t, p, "reconnect_max_s", 1, 3600, 30);
     let telemetry = w.int(t, p, "telemetry_interval_s", 1, 86_400, 60);
-    let (tls, host, port) = parsed?;
     Some(Mqtt {
-        tls,
-        host,
-        port,
+        brokers: brokers?,
         username,
         password,
         ca_file,
@@ -692,6 +678,95 @@ fn mqtt(w: &mut Walker, root: &Table) -> Option<Mqtt> {
         reconnect_max: Duration::from_secs(reconnect_max as u64),
         telemetry_interval: Duration::from_secs(telemetry as u64),
     })
+}
+
+/// `mqtt.url`, or `mqtt.urls` (an ordered list): exactly one of the two.
+fn brokers(w: &mut Walker, t: &Table) -> Option<Brokers> {
+    let p = "mqtt";
+    let one = |w: &mut Walker, key: &str, u: Option<Url>| -> Option<BrokerUrl> {
+        let u = u?;
+        if u.userinfo.is_some() {
+            w.problem(
+                key,
+                "credentials do not belong in the URL: use mqtt.username and mqtt.password",
+            );
+            return None;
+        }
+        Some(BrokerUrl {
+            tls: u.scheme == "mqtts",
+            host: u.host,
+            port: u.port,
+        })
+    };
+    match (w.has(t, "url"), w.has(t, "urls")) {
+        (true, true) => {
+            w.problem("mqtt.urls", "set either mqtt.url or mqtt.urls, not both");
+            None
+        }
+        (false, false) => {
+            w.problem("mqtt.url", "missing (required; or mqtt.urls, a list)");
+            None
+        }
+        (true, false) => {
+            let u = w.url(t, p, "url", &["mqtt", "mqtts"]);
+            let b = one(w, "mqtt.url", u)?;
+            Brokers::new(vec![b])
+        }
+        (false, true) => {
+            let list = match t.get("urls") {
+                Some(Value::Array(a)) => a,
+                Some(other) => {
+                    w.problem(
+                        "mqtt.urls",
+                        format!("must be a list of URLs, found {}", kind(other)),
+                    );
+                    return None;
+                }
+                None => return None,
+            };
+            if list.is_empty() || list.len() > Brokers::MAX {
+                w.problem(
+                    "mqtt.urls",
+                    format!(
+                        "must list 1 to {} brokers (it lists {})",
+                        Brokers::MAX,
+                        list.len()
+                    ),
+                );
+                return None;
+            }
+            let mut out = Vec::new();
+            let mut ok = true;
+            for (i, v) in list.iter().enumerate() {
+                let key = format!("mqtt.urls[{i}]");
+                let Value::String(s) = v else {
+                    w.problem(key, format!("must be a string, found {}", kind(v)));
+                    ok = false;
+                    continue;
+                };
+                let u = match check_url(s, &["mqtt", "mqtts"]) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        w.problem(key.clone(), e);
+                        None
+                    }
+                };
+                match one(w, &key, u) {
+                    Some(b) if out.contains(&b) => {
+                        w.problem(key, format!("{b} is listed twice"));
+                        ok = false;
+                    }
+                    Some(b) => out.push(b),
+                    None => ok = false,
+                }
+            }
+            if ok {
+                Brokers::new(out)
+            } else {
+                None
+            }
+        }
+    }
 }
 
 fn buffer(w: &mut Walker, root: &Table) -> Option<BufferConfig> {
@@ -1103,8 +1178,8 @@ events = ["hikvision"]
     #[test]
     fn good_config_gets_contract_defaults() {
         let c = validate(GOOD).unwrap();
-        assert_eq!(c.mqtt.port, 1883);
-        assert!(!c.mqtt.tls);
+        assert_eq!(c.mqtt.brokers.first().port, 1883);
+        assert!(!c.mqtt.brokers.first().tls);
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(30));
         assert_eq!(c.mqtt.topic_prefix, "camgw");
         assert_eq!(c.buffer.max_bytes, 64 << 20);
@@ -1248,10 +1323,65 @@ events = ["hikvision"]
     }
 
     #[test]
+    fn mqtt_urls_is_an_ordered_list_and_excludes_url() {
+        let list = GOOD.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "urls = [\"mqtt://ward-a:1883\", \"mqtts://city-b\", \"mqtt://[::1]:1884\"]",
+        );
+        let c = validate(&list).unwrap();
+        let shown: Vec<String> = c.mqtt.brokers.iter().map(|b| b.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "mqtt://ward-a:1883",
+                "mqtts://city-b:8883",
+                "mqtt://[::1]:1884"
+            ]
+        );
+        let both = GOOD.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtt://a:1\"\nurls = [\"mqtt://b:1\"]",
+        );
+        assert!(problems(&both)
+            .join("\n")
+            .contains("mqtt.urls: set either mqtt.url or mqtt.urls, not both"));
+        for (urls, says) in [
+            ("[]", "mqtt.urls: must list 1 to 8 brokers (it lists 0)"),
+            (
+                "\"mqtt://a:1\"",
+                "mqtt.urls: must be a list of URLs, found a string",
+            ),
+            (
+                "[\"mqtt://a:1\", 5]",
+                "mqtt.urls[1]: must be a string, found an integer",
+            ),
+            ("[\"mqtt://a:1\", \"http://b\"]", "mqtt.urls[1]: "),
+            (
+                "[\"mqtt://a:1\", \"mqtt://a:1\"]",
+                "mqtt.urls[1]: mqtt://a:1 is listed twice",
+            ),
+            (
+                "[\"mqtt://u:hunter2@a:1\"]",
+                "mqtt.urls[0]: credentials do not belong in the URL",
+            ),
+        ] {
+            let text = GOOD.replace("url = \"mqtt://127.0.0.1:1883\"", &format!("urls = {urls}"));
+            let joined = problems(&text).join("\n");
+            assert!(joined.contains(says), "{urls}: {joined}");
+            assert!(!joined.contains("hunter2"), "{joined}");
+        }
+        let tls_files = list.replace("mqtts://city-b", "mqtt://city-b") + "";
+        let tls_files = tls_files.replace("[mqtt]\n", "[mqtt]\nca_file = \"/etc/camgw/ca.pem\"\n");
+        assert!(problems(&tls_files)
+            .join("\n")
+            .contains("mqtt.urls: TLS files are set but no URL is mqtts://"));
+    }
+
+    #[test]
     fn mqtts_defaults_to_8883_and_credentials_in_url_are_refused() {
         let c = validate(&GOOD.replace("mqtt://127.0.0.1:1883", "mqtts://broker.example")).unwrap();
-        assert!(c.mqtt.tls);
-        assert_eq!(c.mqtt.port, 8883);
+        assert!(c.mqtt.brokers.first().tls);
+        assert_eq!(c.mqtt.brokers.first().port, 8883);
         let joined = problems(&GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://u:p@h")).join("\n");
         assert!(
             joined.contains("credentials do not belong in the URL"),

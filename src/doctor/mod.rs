@@ -42,7 +42,8 @@ impl Lang {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Check {
     /// Stable id for scripts: "config", "data_dir", "clock", "board", "board.sensor.enclosure",
-    /// "mqtt.dns", "mqtt.tcp", "mqtt.tls", "mqtt.auth", "mqtt.roundtrip",
+    /// "mqtt.dns", "mqtt.tcp", "mqtt.tls", "mqtt.auth", "mqtt.roundtrip" (and
+    /// "mqtt.urls[i].dns" ... for every further broker of `mqtt.urls`),
     /// "camera.cam01.reachable", "camera.cam01.snapshot", "camera.cam01.events.onvif", ...
     pub id: String,
     pub ok: bool,
@@ -308,26 +309,46 @@ fn board(o: &mut Out, config: &Config) {
     }
 }
 
+/// The broker checks for every broker of `mqtt.url` / `mqtt.urls`: the first under `mqtt.*`,
+/// the others under `mqtt.urls[i].*`.
 async fn broker(o: &mut Out, config: &Config) {
+    for (i, b) in config.mqtt.brokers.iter().enumerate() {
+        let name = |check: &str| {
+            if i == 0 {
+                format!("mqtt.{check}")
+            } else {
+                format!("mqtt.urls[{i}].{check}")
+            }
+        };
+        broker_one(o, config, b, &name).await;
+    }
+}
+
+async fn broker_one(
+    o: &mut Out,
+    config: &Config,
+    b: &crate::config::BrokerUrl,
+    name: &dyn Fn(&str) -> String,
+) {
     let m = &config.mqtt;
-    let hp = format!("{}:{}", m.host, m.port);
+    let hp = format!("{}:{}", b.host, b.port);
     let addrs: Vec<std::net::SocketAddr> = match tokio::time::timeout(
         Duration::from_secs(5),
-        tokio::net::lookup_host((m.host.as_str(), m.port)),
+        tokio::net::lookup_host((b.host.as_str(), b.port)),
     )
     .await
     {
         Ok(Ok(a)) => a.collect(),
         Ok(Err(e)) => {
             o.fail(
-                "mqtt.dns",
+                name("dns"),
                 format!(
                     "{} {}: {e}",
                     o.t(
                         "cannot resolve the broker's name",
                         "không phân giải được tên broker"
                     ),
-                    m.host
+                    b.host
                 ),
                 o.t(
                     "check mqtt.url and the DNS server in /etc/resolv.conf",
@@ -339,11 +360,11 @@ async fn broker(o: &mut Out, config: &Config) {
         }
         Err(_) => {
             o.fail(
-                "mqtt.dns",
+                name("dns"),
                 format!(
                     "{} {}",
                     o.t("no DNS answer for", "không có trả lời DNS cho"),
-                    m.host
+                    b.host
                 ),
                 o.t(
                     "check the uplink (4G/Ethernet) and /etc/resolv.conf",
@@ -355,11 +376,11 @@ async fn broker(o: &mut Out, config: &Config) {
         }
     };
     o.ok(
-        "mqtt.dns",
+        name("dns"),
         format!(
             "{} {} → {}",
             o.t("broker name resolves:", "tên broker phân giải được:"),
-            m.host,
+            b.host,
             addrs
                 .iter()
                 .map(|a| a.ip().to_string())
@@ -374,7 +395,7 @@ async fn broker(o: &mut Out, config: &Config) {
     .await;
     match tcp {
         Ok(Ok(_)) => o.ok(
-            "mqtt.tcp",
+            name("tcp"),
             format!(
                 "{} {hp}",
                 o.t(
@@ -384,12 +405,12 @@ async fn broker(o: &mut Out, config: &Config) {
             ),
         ),
         Ok(Err(e)) => {
-            o.fail("mqtt.tcp", format!("{} {hp}: {e}", o.t("cannot connect to the broker at", "không kết nối được broker tại")), o.t("is the broker running, is the port right, does a firewall or the 4G APN block it?", "broker có đang chạy không, cổng có đúng không, tường lửa hoặc APN 4G có chặn không?").into());
+            o.fail(name("tcp"), format!("{} {hp}: {e}", o.t("cannot connect to the broker at", "không kết nối được broker tại")), o.t("is the broker running, is the port right, does a firewall or the 4G APN block it?", "broker có đang chạy không, cổng có đúng không, tường lửa hoặc APN 4G có chặn không?").into());
             return;
         }
         Err(_) => {
             o.fail(
-                "mqtt.tcp",
+                name("tcp"),
                 format!(
                     "{} {hp} {}",
                     o.t(
@@ -407,17 +428,17 @@ async fn broker(o: &mut Out, config: &Config) {
             return;
         }
     }
-    if m.tls {
-        match tls_handshake(m, addrs[0]).await {
+    if b.tls {
+        match tls_handshake(m, &b.host, addrs[0]).await {
             Ok(()) => o.ok(
-                "mqtt.tls",
+                name("tls"),
                 format!(
                     "{} {}",
                     o.t(
                         "TLS handshake with the broker: certificate valid for",
                         "bắt tay TLS với broker: chứng chỉ hợp lệ cho"
                     ),
-                    m.host
+                    b.host
                 ),
             ),
             Err(e) => {
@@ -426,7 +447,7 @@ async fn broker(o: &mut Out, config: &Config) {
                     "đặt chứng chỉ CA của trạm phường vào mqtt.ca_file, kiểm tra tên trong mqtt.url khớp chứng chỉ, và kiểm tra đồng hồ thiết bị (đồng hồ sai làm chứng chỉ có vẻ hết hạn)",
                 );
                 o.fail(
-                    "mqtt.tls",
+                    name("tls"),
                     format!(
                         "{}: {e}",
                         o.t(
@@ -440,15 +461,19 @@ async fn broker(o: &mut Out, config: &Config) {
             }
         }
     }
-    mqtt_session(o, config).await;
+    mqtt_session(o, config, b, name).await;
 }
 
-async fn tls_handshake(m: &crate::config::Mqtt, addr: std::net::SocketAddr) -> Result<(), String> {
+async fn tls_handshake(
+    m: &crate::config::Mqtt,
+    host: &str,
+    addr: std::net::SocketAddr,
+) -> Result<(), String> {
     let cfg = match crate::uplink::tls::client_config(m).map_err(|e| format!("{e:#}"))? {
         rumqttc::TlsConfiguration::Rustls(c) => c,
         _ => return Err("unexpected TLS configuration".into()),
     };
-    let host = m.host.clone();
+    let host = host.to_string();
     tokio::task::spawn_blocking(move || {
         use rustls::pki_types::ServerName;
         let name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
@@ -495,15 +520,20 @@ fn describe_tls(e: &std::io::Error) -> String {
     }
 }
 
-async fn mqtt_session(o: &mut Out, config: &Config) {
+async fn mqtt_session(
+    o: &mut Out,
+    config: &Config,
+    b: &crate::config::BrokerUrl,
+    name: &dyn Fn(&str) -> String,
+) {
     use rumqttc::{ConnectReturnCode, ConnectionError, Event, Packet, QoS};
     let nonce: u32 = rand::random();
     let id = format!("camgw-doctor-{}-{nonce:08x}", config.gateway.id);
-    let mut opts = match crate::uplink::mqtt_options(&config.mqtt, id) {
+    let mut opts = match crate::uplink::mqtt_options(&config.mqtt, b, id) {
         Ok(x) => x,
         Err(e) => {
             o.fail(
-                "mqtt.auth",
+                name("auth"),
                 format!("{e:#}"),
                 o.t(
                     "check mqtt.ca_file, cert_file and key_file",
@@ -525,10 +555,10 @@ async fn mqtt_session(o: &mut Out, config: &Config) {
         let ev = match tokio::time::timeout_at(deadline, el.poll()).await {
             Err(_) => {
                 if authed {
-                    o.fail("mqtt.roundtrip", format!("{} {topic} {}", o.t("a message published to", "tin nhắn gửi tới"), o.t("did not come back within 10 s", "không quay lại trong 10 giây")), o.t("the broker's access rules (ACL) must let this gateway publish and subscribe under its own topics", "quy tắc truy cập (ACL) của broker phải cho phép thiết bị này gửi và đăng ký các chủ đề của chính nó").into());
+                    o.fail(name("roundtrip"), format!("{} {topic} {}", o.t("a message published to", "tin nhắn gửi tới"), o.t("did not come back within 10 s", "không quay lại trong 10 giây")), o.t("the broker's access rules (ACL) must let this gateway publish and subscribe under its own topics", "quy tắc truy cập (ACL) của broker phải cho phép thiết bị này gửi và đăng ký các chủ đề của chính nó").into());
                 } else {
                     o.fail(
-                        "mqtt.auth",
+                        name("auth"),
                         o.t(
                             "the broker did not answer the MQTT CONNECT within 10 s",
                             "broker không trả lời MQTT CONNECT trong 10 giây",
@@ -556,7 +586,7 @@ async fn mqtt_session(o: &mut Out, config: &Config) {
                     _ => o.t("connection refused", "kết nối bị từ chối"),
                 };
                 o.fail(
-                    "mqtt.auth",
+                    name("auth"),
                     format!(
                         "{}: {why}",
                         o.t(
@@ -574,7 +604,7 @@ async fn mqtt_session(o: &mut Out, config: &Config) {
             }
             Ok(Err(e)) => {
                 o.fail(
-                    "mqtt.auth",
+                    name("auth"),
                     format!("{}: {e}", o.t("MQTT session failed", "phiên MQTT thất bại")),
                     o.t(
                         "check mqtt.url and the broker's logs",
@@ -590,7 +620,7 @@ async fn mqtt_session(o: &mut Out, config: &Config) {
             Event::Incoming(Packet::ConnAck(_)) => {
                 authed = true;
                 o.ok(
-                    "mqtt.auth",
+                    name("auth"),
                     o.t(
                         "the broker accepted this gateway's credentials",
                         "broker chấp nhận thông tin đăng nhập của thiết bị",
@@ -606,7 +636,7 @@ async fn mqtt_session(o: &mut Out, config: &Config) {
             }
             Event::Incoming(Packet::Publish(p)) if p.topic == topic => {
                 o.ok(
-                    "mqtt.roundtrip",
+                    name("roundtrip"),
                     format!(
                         "{} {} ms",
                         o.t(

@@ -163,26 +163,96 @@ pub fn options(
         o.set_credentials(u, password.unwrap_or(""));
     }
     if tls {
-        let m = crate::config::Mqtt {
-            tls: true,
-            host: String::new(),
-            port,
-            username: None,
-            password: None,
-            ca_file: ca_file.map(Into::into),
-            cert_file: None,
-            key_file: None,
-            keep_alive: Duration::from_secs(10),
-            topic_prefix: String::new(),
-            payload: crate::config::PayloadFormat::Json,
-            max_inflight: 1,
-            reconnect_min: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(1),
-            telemetry_interval: Duration::from_secs(60),
-        };
-        o.set_transport(Transport::Tls(crate::uplink::tls::client_config(&m)?));
+        o.set_transport(Transport::Tls(crate::uplink::tls::client_config_from(
+            ca_file, None, None,
+        )?));
     }
     Ok(o)
+}
+
+/// `--mqtt` for the station's own long-running tools (`station serve`, `station watch`): one
+/// URL, or several separated by commas, tried in order on every reconnect like `mqtt.urls`.
+pub fn broker_list(
+    urls: &str,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<Brokers> {
+    let list: Vec<&str> = urls.split(',').map(str::trim).collect();
+    if list.iter().any(|u| u.is_empty()) {
+        bail!("--mqtt: an empty URL in the list (URLs are separated by single commas)");
+    }
+    if list.len() > crate::config::Brokers::MAX {
+        bail!(
+            "--mqtt: at most {} brokers (it lists {})",
+            crate::config::Brokers::MAX,
+            list.len()
+        );
+    }
+    let mut shown = Vec::new();
+    let mut opts = Vec::new();
+    for u in &list {
+        let (tls, host, port) = parse_mqtt_url(u)?;
+        let b = crate::config::BrokerUrl { tls, host, port };
+        if shown.contains(&b) {
+            bail!("--mqtt: {b} is listed twice");
+        }
+        opts.push(options(u, client_id, username, password, ca_file)?);
+        shown.push(b);
+    }
+    Ok(Brokers {
+        opts,
+        shown,
+        failover: crate::uplink::failover::Failover::new(list.len()),
+        connected: false,
+    })
+}
+
+/// Several brokers behind one rumqttc event loop: after a connection error the loop is
+/// pointed at the next one by the uplink's rule ([`crate::uplink::failover`]). A persistent
+/// session stays in the event loop, so what was unacknowledged is resent to the new broker.
+pub struct Brokers {
+    opts: Vec<MqttOptions>,
+    shown: Vec<crate::config::BrokerUrl>,
+    failover: crate::uplink::failover::Failover,
+    connected: bool,
+}
+
+impl Brokers {
+    /// Changes the options of every broker alike.
+    pub fn set(&mut self, f: impl Fn(&mut MqttOptions)) {
+        self.opts.iter_mut().for_each(f);
+    }
+
+    /// Options for the broker to try first.
+    pub fn first(&self) -> MqttOptions {
+        self.opts[0].clone()
+    }
+
+    /// The broker the loop is on (or trying), as a URL.
+    pub fn current(&self) -> String {
+        self.shown[self.failover.attempt()].to_string()
+    }
+
+    pub fn on_connected(&mut self) {
+        self.connected = true;
+    }
+
+    /// After a poll error: points `el` at the broker to try next, and says how long to wait
+    /// before polling again (nothing while a round of brokers is still being tried).
+    pub fn on_error(&mut self, el: &mut rumqttc::EventLoop) -> Duration {
+        let then = if std::mem::take(&mut self.connected) {
+            self.failover.lost()
+        } else {
+            self.failover.failed()
+        };
+        el.mqtt_options = self.opts[self.failover.attempt()].clone();
+        match then {
+            crate::uplink::failover::Then::TryNext => Duration::ZERO,
+            crate::uplink::failover::Then::BackOff => Duration::from_secs(1),
+        }
+    }
 }
 
 /// `--mqtt URL`, by the same rules and parser as `mqtt.url` in the config.

@@ -77,9 +77,11 @@ fn now_ms() -> i64 {
 
 pub async fn watch(a: WatchArgs<'_>) -> anyhow::Result<()> {
     let id = format!("camgw-watch-{:08x}", rand::random::<u32>());
-    let mut o = super::options(a.mqtt, &id, a.username, a.password, a.ca_file)?;
-    o.set_clean_session(true);
-    let (client, mut el) = AsyncClient::new(o, 256);
+    let mut brokers = super::broker_list(a.mqtt, &id, a.username, a.password, a.ca_file)?;
+    brokers.set(|o| {
+        o.set_clean_session(true);
+    });
+    let (client, mut el) = AsyncClient::new(brokers.first(), 256);
     let filter = format!("{}/{}/+/#", a.topic_prefix, a.ward.unwrap_or("+"));
     let mut model = Model::new(a.topic_prefix);
     if a.once {
@@ -99,11 +101,23 @@ pub async fn watch(a: WatchArgs<'_>) -> anyhow::Result<()> {
                     a.mqtt,
                     a.wait
                 ),
-                Ok(Err(e)) => bail!("MQTT connection to {} failed: {e}", a.mqtt),
+                Ok(Err(e)) => {
+                    // With several brokers, the next is tried; one round, then give up.
+                    let failed = brokers.current();
+                    if brokers.on_error(&mut el).is_zero() {
+                        eprintln!(
+                            "camgw station watch: {failed}: {e}; trying {}",
+                            brokers.current()
+                        );
+                        continue;
+                    }
+                    bail!("MQTT connection to {} failed: {e}", a.mqtt)
+                }
                 Ok(Ok(ev)) => ev,
             };
             match ev {
                 Event::Incoming(Packet::ConnAck(_)) => {
+                    brokers.on_connected();
                     client.subscribe(filter.clone(), QoS::AtLeastOnce).await?;
                 }
                 Event::Incoming(Packet::SubAck(_)) => {
@@ -132,6 +146,7 @@ pub async fn watch(a: WatchArgs<'_>) -> anyhow::Result<()> {
         loop {
             match el.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    brokers.on_connected();
                     client.subscribe(filter.clone(), QoS::AtLeastOnce).await?;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -150,8 +165,13 @@ pub async fn watch(a: WatchArgs<'_>) -> anyhow::Result<()> {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    eprintln!("camgw station watch: {e}; reconnecting");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let failed = brokers.current();
+                    let wait = brokers.on_error(&mut el);
+                    eprintln!(
+                        "camgw station watch: {failed}: {e}; reconnecting to {}",
+                        brokers.current()
+                    );
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
@@ -159,7 +179,7 @@ pub async fn watch(a: WatchArgs<'_>) -> anyhow::Result<()> {
     let save = a
         .save_snapshots
         .map(|d| (d.to_path_buf(), a.topic_prefix.to_string()));
-    tui::run(client, el, filter, model, a.mqtt.to_string(), save).await
+    tui::run(client, el, filter, model, brokers, save).await
 }
 
 /// The snapshot as text (`--once` without `--json`).
@@ -415,7 +435,7 @@ mod tui {
         mut el: rumqttc::EventLoop,
         filter: String,
         mut model: Model,
-        broker: String,
+        mut brokers: crate::station::Brokers,
         save: Option<(std::path::PathBuf, String)>,
     ) -> anyhow::Result<()> {
         let (keys_tx, mut keys) = tokio::sync::mpsc::channel::<()>(1);
@@ -442,6 +462,7 @@ mod tui {
             tokio::select! {
                 _ = keys.recv() => break Ok(()),
                 _ = redraw.tick() => {
+                    let broker = brokers.current();
                     if let Err(e) = terminal.draw(|f| draw(f, &model, &broker, connected)) {
                         break Err(e).context("cannot draw");
                     }
@@ -449,6 +470,7 @@ mod tui {
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
+                        brokers.on_connected();
                         client.subscribe(filter.clone(), QoS::AtLeastOnce).await?;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -462,7 +484,7 @@ mod tui {
                     Ok(_) => {}
                     Err(_) => {
                         connected = false;
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::time::sleep(brokers.on_error(&mut el)).await;
                     }
                 }
             }

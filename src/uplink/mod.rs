@@ -6,10 +6,13 @@
 //! task that forwards events here; this task only publishes (with `try_publish`, never
 //! blocking on the poller) and keeps the pure [`session::Session`]. When a connection dies,
 //! in-flight records go back to unsent ([`Buffer::rewind`]) and are published again on the next
-//! connection (QoS 1 duplicates are expected by the contract). Reconnects back off
-//! exponentially with jitter; a dead link is found by the MQTT keep-alive.
+//! connection (QoS 1 duplicates are expected by the contract), on whichever broker of
+//! `mqtt.urls` the reconnect reaches ([`failover`]: in order, the first that works is kept).
+//! Reconnects back off exponentially with jitter after a whole round of brokers failed; a dead
+//! link is found by the MQTT keep-alive.
 
 pub mod commands;
+pub mod failover;
 pub mod session;
 pub mod stills;
 pub mod tls;
@@ -37,6 +40,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Debug, Default)]
 pub struct UplinkStats {
     pub connected: AtomicBool,
+    /// The index in `mqtt.brokers` of the broker the uplink is connected to (or trying): the
+    /// command and stills links follow it.
+    pub broker: std::sync::atomic::AtomicUsize,
     pub connects: crate::bus::Counter,
     pub delivered: AtomicU64,
     /// Stills the broker acknowledged (the stills link).
@@ -102,16 +108,21 @@ fn fits(topic: &str, payload: &[u8]) -> bool {
     ok
 }
 
-/// Connection options from `[mqtt]`: address, keep-alive, credentials, TLS.
-pub fn mqtt_options(m: &crate::config::Mqtt, client_id: String) -> anyhow::Result<MqttOptions> {
-    let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
+/// Connection options from `[mqtt]` for one of its brokers: address, keep-alive,
+/// credentials, TLS.
+pub fn mqtt_options(
+    m: &crate::config::Mqtt,
+    broker: &crate::config::BrokerUrl,
+    client_id: String,
+) -> anyhow::Result<MqttOptions> {
+    let mut o = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     o.set_keep_alive(m.keep_alive);
     o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     if let Some(u) = &m.username {
         let p = m.password.as_ref().map(|p| p.expose().to_string());
         o.set_credentials(u.clone(), p.unwrap_or_default());
     }
-    if m.tls {
+    if broker.tls {
         o.set_transport(Transport::Tls(tls::client_config(m)?));
     }
     Ok(o)
@@ -141,9 +152,19 @@ impl Uplink {
             "boot_id": self.boot_id,
             "ts": rfc3339_ms(self.clock.now_ms()),
             "clock_synced": self.clock.synced(),
+            "broker": self.broker_url(),
         })
         .to_string()
         .into_bytes()
+    }
+
+    /// The broker the uplink is on (or trying), as its URL (never with credentials).
+    fn broker_url(&self) -> String {
+        self.config
+            .mqtt
+            .brokers
+            .get(self.stats.broker.load(Ordering::SeqCst))
+            .to_string()
     }
 
     fn status_offline(&self, reason: Option<&str>) -> Vec<u8> {
@@ -165,6 +186,8 @@ impl Uplink {
             "buffer": b,
             "delivered": self.stats.delivered.load(Ordering::Relaxed),
             "connects": self.stats.connects.get(),
+            "broker": self.broker_url(),
+            "uplink_connected": self.stats.connected.load(Ordering::SeqCst),
             "delivered_stills": self.stats.delivered_stills.load(Ordering::Relaxed),
             "stills_sent_today_bytes": self.stats.stills_sent_today(self.clock.now_ms()),
             "commands": self.stats.commands.json(),
@@ -176,10 +199,11 @@ impl Uplink {
         v
     }
 
-    fn options(&self) -> anyhow::Result<MqttOptions> {
+    fn options(&self, broker: usize) -> anyhow::Result<MqttOptions> {
         let m = &self.config.mqtt;
         let mut o = mqtt_options(
             m,
+            m.brokers.get(broker),
             format!(
                 "camgw-{}-{}",
                 self.config.gateway.ward, self.config.gateway.id
@@ -223,20 +247,39 @@ impl Uplink {
             };
             AbortOnDrop(tokio::spawn(link.run(shutdown.clone())))
         });
+        let mut failover = failover::Failover::new(m.brokers.len());
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            match self.options() {
+            let at = failover.attempt();
+            self.stats.broker.store(at, Ordering::SeqCst);
+            let then = match self.options(at) {
                 Ok(opts) => {
                     let clean_exit = self.connection(opts, window, &shutdown, &mut backoff).await;
-                    self.stats.connected.store(false, Ordering::SeqCst);
+                    let had_connected = self.stats.connected.swap(false, Ordering::SeqCst);
+                    // Whatever the old broker had not acknowledged goes to the next one.
                     self.buffer.rewind();
                     if clean_exit {
                         return;
                     }
+                    if had_connected {
+                        failover.lost()
+                    } else {
+                        failover.failed()
+                    }
                 }
-                Err(e) => tracing::error!("mqtt settings unusable: {e:#}"),
+                Err(e) => {
+                    tracing::error!(broker = %m.brokers.get(at), "mqtt settings unusable: {e:#}");
+                    failover.failed()
+                }
+            };
+            if then == failover::Then::TryNext {
+                tracing::info!(
+                    broker = %m.brokers.get(failover.attempt()),
+                    "trying the next broker"
+                );
+                continue;
             }
             let delay = backoff.next_delay(rand::random::<f64>());
             tracing::info!(
@@ -310,7 +353,7 @@ impl Uplink {
                                 tracing::warn!(code = ?ack.code, "broker refused the connection");
                                 return false;
                             }
-                            tracing::info!(host = %self.config.mqtt.host, port = self.config.mqtt.port, "connected to the broker");
+                            tracing::info!(broker = %self.broker_url(), "connected to the broker");
                             connected = true;
                             backoff.reset();
                             self.stats.connected.store(true, Ordering::SeqCst);

@@ -66,7 +66,8 @@ impl StillLink {
                 "camgw-{}-{}-stills",
                 self.config.gateway.ward, self.config.gateway.id
             );
-            let mut opts = match super::mqtt_options(m, id) {
+            let broker = m.brokers.get(self.stats.broker.load(Ordering::SeqCst));
+            let mut opts = match super::mqtt_options(m, broker, id) {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::error!("mqtt settings unusable for the stills link: {e:#}");

@@ -31,8 +31,21 @@ fn key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
 }
 
 pub fn client_config(m: &Mqtt) -> anyhow::Result<TlsConfiguration> {
+    client_config_from(
+        m.ca_file.as_deref(),
+        m.cert_file.as_deref(),
+        m.key_file.as_deref(),
+    )
+}
+
+/// The same from the files alone: the CA (or the system roots), a client certificate and key.
+pub fn client_config_from(
+    ca_file: Option<&Path>,
+    cert_file: Option<&Path>,
+    key_file: Option<&Path>,
+) -> anyhow::Result<TlsConfiguration> {
     let mut roots = rustls::RootCertStore::empty();
-    match &m.ca_file {
+    match ca_file {
         Some(ca) => {
             for c in certs(ca)? {
                 roots
@@ -51,7 +64,7 @@ pub fn client_config(m: &Mqtt) -> anyhow::Result<TlsConfiguration> {
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_root_certificates(roots);
-    let cfg = match (&m.cert_file, &m.key_file) {
+    let cfg = match (cert_file, key_file) {
         (Some(c), Some(k)) => builder
             .with_client_auth_cert(certs(c)?, key(k)?)
             .context("client certificate and key do not fit together")?,

@@ -591,6 +591,14 @@ impl TestConfig {
         self
     }
 
+    /// Removes `table.key`.
+    pub fn unset(mut self, table: &str, key: &str) -> TestConfig {
+        if let Some(t) = self.doc.get_mut(table).and_then(|t| t.as_table_mut()) {
+            t.remove(key);
+        }
+        self
+    }
+
     pub fn camera(mut self, cam: CameraToml) -> TestConfig {
         self.cameras.push(cam.0);
         self

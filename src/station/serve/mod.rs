@@ -57,7 +57,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .client_id
         .clone()
         .unwrap_or_else(|| client_id(a.ward.as_deref()));
-    let options = crate::station::options(
+    let brokers = crate::station::broker_list(
         &a.mqtt,
         &client_id,
         a.username.as_deref(),
@@ -75,7 +75,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let stats = Arc::new(recorder::Stats::default());
     let _recorder = recorder::start(
         recorder::Args {
-            options,
+            brokers,
             filter,
             prefix: a.topic_prefix.clone(),
             target: target.clone(),

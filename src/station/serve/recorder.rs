@@ -39,7 +39,8 @@ pub struct Stats {
 }
 
 pub struct Args {
-    pub options: rumqttc::MqttOptions,
+    /// The broker (or brokers, tried in order) of `--mqtt`.
+    pub brokers: crate::station::Brokers,
     pub filter: String,
     pub prefix: String,
     pub target: Target,
@@ -56,10 +57,12 @@ pub async fn start(
     changes: broadcast::Sender<Arc<str>>,
     stats: Arc<Stats>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let mut options = a.options;
-    options.set_clean_session(false);
-    options.set_manual_acks(true);
-    let (client, mut el) = AsyncClient::new(options, 1024);
+    let mut brokers = a.brokers;
+    brokers.set(|o| {
+        o.set_clean_session(false);
+        o.set_manual_acks(true);
+    });
+    let (client, mut el) = AsyncClient::new(brokers.first(), 1024);
     let (tx, mut rx) = mpsc::channel::<Incoming>(QUEUE);
     let ack_client = client.clone();
     let prefix = a.prefix.clone();
@@ -153,8 +156,10 @@ pub async fn start(
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     stats.connects.fetch_add(1, Ordering::Relaxed);
                     stats.connected.store(true, Ordering::Relaxed);
+                    brokers.on_connected();
                     tracing::info!(
-                        "connected to the broker (session present: {}); subscribing to {filter}",
+                        "connected to the broker {} (session present: {}); subscribing to {filter}",
+                        brokers.current(),
                         ack.session_present
                     );
                     if let Err(e) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
@@ -175,9 +180,12 @@ pub async fn start(
                 Ok(_) => {}
                 Err(e) => {
                     if stats.connected.swap(false, Ordering::Relaxed) {
-                        tracing::warn!("broker connection lost: {e}");
+                        tracing::warn!("broker connection lost ({}): {e}", brokers.current());
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let wait = brokers.on_error(&mut el);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
             }
         }
