@@ -6,8 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -28,92 +26,6 @@ fn agent_on(dir: &std::path::Path, urls: &[u16]) -> Agent {
         .set("buffer", "sync", "always");
     let text = default_cameras(c).text();
     Agent::from_text(dir, data_dir, urls[0], ingest, &text, Vec::new())
-}
-
-/// Posts events as fast as the agent answers until stopped; the ids answered 202.
-struct Poster {
-    ids: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Poster {
-    fn start(agent: &Agent) -> Poster {
-        let addr = agent.ingest;
-        let ids: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (ids, stop) = (ids.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let (code, v) = http_post(
-                        addr,
-                        "/v1/events",
-                        br#"{"camera":"cam01","kind":"motion","state":"pulse"}"#,
-                    );
-                    match (code, v["id"].as_str()) {
-                        (202, Some(id)) => ids.lock().unwrap().push(id.to_string()),
-                        _ => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            })
-        };
-        Poster {
-            ids,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.ids.lock().unwrap().len()
-    }
-
-    fn wait_for(&self, n: usize) {
-        let deadline = std::time::Instant::now() + scaled(Duration::from_secs(20));
-        while self.count() < n {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "only {} events accepted",
-                self.count()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stop(mut self) -> BTreeSet<String> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.take().unwrap().join().unwrap();
-        self.ids.lock().unwrap().iter().cloned().collect()
-    }
-}
-
-fn event_ids(subs: &[&Subscriber]) -> BTreeSet<String> {
-    subs.iter()
-        .flat_map(|s| s.on("event"))
-        .filter_map(|v| v["id"].as_str().map(String::from))
-        .collect()
-}
-
-fn wait_delivered(subs: &mut [&mut Subscriber], want: &BTreeSet<String>, what: &str) {
-    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(30));
-    loop {
-        for s in subs.iter_mut() {
-            s.drain_for(Duration::from_millis(100));
-        }
-        let got = event_ids(&subs.iter().map(|s| &**s).collect::<Vec<_>>());
-        let missing: Vec<&String> = want.difference(&got).collect();
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: {} of {} events answered 202 reached no broker, e.g. {:?}",
-            missing.len(),
-            want.len(),
-            &missing[..missing.len().min(5)]
-        );
-    }
 }
 
 /// The status the agent last published retained on this subscriber's broker.

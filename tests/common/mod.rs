@@ -393,15 +393,26 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn new(port: u16, filter: &str) -> Subscriber {
+        Subscriber::with(port, filter, &format!("test-sub-{}", rand_suffix()), true)
+    }
+
+    /// A persistent session (clean session off) under a fixed client id: what the broker
+    /// queued for `id` while it was away arrives when it comes back.
+    pub fn persistent(port: u16, filter: &str, id: &str) -> Subscriber {
+        Subscriber::with(port, filter, id, false)
+    }
+
+    fn with(port: u16, filter: &str, id: &str, clean: bool) -> Subscriber {
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = stop.clone();
         let filter = filter.to_string();
-        let id = format!("test-sub-{}", rand_suffix());
+        let id = id.to_string();
         std::thread::spawn(move || {
             let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
             opts.set_keep_alive(Duration::from_secs(5));
+            opts.set_clean_session(clean);
             // Large enough for what a hostile peer may publish (tests/hostile.rs).
             opts.set_max_packet_size(8 << 20, 8 << 20);
             let (client, mut conn) = rumqttc::Client::new(opts, 100);
@@ -1174,5 +1185,97 @@ impl ThrottleProxy {
             }
         });
         ThrottleProxy { port }
+    }
+}
+
+/// Posts events as fast as the agent answers until stopped; the ids answered 202.
+pub struct Poster {
+    ids: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Poster {
+    pub fn start(agent: &Agent) -> Poster {
+        let addr = agent.ingest;
+        let ids: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (ids, stop) = (ids.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let (code, v) = http_post(
+                        addr,
+                        "/v1/events",
+                        br#"{"camera":"cam01","kind":"motion","state":"pulse"}"#,
+                    );
+                    match (code, v["id"].as_str()) {
+                        (202, Some(id)) => ids.lock().unwrap().push(id.to_string()),
+                        _ => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        Poster {
+            ids,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.ids.lock().unwrap().len()
+    }
+
+    pub fn wait_for(&self, n: usize) {
+        let deadline = std::time::Instant::now() + scaled(Duration::from_secs(20));
+        while self.count() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} events accepted",
+                self.count()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn stop(mut self) -> std::collections::BTreeSet<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        self.ids.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+/// The ids of the events these subscribers saw.
+pub fn event_ids(subs: &[&Subscriber]) -> std::collections::BTreeSet<String> {
+    subs.iter()
+        .flat_map(|s| s.on("event"))
+        .filter_map(|v| v["id"].as_str().map(String::from))
+        .collect()
+}
+
+/// Waits (bounded, 30 s scaled) until every id of `want` reached one of `subs`.
+pub fn wait_delivered(
+    subs: &mut [&mut Subscriber],
+    want: &std::collections::BTreeSet<String>,
+    what: &str,
+) {
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(30));
+    loop {
+        for s in subs.iter_mut() {
+            s.drain_for(Duration::from_millis(100));
+        }
+        let got = event_ids(&subs.iter().map(|s| &**s).collect::<Vec<_>>());
+        let missing: Vec<&String> = want.difference(&got).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {} of {} events answered 202 reached no broker, e.g. {:?}",
+            missing.len(),
+            want.len(),
+            &missing[..missing.len().min(5)]
+        );
     }
 }
