@@ -194,10 +194,7 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        if let Target::Mosquitto {
-            child: Some(c), ..
-        } = self
-        {
+        if let Target::Mosquitto { child: Some(c), .. } = self {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -708,7 +705,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let want = |p: &str| args.is_empty() || args.iter().any(|a| a == p);
     raise_fd_limit();
     if want("mosquitto") {

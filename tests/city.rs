@@ -6,6 +6,8 @@
 //!   subscriber on another node, and retained health is readable from every node.
 //! - A ward Mosquitto bridged into the cluster: a cluster node killed, the ward broker
 //!   restarted; nothing lost end to end, and a command from the city reaches the ward.
+//! - The station service with `--mqtt` listing two nodes: its node killed, it resumes its
+//!   persistent session on the other and records every event answered 202.
 
 mod common;
 #[path = "common/nats.rs"]
@@ -15,6 +17,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use camgw::sim::{SimCamera, SimControl};
+use common::station;
 use common::*;
 
 fn skip() -> bool {
@@ -220,4 +223,100 @@ fn through_a_ward_mosquitto_bridged_into_the_cluster_nothing_is_lost_end_to_end(
         want.len()
     );
     agent.term();
+}
+
+#[test]
+fn the_station_service_resumes_on_another_node_and_records_every_event() {
+    if skip() {
+        return;
+    }
+    let mut cluster = nats::Cluster::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("station.db").display().to_string();
+    station::user_add(&db, "officer1", "officer", "officer pw");
+    let mqtt = format!("{},{}", cluster.mqtt_url(2), cluster.mqtt_url(1));
+    let st = station::StationServer::start_on(&mqtt, &db, &["--ward", WARD]);
+    let agent = Agent::in_dir(
+        tmp.path(),
+        tmp.path().join("data"),
+        cluster.nodes[0].mqtt,
+        "--\n[buffer]\nsync = \"always\"\n",
+    );
+    let post = |n: usize, ids: &mut Vec<String>| {
+        for _ in 0..n {
+            let (code, v) = agent.motion("cam01", "pulse");
+            assert_eq!(code, 202, "{v}");
+            ids.push(v["id"].as_str().unwrap().to_string());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let mut web = st.web();
+    assert_eq!(web.login("officer1", "officer pw"), 200);
+    // Ready once an event crosses: until the station's subscription is in place, the cluster
+    // keeps nothing for it.
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(60));
+    loop {
+        let probe = agent.motion("cam01", "pulse").1["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        std::thread::sleep(Duration::from_millis(500));
+        let v = web.json("/api/events?limit=5000");
+        if v.as_array()
+            .is_some_and(|a| a.iter().any(|e| e["id"] == probe.as_str()))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the station records nothing:\n{}",
+            st.log()
+        );
+    }
+    let mut ids = Vec::new();
+    post(100, &mut ids);
+    // The station's node goes mid-burst; the gateway (on the first node) goes on.
+    cluster.kill9(2);
+    post(150, &mut ids);
+    let want: BTreeSet<String> = ids.iter().cloned().collect();
+    let have = |v: &serde_json::Value| -> BTreeSet<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["id"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    web.wait_json(
+        "/api/events?limit=5000",
+        Duration::from_secs(60),
+        "every event recorded with the station's node down",
+        |v| have(v).is_superset(&want),
+    );
+    assert!(
+        st.log()
+            .contains(&format!("connected to the broker {}", cluster.mqtt_url(1))),
+        "the station did not say it moved to the second node:\n{}",
+        st.log()
+    );
+    // The node comes back; more events; still every one, each once.
+    cluster.start_node(2);
+    cluster.wait_ready(Duration::from_secs(30));
+    post(100, &mut ids);
+    let want: BTreeSet<String> = ids.iter().cloned().collect();
+    let v = web.wait_json(
+        "/api/events?limit=5000",
+        Duration::from_secs(60),
+        "every event recorded after the node came back",
+        |v| have(v).is_superset(&want),
+    );
+    let recorded: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .filter(|id| want.contains(*id))
+        .collect();
+    assert_eq!(recorded.len(), want.len(), "an event recorded twice");
 }

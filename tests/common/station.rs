@@ -13,7 +13,8 @@ use super::{camgw_command, free_port, scaled, term_within, wait_port, BIN};
 pub struct StationServer {
     pub port: u16,
     pub db: String,
-    broker: u16,
+    /// `--mqtt`: one broker URL, or several separated by commas.
+    mqtt: String,
     extra: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
@@ -23,11 +24,16 @@ pub struct StationServer {
 impl StationServer {
     /// `station serve` on a free port, recording from the broker into `db`.
     pub fn start(broker: u16, db: &str, extra: &[&str]) -> StationServer {
+        StationServer::start_on(&format!("mqtt://127.0.0.1:{broker}"), db, extra)
+    }
+
+    /// The same on `--mqtt URLS` as given (several brokers separated by commas).
+    pub fn start_on(mqtt: &str, db: &str, extra: &[&str]) -> StationServer {
         let dir = tempfile::tempdir().unwrap();
         let mut s = StationServer {
             port: free_port(),
             db: db.to_string(),
-            broker,
+            mqtt: mqtt.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             log: dir.path().join("station.log"),
@@ -45,8 +51,7 @@ impl StationServer {
             .open(&self.log)
             .unwrap();
         let child = camgw_command(BIN)
-            .args(["station", "serve", "--mqtt"])
-            .arg(format!("mqtt://127.0.0.1:{}", self.broker))
+            .args(["station", "serve", "--mqtt", &self.mqtt])
             .args(["--db", &self.db, "--listen"])
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.extra)
