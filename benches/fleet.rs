@@ -18,7 +18,6 @@
 //! night burst (4x for 10 s).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../tests/common/nats.rs"]
 mod nats;
