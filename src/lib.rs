@@ -17,6 +17,7 @@
 //! - [`proto`]: the protocol layer, where peer bytes are parsed: camera HTTP and Digest,
 //!   multipart, ONVIF SOAP, RTSP, Hikvision/Dahua bodies, WS-Discovery, XML, backoff.
 //! - [`logs`]: outside values clipped for logs; repeated warnings rate-limited.
+//! - [`release`]: software releases: the signed manifest and the checks an update must pass.
 //! - [`remote`]: signed commands (Ed25519 envelope, replay memory), ops, config apply/rollback.
 //! - [`metrics`]: the gateway's optional `GET /metrics` (Prometheus text).
 //! - [`station`]: the ward-station side: `keygen`, `cmd`, `station watch`, `station serve`.
@@ -54,6 +55,7 @@ pub mod logs;
 pub mod metrics;
 pub mod proto;
 pub mod record;
+pub mod release;
 pub mod remote;
 #[cfg(feature = "sim")]
 pub mod sim;

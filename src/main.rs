@@ -75,6 +75,12 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Software releases (city IT's side): sign a release file for over-the-air updates.
+    #[cfg(feature = "station")]
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCommand,
+    },
     /// Station side: sign a command, publish it, wait for and print the result.
     #[cfg(feature = "station")]
     Cmd {
@@ -111,6 +117,24 @@ enum Command {
     EmbeddedBroker {
         #[arg(long)]
         port: u16,
+    },
+}
+
+#[cfg(feature = "station")]
+#[derive(Subcommand)]
+enum ReleaseCommand {
+    /// Write FILE.manifest.json: version, target, sha256, size and an Ed25519 signature by a
+    /// release key (a key from `camgw keygen`, kept apart from the command keys).
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        /// The release's version (semver), newer than what the gateways run.
+        #[arg(long)]
+        version: String,
+        /// The target triple the file was built for, e.g. aarch64-unknown-linux-musl.
+        #[arg(long)]
+        target: String,
+        file: PathBuf,
     },
 }
 
@@ -473,6 +497,25 @@ fn main() -> ExitCode {
                 }
             }
         }
+        #[cfg(feature = "station")]
+        Command::Release {
+            command:
+                ReleaseCommand::Sign {
+                    key,
+                    version,
+                    target,
+                    file,
+                },
+        } => match camgw::station::release_sign(&key, &version, &target, &file) {
+            Ok(path) => {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("camgw release sign: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         #[cfg(feature = "station")]
         Command::Keygen { out } => {
             match camgw::station::keygen(&out) {

@@ -9,7 +9,7 @@ use std::path::Path;
 /// only where listed in `PEERS`).
 const LAYERS: &[&[&str]] = &[
     &[
-        "clock", "logs", "heavy", "faults", "watchdog", "topics", "boardmap", "durable",
+        "clock", "logs", "heavy", "faults", "watchdog", "topics", "boardmap", "durable", "release",
     ],
     &["proto"],
     &["record", "config"],

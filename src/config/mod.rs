@@ -267,6 +267,12 @@ pub struct Security {
     pub rollback_timeout: Duration,
     /// A command issued further in the future than this (by the gateway's clock) is refused.
     pub max_clock_skew: Duration,
+    /// Raw 32-byte Ed25519 public keys allowed to sign software releases (never a command
+    /// key: validation refuses a key in both lists).
+    pub release_keys: Vec<[u8; 32]>,
+    /// A new version must connect and finish a health round within this, or the start counts
+    /// as failed.
+    pub update_confirm: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -868,16 +868,14 @@ fn listen_section(
     }
 }
 
-fn security(w: &mut Walker, root: &Table) -> Option<Security> {
-    let empty = Table::new();
-    let t = w.section(root, "security", false).unwrap_or(&empty);
-    w.keys_of("security", "security", t);
+/// A list of base64 Ed25519 public keys at `security.{key}`.
+fn public_keys(w: &mut Walker, t: &Table, key: &str) -> Vec<[u8; 32]> {
     let mut keys = Vec::new();
-    match w.get(t, "command_keys") {
+    match w.get(t, key) {
         None => {}
         Some(Value::Array(a)) => {
             for (i, v) in a.iter().enumerate() {
-                let path = format!("security.command_keys[{i}]");
+                let path = format!("security.{key}[{i}]");
                 let Value::String(s) = v else {
                     w.problem(path, format!("must be a string, found {}", kind(v)));
                     continue;
@@ -897,16 +895,34 @@ fn security(w: &mut Walker, root: &Table) -> Option<Security> {
             }
         }
         Some(other) => w.problem(
-            "security.command_keys",
+            format!("security.{key}"),
             format!("must be an array of strings, found {}", kind(other)),
         ),
     }
+    keys
+}
+
+fn security(w: &mut Walker, root: &Table) -> Option<Security> {
+    let empty = Table::new();
+    let t = w.section(root, "security", false).unwrap_or(&empty);
+    w.keys_of("security", "security", t);
+    let keys = public_keys(w, t, "command_keys");
+    let release_keys = public_keys(w, t, "release_keys");
+    if let Some(i) = release_keys.iter().position(|k| keys.contains(k)) {
+        w.problem(
+            format!("security.release_keys[{i}]"),
+            "is also a command key: keep release keys apart from command keys",
+        );
+    }
     let rollback = w.int(t, "security", "rollback_timeout_s", 1, 3600, 60);
     let skew = w.int(t, "security", "max_clock_skew_s", 0, 86_400, 300);
+    let confirm = w.int(t, "security", "update_confirm_s", 10, 86_400, 300);
     Some(Security {
         command_keys: keys,
         rollback_timeout: Duration::from_secs(rollback as u64),
         max_clock_skew: Duration::from_secs(skew as u64),
+        release_keys,
+        update_confirm: Duration::from_secs(confirm as u64),
     })
 }
 

@@ -66,6 +66,49 @@ pub fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
     Ok(SigningKey::from_bytes(&secret))
 }
 
+/// `camgw release sign`: hashes FILE as it streams (never held in memory) and writes
+/// `FILE.manifest.json` beside it (temp file, then rename). Returns its path.
+pub fn release_sign(
+    key: &Path,
+    version: &str,
+    target: &str,
+    file: &Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    use sha2::Digest as _;
+    use std::io::Read;
+    let key = load_key(key)?;
+    let version = semver::Version::parse(version)
+        .map_err(|e| anyhow!("--version {version:?} is not semver (like 1.2.0): {e}"))?;
+    let mut f =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    if size == 0 {
+        bail!("{} is empty", file.display());
+    }
+    let sha: [u8; 32] = hasher.finalize().into();
+    let manifest = crate::release::sign(&key, &version, target, &sha, size);
+    // What a gateway will check, checked here first (a bad --target is said now, not there).
+    crate::release::Manifest::parse(&manifest).map_err(|e| anyhow!("{e}"))?;
+    let out = with_suffix(file, "manifest.json");
+    let tmp = with_suffix(file, "manifest.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&manifest)? + "\n")
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(out)
+}
+
 pub struct CmdArgs<'a> {
     pub key: &'a Path,
     pub mqtt: &'a str,
