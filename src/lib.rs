@@ -26,6 +26,7 @@
 //!   LED, relays, I2C temperature), Linux and simulated backends, the board task.
 //! - [`system`]: the gateway's self-health (CPU temperature, load, memory, disk) for telemetry.
 //! - [`topics`]: topic names, built and parsed in one place.
+//! - [`upgrade`]: which installed version runs, and the trial of a new one (pure).
 //! - [`trial`]: the durable trial of a config from `set_config` (crash-safe rollback).
 //! - [`watchdog`]: systemd notify and the hardware watchdog, pinged only while every loop
 //!   progresses.
@@ -65,6 +66,7 @@ pub mod station;
 pub mod system;
 pub mod topics;
 pub mod trial;
+pub mod upgrade;
 pub mod uplink;
 pub mod watchdog;
 

@@ -10,6 +10,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &[
         "clock", "logs", "heavy", "faults", "watchdog", "topics", "boardmap", "durable", "release",
+        "upgrade",
     ],
     &["proto"],
     &["record", "config"],
