@@ -663,10 +663,11 @@ fn run(mut target: Target, n: usize, steady: u64) {
         let mut quiet = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let missing = {
+            let missing_keys: Vec<u64> = {
                 let got = station.got.lock().unwrap();
-                acked.iter().filter(|k| !got.contains(k)).count()
+                acked.iter().filter(|k| !got.contains(k)).copied().collect()
             };
+            let missing = missing_keys.len();
             let r = station.received.load(Ordering::Relaxed);
             if r != last_received {
                 last_received = r;
@@ -685,6 +686,14 @@ fn run(mut target: Target, n: usize, steady: u64) {
                     acked.len(),
                     settle.elapsed().as_secs_f64(),
                 );
+                if missing > 0 {
+                    // Which first node each lost message's gateway was on (node k: i % nodes).
+                    let mut by_node = vec![0usize; ports.len()];
+                    for k in &missing_keys {
+                        by_node[(k >> 32) as usize % ports.len()] += 1;
+                    }
+                    println!("[{name}] the {missing} by the node their gateway used first: {by_node:?} (the killed node is the first)");
+                }
                 break;
             }
         }
