@@ -322,13 +322,13 @@ fn power_cuts(under: Under, cuts: usize, uplink_down: bool) -> Run {
     run
 }
 
-#[test]
-fn with_sync_always_every_event_answered_202_survives_power_cuts() {
+/// `sync = "always"`: nothing answered 202 lost, every cut reported with 0 ms at risk.
+fn always_survives(uplink_down: bool) {
     if skip() {
         return;
     }
     let cuts = env_u64("CAMGW_POWER_CUTS", 4) as usize;
-    let r = power_cuts(Under::Camgw("always"), cuts, false);
+    let r = power_cuts(Under::Camgw("always"), cuts, uplink_down);
     assert!(
         r.accepted > 20 * cuts,
         "too little load to mean anything: {r:?}"
@@ -338,13 +338,14 @@ fn with_sync_always_every_event_answered_202_survives_power_cuts() {
     assert!(r.unclean.iter().all(|ms| *ms == 0), "{r:?}");
 }
 
-#[test]
-fn with_sync_interval_a_cut_loses_at_most_the_last_interval_and_says_so() {
+/// `sync = "interval"` (200 ms): a cut loses at most what the last interval accepted, and
+/// every cut is reported with 200 ms at risk.
+fn interval_bounded(uplink_down: bool) {
     if skip() {
         return;
     }
     let cuts = env_u64("CAMGW_POWER_CUTS", 4) as usize;
-    let r = power_cuts(Under::Camgw("interval"), cuts, false);
+    let r = power_cuts(Under::Camgw("interval"), cuts, uplink_down);
     assert!(
         r.accepted > 20 * cuts,
         "too little load to mean anything: {r:?}"
@@ -362,43 +363,25 @@ fn with_sync_interval_a_cut_loses_at_most_the_last_interval_and_says_so() {
 }
 
 #[test]
+fn with_sync_always_every_event_answered_202_survives_power_cuts() {
+    always_survives(false);
+}
+
+#[test]
+fn with_sync_interval_a_cut_loses_at_most_the_last_interval_and_says_so() {
+    interval_bounded(false);
+}
+
+#[test]
 fn with_sync_always_and_the_uplink_down_every_event_answered_202_survives_power_cuts() {
-    if skip() {
-        return;
-    }
-    let cuts = env_u64("CAMGW_POWER_CUTS", 4) as usize;
-    let r = power_cuts(Under::Camgw("always"), cuts, true);
-    assert!(
-        r.accepted > 20 * cuts,
-        "too little load to mean anything: {r:?}"
-    );
-    assert_eq!(r.lost, 0, "events answered 202 were lost: {r:?}");
-    assert_eq!(r.unclean.len(), cuts, "every cut is reported: {r:?}");
-    assert!(r.unclean.iter().all(|ms| *ms == 0), "{r:?}");
+    always_survives(true);
 }
 
 /// With the uplink down nothing leaves the card before a cut: this is where the interval
 /// bound is really tested (with the uplink up most records are delivered before any cut).
 #[test]
 fn with_sync_interval_and_the_uplink_down_a_cut_loses_at_most_the_last_interval() {
-    if skip() {
-        return;
-    }
-    let cuts = env_u64("CAMGW_POWER_CUTS", 4) as usize;
-    let r = power_cuts(Under::Camgw("interval"), cuts, true);
-    assert!(
-        r.accepted > 20 * cuts,
-        "too little load to mean anything: {r:?}"
-    );
-    assert_eq!(r.unclean.len(), cuts, "every cut is reported: {r:?}");
-    assert!(r.unclean.iter().all(|ms| *ms == 200), "{r:?}");
-    assert_eq!(r.unexplained, 0, "lost without a cut: {r:?}");
-    for (n, oldest) in &r.lost_per_cut {
-        assert!(
-            *oldest <= 200 + 150,
-            "a cut lost {n} events, the oldest accepted {oldest} ms before it: {r:?}"
-        );
-    }
+    interval_bounded(true);
 }
 
 /// The peer under the same script: a local Mosquitto with persistence bridged to the
@@ -423,11 +406,10 @@ fn the_mosquitto_bridge_under_the_same_power_cuts() {
     }
 }
 
-/// Regression (issue 19): on a first boot without the package's postinst the agent creates
-/// data_dir itself; nothing made the levels it created durable, so a power cut while the
-/// uplink was down took the whole directory, and every event answered 202 with it.
-#[test]
-fn a_data_dir_the_agent_created_survives_a_power_cut_with_the_uplink_down() {
+/// `n` events answered 202 with the uplink down, a cut, a restart: data_dir is still there and
+/// every event arrives once the uplink is back. `precreate`: data_dir exists (never synced)
+/// before the agent starts; otherwise the agent creates it.
+fn data_dir_survives_a_cut(precreate: bool, n: usize) {
     if skip() {
         return;
     }
@@ -439,9 +421,12 @@ fn a_data_dir_the_agent_created_survives_a_power_cut_with_the_uplink_down() {
     proxy.close();
     proxy.stall();
     let data_dir = fs.path().join("var/lib/camgw");
+    if precreate {
+        std::fs::create_dir_all(&data_dir).unwrap();
+    }
     let extra = "--\n[buffer]\nsync = \"always\"\n";
     let mut agent = Agent::in_dir(tmp.path(), data_dir, proxy.port, extra);
-    let ids: BTreeSet<String> = (0..30)
+    let ids: BTreeSet<String> = (0..n)
         .map(|_| try_post(agent.ingest).expect("202"))
         .collect();
     let report = fs.cut(|| agent.kill9()).unwrap();
@@ -451,14 +436,26 @@ fn a_data_dir_the_agent_created_survives_a_power_cut_with_the_uplink_down() {
     );
     agent.spawn();
     proxy.open();
-    sub.wait_until(Duration::from_secs(30), "the 30 events", |seen| {
-        let got: BTreeSet<String> = seen
-            .iter()
-            .filter_map(|m| m.json()["id"].as_str().map(String::from))
-            .collect();
-        ids.is_subset(&got)
-    });
+    sub.wait_until(
+        Duration::from_secs(30),
+        &format!("the {n} events"),
+        |seen| {
+            let got: BTreeSet<String> = seen
+                .iter()
+                .filter_map(|m| m.json()["id"].as_str().map(String::from))
+                .collect();
+            ids.is_subset(&got)
+        },
+    );
     agent.term();
+}
+
+/// Regression (issue 19): on a first boot without the package's postinst the agent creates
+/// data_dir itself; nothing made the levels it created durable, so a power cut while the
+/// uplink was down took the whole directory, and every event answered 202 with it.
+#[test]
+fn a_data_dir_the_agent_created_survives_a_power_cut_with_the_uplink_down() {
+    data_dir_survives_a_cut(false, 30);
 }
 
 /// Regression (review of issue 19): a data_dir that was there at start but never made
@@ -466,38 +463,7 @@ fn a_data_dir_the_agent_created_survives_a_power_cut_with_the_uplink_down() {
 /// next start, not taken for durable because it exists.
 #[test]
 fn a_data_dir_that_exists_but_was_never_synced_survives_a_power_cut() {
-    if skip() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let mut fs = lossfs::LossFs::mount(&tmp.path().join("card")).expect("mount lossfs");
-    let broker = Broker::start();
-    let proxy = StallProxy::start(broker.port);
-    let mut sub = Subscriber::new(broker.port, &format!("camgw/{WARD}/{GW}/event"));
-    proxy.close();
-    proxy.stall();
-    let data_dir = fs.path().join("var/lib/camgw");
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let extra = "--\n[buffer]\nsync = \"always\"\n";
-    let mut agent = Agent::in_dir(tmp.path(), data_dir, proxy.port, extra);
-    let ids: BTreeSet<String> = (0..10)
-        .map(|_| try_post(agent.ingest).expect("202"))
-        .collect();
-    let report = fs.cut(|| agent.kill9()).unwrap();
-    assert!(
-        fs.path().join("var/lib/camgw/buffer").is_dir(),
-        "the cut took data_dir: {report:?}"
-    );
-    agent.spawn();
-    proxy.open();
-    sub.wait_until(Duration::from_secs(30), "the 10 events", |seen| {
-        let got: BTreeSet<String> = seen
-            .iter()
-            .filter_map(|m| m.json()["id"].as_str().map(String::from))
-            .collect();
-        ids.is_subset(&got)
-    });
-    agent.term();
+    data_dir_survives_a_cut(true, 10);
 }
 
 /// Regression (issue 19): the replay memory is made durable with its name, so a signed
