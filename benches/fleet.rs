@@ -74,9 +74,7 @@ fn mosquitto(port: u16, dir: &std::path::Path) -> std::process::Child {
         format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\nmax_inflight_messages 100\n"),
     )
     .unwrap();
-    let m = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
+    let m = common::mosquitto_path()
         .expect("the fleet benchmark needs Mosquitto (apt-get install mosquitto)");
     let c = std::process::Command::new(m)
         .arg("-c")
@@ -94,27 +92,11 @@ fn mosquitto(port: u16, dir: &std::path::Path) -> std::process::Child {
 }
 
 fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    common::proc_status_kb(pid, "VmRSS:")
 }
 
-/// User + system CPU of `pid`, in ms.
 fn cpu_ms(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    ticks * 1000 / hz
+    common::proc_cpu_ms(pid)
 }
 
 fn now_us() -> u64 {

@@ -6,13 +6,13 @@
 #![allow(dead_code)] // each test uses its part
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, wait_port};
+use crate::common::{free_port, mosquitto_path, proc_status_kb, wait_port};
 
 pub struct Bridge {
     pub port: u16,
@@ -61,10 +61,7 @@ impl Bridge {
             .append(true)
             .open(self.dir.join("local.log"))
             .unwrap();
-        let m = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap();
+        let m = mosquitto_path().expect("mosquitto");
         self.child = Some(
             Command::new(m)
                 .arg("-c")
@@ -150,16 +147,9 @@ impl Bridge {
     }
 
     pub fn rss_kb(&self) -> u64 {
-        let Some(c) = &self.child else { return 0 };
-        std::fs::read_to_string(format!("/proc/{}/status", c.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
+        self.child
+            .as_ref()
+            .map_or(0, |c| proc_status_kb(c.id(), "VmRSS:"))
     }
 
     pub fn log(&self) -> String {

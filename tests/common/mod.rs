@@ -230,7 +230,33 @@ pub fn wait_port(port: u16, timeout: Duration) -> bool {
     false
 }
 
-fn mosquitto_path() -> Option<PathBuf> {
+/// A `/proc/{pid}/status` figure in KiB (`VmRSS:`, `VmHWM:`), 0 when unreadable.
+pub fn proc_status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of `pid` in ms (from `/proc/{pid}/stat`), 0 when unreadable.
+pub fn proc_cpu_ms(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1000 / hz
+}
+
+/// Debian's (or a local) Mosquitto binary, when installed.
+pub fn mosquitto_path() -> Option<PathBuf> {
     [
         "/usr/sbin/mosquitto",
         "/usr/bin/mosquitto",
@@ -816,15 +842,8 @@ impl Agent {
 
     /// (VmRSS, VmHWM) in KiB.
     pub fn rss_kb(&self) -> (u64, u64) {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let get = |k: &str| {
-            s.lines()
-                .find(|l| l.starts_with(k))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (get("VmRSS:"), get("VmHWM:"))
+        let pid = self.pid();
+        (proc_status_kb(pid, "VmRSS:"), proc_status_kb(pid, "VmHWM:"))
     }
 
     /// Anonymous (heap, stacks) plus shared memory in KiB: the RSS that what peers send can

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, wait_port};
+use crate::common::{free_port, mosquitto_path, proc_cpu_ms, proc_status_kb, wait_port};
 
 pub struct Node {
     pub name: String,
@@ -212,21 +212,7 @@ impl Cluster {
     /// Resident memory (KiB) and CPU time (ms, user + system) of node `i`.
     pub fn usage(&self, i: usize) -> Option<(u64, u64)> {
         let pid = self.nodes[i].child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Some((rss, ticks * 1000 / hz))
+        Some((proc_status_kb(pid, "VmRSS:"), proc_cpu_ms(pid)))
     }
 }
 
@@ -295,10 +281,7 @@ impl WardBroker {
             .append(true)
             .open(self.dir.path().join("ward.log"))
             .unwrap();
-        let m = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("mosquitto");
+        let m = mosquitto_path().expect("mosquitto");
         self.child = Some(
             Command::new(m)
                 .arg("-c")
