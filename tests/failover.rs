@@ -28,6 +28,18 @@ fn agent_on(dir: &std::path::Path, urls: &[u16]) -> Agent {
     Agent::from_text(dir, data_dir, urls[0], ingest, &text, Vec::new())
 }
 
+/// `n` motion events posted to the agent, the ids it answered 202 with.
+fn posted(agent: &Agent, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            agent.motion("cam01", "pulse").1["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 /// The status the agent last published retained on this subscriber's broker.
 fn last_status(sub: &Subscriber) -> serde_json::Value {
     sub.on("status").last().cloned().unwrap_or_default()
@@ -81,14 +93,7 @@ fn every_reconnect_tries_the_brokers_in_order_and_keeps_the_first_that_works() {
     let mut sub_b = Subscriber::new(b.port, &filter);
     // The first broker is down from the start: the agent goes on to A.
     let mut agent = agent_on(tmp.path(), &[dead, a.port, b.port]);
-    let first: BTreeSet<String> = (0..20)
-        .map(|_| {
-            agent.motion("cam01", "pulse").1["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let first = posted(&agent, 20);
     wait_delivered(&mut [&mut sub_a], &first, "on A");
     assert_eq!(last_status(&sub_a)["broker"], url(a.port));
     // A goes: B. Then A comes back: the agent stays on B while B works.
@@ -99,14 +104,7 @@ fn every_reconnect_tries_the_brokers_in_order_and_keeps_the_first_that_works() {
     });
     a.restart();
     let mut sub_a2 = Subscriber::new(a.port, &filter);
-    let second: BTreeSet<String> = (0..20)
-        .map(|_| {
-            agent.motion("cam01", "pulse").1["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let second = posted(&agent, 20);
     wait_delivered(&mut [&mut sub_b], &second, "on B, A being back");
     sub_a2.drain_for(Duration::from_millis(300));
     assert!(
@@ -115,14 +113,7 @@ fn every_reconnect_tries_the_brokers_in_order_and_keeps_the_first_that_works() {
     );
     // B goes: the next round starts at the first broker again and reaches A.
     b.stop();
-    let third: BTreeSet<String> = (0..20)
-        .map(|_| {
-            agent.motion("cam01", "pulse").1["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let third = posted(&agent, 20);
     wait_delivered(&mut [&mut sub_a2], &third, "on A again");
     agent.term();
 }
