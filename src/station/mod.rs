@@ -199,13 +199,25 @@ pub fn options(
     ca_file: Option<&Path>,
 ) -> anyhow::Result<MqttOptions> {
     let (tls, host, port) = parse_mqtt_url(url)?;
-    let mut o = MqttOptions::new(client_id, host, port);
+    let b = crate::config::BrokerUrl { tls, host, port };
+    options_for(&b, client_id, username, password, ca_file)
+}
+
+/// The same for a URL already parsed.
+fn options_for(
+    b: &crate::config::BrokerUrl,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<MqttOptions> {
+    let mut o = MqttOptions::new(client_id, b.host.clone(), b.port);
     o.set_keep_alive(Duration::from_secs(10));
     o.set_max_packet_size(1 << 20, 1 << 20);
     if let Some(u) = username {
         o.set_credentials(u, password.unwrap_or(""));
     }
-    if tls {
+    if b.tls {
         o.set_transport(Transport::Tls(crate::uplink::tls::client_config_from(
             ca_file, None, None,
         )?));
@@ -241,7 +253,7 @@ pub fn broker_list(
         if shown.contains(&b) {
             bail!("--mqtt: {b} is listed twice");
         }
-        opts.push(options(u, client_id, username, password, ca_file)?);
+        opts.push(options_for(&b, client_id, username, password, ca_file)?);
         shown.push(b);
     }
     Ok(Brokers {
