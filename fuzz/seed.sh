@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 fx=../../shared/fixtures
 c=corpus
-mkdir -p $c/{multipart,http_response,xml,onvif_events,jpeg,rtsp,dahua,config,envelope,buffer_frames,digest,camtime,wsdiscovery,topics,urls,station_rows}
+mkdir -p $c/{multipart,http_response,xml,onvif_events,jpeg,rtsp,dahua,config,envelope,buffer_frames,digest,camtime,wsdiscovery,topics,urls,station_rows,release_manifest}
 put() { printf '%b' "$2" > "$c/$1/seed-$3"; }
 if [ -d "$fx" ]; then
   cp "$fx"/*.multipart $c/multipart/ 2>/dev/null || true
@@ -46,6 +46,7 @@ put station_rows 'camgw/q1-p05/gw03/event
 {"id":"e1","seq":7,"ts":"2026-12-02T01:02:03.000Z","clock_synced":true,"kind":"motion","camera":"cam01","source":"ingest","state":"start"}' 1
 put station_rows 'camgw/q1-p05/gw03/camera/cam01/health
 {"camera":"cam01","state":"down","problems":["unreachable"],"since":"2026-12-02T01:00:00Z","ts":"2026-12-02T01:00:00Z"}' 2
+put release_manifest '{"version":"0.2.0","target":"x86_64-unknown-linux-gnu","sha256":"0707070707070707070707070707070707070707070707070707070707070707","size":1234,"signature":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="}' 1
 put station_rows 'camgw/q1-p05/gw03/alert
 {"id":"a1","seq":3,"ts":"2026-12-02T01:00:00Z","clock_synced":false,"kind":"camera_down","camera":"cam01","detail":{"problems":["unreachable"]}}' 3
 put camtime '2019-02-20T15:22:34-8:00' 1
