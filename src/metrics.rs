@@ -240,7 +240,7 @@ pub struct Source {
 impl Source {
     pub fn read(&self) -> Reading {
         Reading {
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::release::VERSION.to_string(),
             boot_id: self.boot_id.clone(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             rss_bytes: crate::uplink::rss_kb() * 1024,

@@ -10,6 +10,9 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 /// The target triple this binary was built for (from build.rs).
 pub const TARGET: &str = env!("CAMGW_TARGET");
 
+/// This binary's version (from build.rs: the package version unless the build set another).
+pub const VERSION: &str = env!("CAMGW_VERSION");
+
 /// Largest release file accepted (the firmware is a few MiB; a debug build about 100).
 pub const MAX_SIZE: u64 = 256 << 20;
 
@@ -198,9 +201,9 @@ impl Manifest {
     }
 }
 
-/// The running version (Cargo's package version, always semver).
+/// The running version ([`VERSION`], always semver).
 pub fn running_version() -> semver::Version {
-    semver::Version::parse(env!("CARGO_PKG_VERSION")).expect("the package version is semver")
+    semver::Version::parse(VERSION).expect("the build version is semver")
 }
 
 #[cfg(test)]
@@ -348,6 +351,6 @@ mod tests {
     #[test]
     fn the_build_knows_its_target_and_version() {
         assert!(check_target(TARGET), "{TARGET}");
-        assert_eq!(running_version().to_string(), env!("CARGO_PKG_VERSION"));
+        assert_eq!(running_version().to_string(), VERSION);
     }
 }

@@ -8,7 +8,9 @@
 //!   upgrade therefore supersedes what came over the air only when it is newer.
 //! - A new version is on trial until it has connected and finished one health round
 //!   ([`Installed::confirm`]); the confirmation is reported once as `update_applied`.
-//! - Every start of a version on trial is counted before it runs ([`Installed::on_start`]).
+//! - Every start of a version on trial is counted before it runs ([`Installed::on_start`]),
+//!   by the launcher (the packaged binary) before it hands over: a release that dies before
+//!   it could write anything still uses up its starts.
 //!   A start that did not confirm (it exited, was killed, lost power, hung until the watchdog
 //!   or `update_confirm_s` ended it) is a failed start; two in a row mark the version failed,
 //!   and the next start picks the previous version. The failure is reported once as
@@ -35,6 +37,9 @@ pub struct Version {
     pub version: semver::Version,
     /// The binary, relative to the install directory.
     pub file: String,
+    /// Its sha256 (lowercase hex), checked again before every hand-over.
+    #[serde(default)]
+    pub sha256: String,
     pub state: State,
     /// The version that ran when this one was installed.
     pub from: semver::Version,
@@ -102,17 +107,27 @@ impl Installed {
     }
 
     /// A start of the binary whose version is `own`; `fallback` when it is the binary that
-    /// was started first (the packaged one), not a version installed over the air. Returns the
-    /// plan; the state it leaves must be stored durably before the plan is carried out.
+    /// was started first (the packaged one, the launcher), not a version it handed over to.
+    /// The launcher counts a trial start before it hands over, so a release that crashes
+    /// before it could count anything still uses up its starts. Returns the plan; the state it
+    /// leaves must be stored durably before the plan is carried out.
     pub fn on_start(&mut self, own: &semver::Version, fallback: bool) -> Plan {
-        if let Some(c) = self.choice(own) {
-            return Plan::Exec {
-                version: c.version.clone(),
-                file: c.file.clone(),
-            };
-        }
         if fallback {
-            // The packaged binary is at least as new as anything installed that may run.
+            // At most once per installed version: each pass marks one failed or returns.
+            for _ in 0..=self.versions.len() {
+                let Some(c) = self.choice(own).map(|c| c.version.clone()) else {
+                    // The packaged binary is at least as new as anything that may run.
+                    return Plan::Run { trial: false };
+                };
+                let v = self.get_mut(&c).expect("chosen from the list");
+                if v.state == State::Trial && count_start(v) {
+                    continue;
+                }
+                return Plan::Exec {
+                    version: v.version.clone(),
+                    file: v.file.clone(),
+                };
+            }
             return Plan::Run { trial: false };
         }
         match self.get_mut(own) {
@@ -120,14 +135,19 @@ impl Installed {
             Some(v) => match v.state {
                 State::Confirmed => Plan::Run { trial: false },
                 State::Failed => Plan::Fallback,
-                State::Trial => {
-                    if count_start(v) {
-                        Plan::Fallback
-                    } else {
-                        Plan::Run { trial: true }
-                    }
-                }
+                // Counted by the launcher that handed over.
+                State::Trial => Plan::Run { trial: true },
             },
+        }
+    }
+
+    /// A version the launcher could not hand over to (its file is missing, damaged or will
+    /// not exec): marked failed with why, so the next choice skips it.
+    pub fn unusable(&mut self, version: &semver::Version, why: &str) {
+        if let Some(v) = self.get_mut(version) {
+            v.state = State::Failed;
+            v.reported = false;
+            v.last_failure = Some(why.to_string());
         }
     }
 
@@ -155,11 +175,18 @@ impl Installed {
 
     /// A newly installed version (on trial, no starts yet). Installing a version again replaces
     /// its entry; older failed entries are kept for their report.
-    pub fn install(&mut self, version: semver::Version, file: String, from: semver::Version) {
+    pub fn install(
+        &mut self,
+        version: semver::Version,
+        file: String,
+        sha256: String,
+        from: semver::Version,
+    ) {
         self.versions.retain(|v| v.version != version);
         self.versions.push(Version {
             version,
             file,
+            sha256,
             state: State::Trial,
             from,
             starts: 0,
@@ -254,7 +281,12 @@ mod tests {
 
     fn installed(version: &str, from: &str) -> Installed {
         let mut i = Installed::default();
-        i.install(v(version), format!("versions/{version}/camgw"), v(from));
+        i.install(
+            v(version),
+            format!("versions/{version}/camgw"),
+            String::new(),
+            v(from),
+        );
         i
     }
 
@@ -286,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn the_packaged_binary_hands_over_to_a_newer_install_which_counts_its_trial_start() {
+    fn the_packaged_binary_counts_the_trial_start_and_hands_over_to_a_newer_install() {
         let mut i = installed("0.2.0", "0.1.0");
         assert_eq!(
             i.on_start(&v("0.1.0"), true),
@@ -295,8 +327,9 @@ mod tests {
                 file: "versions/0.2.0/camgw".into()
             }
         );
+        assert_eq!(i.versions[0].starts, 1, "counted before the hand-over");
         assert_eq!(i.on_start(&v("0.2.0"), false), Plan::Run { trial: true });
-        assert_eq!(i.versions[0].starts, 1);
+        assert_eq!(i.versions[0].starts, 1, "not counted twice");
         assert!(i.confirm(&v("0.2.0")));
         assert_eq!(
             i.pending_reports(),
@@ -362,7 +395,12 @@ mod tests {
         let mut i = installed("0.2.0", "0.1.0");
         boot(&mut i, "0.1.0");
         i.confirm(&v("0.2.0"));
-        i.install(v("0.3.0"), "versions/0.3.0/camgw".into(), v("0.2.0"));
+        i.install(
+            v("0.3.0"),
+            "versions/0.3.0/camgw".into(),
+            String::new(),
+            v("0.2.0"),
+        );
         for _ in 0..2 {
             assert_eq!(boot(&mut i, "0.1.0"), (v("0.3.0"), true));
         }
@@ -377,6 +415,18 @@ mod tests {
         }
         let gone: Vec<_> = i.removable().iter().map(|x| x.version.clone()).collect();
         assert_eq!(gone, [v("0.3.0")]);
+    }
+
+    #[test]
+    fn a_version_the_launcher_cannot_exec_is_failed_with_why_and_the_previous_runs() {
+        let mut i = installed("0.2.0", "0.1.0");
+        assert_eq!(boot(&mut i, "0.1.0"), (v("0.2.0"), true));
+        i.unusable(&v("0.2.0"), "its file does not match its sha256");
+        assert_eq!(boot(&mut i, "0.1.0"), (v("0.1.0"), false));
+        match &i.pending_reports()[..] {
+            [Report::Failed { why, .. }] => assert!(why.contains("sha256"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Every pattern of confirmed and unconfirmed starts (a crash, a hang, a power cut at any

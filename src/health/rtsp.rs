@@ -65,7 +65,7 @@ impl Conn {
         let mut req = format!(
             "{method} {url} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: camgw/{}\r\n",
             self.cseq,
-            env!("CARGO_PKG_VERSION")
+            crate::release::VERSION
         );
         if let (Some(hs), Some((u, p))) = (&self.auth, &self.creds) {
             let creds = Creds {

@@ -34,7 +34,7 @@ use crate::topics::Leaf;
 use crate::proto::backoff::Backoff;
 use session::{Item, Session};
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const VERSION: &str = crate::release::VERSION;
 
 /// What the uplink reports about itself (read by telemetry, the demo and tests).
 #[derive(Debug, Default)]

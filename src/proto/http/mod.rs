@@ -376,7 +376,7 @@ fn request_bytes(url: &Url, method: &str, headers: &[(&str, String)], body: &[u8
         "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: camgw/{}\r\nConnection: close\r\n",
         url.path,
         url.host_port(),
-        env!("CARGO_PKG_VERSION")
+        crate::release::VERSION
     );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
