@@ -66,6 +66,7 @@ pub mod station;
 pub mod system;
 pub mod topics;
 pub mod trial;
+pub mod update;
 pub mod upgrade;
 pub mod uplink;
 pub mod watchdog;

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["events", "uplink"],
     &["health", "ingest", "board", "snapshot"],
     &["system", "discover", "trial", "metrics"],
-    &["remote", "doctor"],
+    &["remote", "doctor", "update"],
     &["agent", "sim"],
     &["station"],
     &["demo"],

@@ -44,6 +44,17 @@ pub fn client_config_from(
     cert_file: Option<&Path>,
     key_file: Option<&Path>,
 ) -> anyhow::Result<TlsConfiguration> {
+    Ok(TlsConfiguration::Rustls(rustls_config(
+        ca_file, cert_file, key_file,
+    )?))
+}
+
+/// The rustls client configuration itself (also for HTTPS downloads of updates).
+pub fn rustls_config(
+    ca_file: Option<&Path>,
+    cert_file: Option<&Path>,
+    key_file: Option<&Path>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(ca) => {
@@ -70,5 +81,5 @@ pub fn client_config_from(
             .context("client certificate and key do not fit together")?,
         _ => builder.with_no_client_auth(),
     };
-    Ok(TlsConfiguration::Rustls(Arc::new(cfg)))
+    Ok(Arc::new(cfg))
 }
