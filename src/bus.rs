@@ -122,6 +122,11 @@ impl Outbox {
         self.queue.lock().unwrap().pop_front()
     }
 
+    /// Whether everything pushed has been handed to the MQTT client.
+    pub fn is_empty(&self) -> bool {
+        self.queue.lock().unwrap().is_empty()
+    }
+
     /// Puts back an item that could not be published.
     pub fn push_front(&self, item: (String, Vec<u8>)) {
         self.queue.lock().unwrap().push_front(item);

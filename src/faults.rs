@@ -6,6 +6,9 @@
 //! first N times it is reached (no `:N`: every time). Points: `probe` (a health round, as a
 //! parser bug on a camera's bytes would) and `stream` (an event-stream connection).
 //!
+//! `CAMGW_FAULTS="die=update_installed"`: the process aborts there ([`die_point`]), for the
+//! tests of a kill at each stage of an update.
+//!
 //! `CAMGW_FAULTS="disk_full=/path/flag"`: while the file `/path/flag` exists, every write the
 //! buffer makes fails with ENOSPC, as on a full disk (no root or tmpfs needed to test it).
 
@@ -52,10 +55,21 @@ mod imp {
             panic!("injected fault at {point} for {camera}");
         }
     }
+
+    pub fn die_point(point: &str) {
+        let fire = plan()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&("die".to_string(), point.to_string()));
+        if fire {
+            eprintln!("injected fault: dying at {point}");
+            std::process::abort();
+        }
+    }
 }
 
 #[cfg(feature = "sim")]
-pub use imp::panic_point;
+pub use imp::{die_point, panic_point};
 
 /// The filesystem the agent's buffer runs on: the real one, or (sim builds, `disk_full=`)
 /// one that is full while a flag file exists.
@@ -175,6 +189,12 @@ mod full {
 #[cfg(not(feature = "sim"))]
 #[inline(always)]
 pub fn panic_point(_point: &str, _camera: &str) {}
+
+/// `CAMGW_FAULTS="die=POINT"` (sim builds): the process aborts at that point, with no
+/// cleanup, as a kill -9 or a power cut would stop it. Points: `update_downloaded`,
+/// `update_installed`, `update_handover`.
+#[cfg(not(feature = "sim"))]
+pub fn die_point(_point: &str) {}
 
 #[cfg(all(test, feature = "sim"))]
 mod tests {

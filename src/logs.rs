@@ -130,9 +130,134 @@ macro_rules! warn_limited {
     };
 }
 
+/// Lines the in-memory log ring keeps (for the `log_tail` command).
+pub const RING_LINES: usize = 1000;
+/// And bytes, whichever bound is reached first.
+pub const RING_BYTES: usize = 256 * 1024;
+
+/// The last lines of the agent's own log, bounded in lines and bytes. Lines arrive already
+/// clipped where they quote outside values; the ring also strips terminal colour codes and
+/// masks `user:password@` in URLs, so no credential leaves through `log_tail`.
+#[derive(Default)]
+pub struct Ring(Mutex<(std::collections::VecDeque<String>, usize)>);
+
+impl Ring {
+    pub fn push(&self, text: &str) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let line = mask_userinfo(&strip_ansi(line));
+            let line = clip_to(&line, 2000);
+            g.1 += line.len();
+            g.0.push_back(line);
+            while g.0.len() > RING_LINES || g.1 > RING_BYTES {
+                if let Some(old) = g.0.pop_front() {
+                    g.1 -= old.len();
+                }
+            }
+        }
+    }
+
+    /// The last `n` lines, oldest first.
+    pub fn tail(&self, n: usize) -> Vec<String> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.iter().skip(g.0.len().saturating_sub(n)).cloned().collect()
+    }
+}
+
+/// The process's ring.
+pub fn ring() -> &'static Ring {
+    static R: std::sync::OnceLock<Ring> = std::sync::OnceLock::new();
+    R.get_or_init(Ring::default)
+}
+
+/// A log writer that writes to stderr and keeps each line in [`ring`].
+pub struct Tee;
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        ring().push(&String::from_utf8_lossy(buf));
+        std::io::stderr().write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        ring().push(&String::from_utf8_lossy(buf));
+        std::io::stderr().write_all(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' && it.peek() == Some(&'[') {
+            it.next();
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `scheme://user:secret@host` → `scheme://user:***@host`, wherever it appears.
+fn mask_userinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"')
+            .unwrap_or(rest.len());
+        let authority = &rest[..end];
+        if let Some(at) = authority.rfind('@') {
+            match authority[..at].split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str(&authority[..at]),
+            }
+            out.push_str(&authority[at..]);
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ring_is_bounded_strips_colours_and_masks_credentials() {
+        let r = Ring::default();
+        r.push("\u{1b}[32m INFO\u{1b}[0m connecting to mqtts://gw:s3cret@broker:8883/x\n");
+        assert_eq!(r.tail(5), [" INFO connecting to mqtts://gw:***@broker:8883/x"]);
+        for i in 0..(RING_LINES + 10) {
+            r.push(&format!("line {i}\n"));
+        }
+        let t = r.tail(RING_LINES + 100);
+        assert_eq!(t.len(), RING_LINES);
+        assert_eq!(t.last().unwrap(), &format!("line {}", RING_LINES + 9));
+        r.push(&"x".repeat(5000));
+        assert!(r.tail(1)[0].chars().count() < 2100, "one line is clipped");
+        let big = "y".repeat(1500);
+        for _ in 0..RING_LINES {
+            r.push(&big);
+        }
+        let total: usize = r.tail(RING_LINES).iter().map(|l| l.len()).sum();
+        assert!(total <= RING_BYTES, "{total}");
+        assert_eq!(mask_userinfo("http://host/a@b"), "http://host/a@b");
+        assert_eq!(mask_userinfo("rtsp://admin@cam"), "rtsp://admin@cam");
+    }
 
     #[test]
     fn long_values_are_cut_and_control_characters_escaped() {

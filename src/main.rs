@@ -251,8 +251,56 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| camgw::logs::Tee)
         .init();
+}
+
+/// Execs `path` with this process's command line; `launcher` set means the new process was
+/// handed over to (not the launcher). Returns only when the exec failed.
+fn exec(path: &std::path::Path, launcher: Option<&std::path::Path>) -> std::io::Error {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = std::process::Command::new(path);
+    c.args(std::env::args_os().skip(1));
+    match launcher {
+        Some(l) => c.env(camgw::update::LAUNCHER_ENV, l),
+        None => c.env_remove(camgw::update::LAUNCHER_ENV),
+    };
+    c.exec()
+}
+
+/// The start of `camgw run`: hands over to the installed version that should run (execs it,
+/// so this returns only when this binary runs), and says what this start is.
+fn choose_version(data_dir: &std::path::Path) -> camgw::update::Local {
+    use camgw::update::{start, Start, LAUNCHER_ENV};
+    let own = camgw::release::running_version();
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/camgw"));
+    let launcher = std::env::var_os(LAUNCHER_ENV)
+        .filter(|l| !l.is_empty())
+        .map(PathBuf::from);
+    let mut trial = false;
+    for _ in 0..8 {
+        match start(data_dir, &own, launcher.as_deref()) {
+            Start::Run { trial: t } => {
+                trial = t;
+                break;
+            }
+            Start::Exec { path, version } => {
+                tracing::info!(binary = %path.display(), version = ?version.as_ref().map(|v| v.to_string()), "handing over");
+                // The new process is handed over to unless it is the launcher itself.
+                let e = match &version {
+                    Some(_) => exec(&path, Some(launcher.as_deref().unwrap_or(&exe))),
+                    None => exec(&path, None),
+                };
+                tracing::error!("cannot exec {}: {e}", path.display());
+                match version {
+                    Some(v) => camgw::update::exec_failed(data_dir, &v, &format!("cannot exec it: {e}")),
+                    None => break,
+                }
+            }
+        }
+    }
+    let launcher = launcher.unwrap_or_else(|| exe.clone());
+    camgw::update::Local::new(data_dir, own, trial, launcher, exe)
 }
 
 fn print_problems(file: &std::path::Path, invalid: &camgw::config::Invalid) {
@@ -281,7 +329,48 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// `camgw --version`: this binary's version and target, where it runs from, and (from the
+/// config at `CAMGW_CONFIG` or /etc/camgw/camgw.toml, when readable) what is installed over
+/// the air and which version `camgw run` starts.
+fn print_version() {
+    let own = camgw::release::running_version();
+    let exe = std::env::current_exe().unwrap_or_default();
+    println!("camgw {} ({})", camgw::release::VERSION, camgw::release::TARGET);
+    let from = if std::env::var_os(camgw::update::LAUNCHER_ENV).is_some() {
+        "installed over the air"
+    } else {
+        "as started"
+    };
+    println!("binary: {} ({from})", exe.display());
+    let path = std::env::var_os("CAMGW_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/camgw/camgw.toml"));
+    let Ok(cfg) = camgw::config::Config::load(&path) else {
+        return;
+    };
+    let dir = camgw::update::Dir::new(&cfg.gateway.data_dir);
+    let st = dir.load();
+    for v in &st.versions {
+        println!(
+            "over the air: {} {:?} (from {}; {})",
+            v.version,
+            v.state,
+            v.from,
+            dir.path_of(&v.file).display()
+        );
+    }
+    match st.choice(&own) {
+        Some(v) => println!("`camgw run` starts {} ({})", v.version, dir.path_of(&v.file).display()),
+        None => println!("`camgw run` starts this binary"),
+    }
+}
+
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.len() == 1 && (args[0] == "--version" || args[0] == "-V") {
+        print_version();
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match camgw::config::Config::load(&file) {
@@ -390,9 +479,17 @@ fn main() -> ExitCode {
                 }
             };
             init_logging();
+            let local = choose_version(&cfg.gateway.data_dir);
             let clock = Arc::new(camgw::clock::SystemClock);
-            match runtime().block_on(camgw::agent::run(config, cfg, clock, recovered)) {
-                Ok(()) => ExitCode::SUCCESS,
+            let ran = runtime().block_on(camgw::agent::run(config, cfg, clock, recovered, Some(local)));
+            match ran {
+                Ok(None) => ExitCode::SUCCESS,
+                Ok(Some(launcher)) => {
+                    // The runtime is gone: hand over to the launcher, which chooses again.
+                    let e = exec(&launcher, None);
+                    eprintln!("camgw: cannot exec {}: {e}", launcher.display());
+                    ExitCode::from(1)
+                }
                 Err(e) => {
                     eprintln!("camgw: {e:#}");
                     ExitCode::from(1)

@@ -90,6 +90,8 @@ wire_names! {
         ConfigRolledBack => "config_rolled_back",
         CommandRefused => "command_refused",
         SnapshotBudgetReached => "snapshot_budget_reached",
+        UpdateApplied => "update_applied",
+        UpdateFailed => "update_failed",
     }
 }
 
@@ -106,6 +108,7 @@ impl AlertKind {
                 | AlertKind::BufferDropped
                 | AlertKind::BoardFault
                 | AlertKind::ConfigRolledBack
+                | AlertKind::UpdateFailed
         )
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod parts;
 pub mod supervisor;
+pub mod updates;
 
 pub use parts::{open_shared, start_parts, Parts, Shared};
 pub use supervisor::{Source, Supervisor};
@@ -89,13 +90,16 @@ impl Running {
     }
 }
 
-/// `camgw run`: runs until SIGTERM or SIGINT; SIGHUP reloads the config file.
+/// `camgw run`: runs until SIGTERM or SIGINT; SIGHUP reloads the config file. `local` is this
+/// start's place among the installed versions. Returns the binary to exec when the agent
+/// stopped to hand over (an update was installed, or its trial ended).
 pub async fn run(
     config_path: PathBuf,
     config: Config,
     clock: Arc<dyn Clock>,
     recovered: Option<String>,
-) -> anyhow::Result<()> {
+    local: Option<crate::update::Local>,
+) -> anyhow::Result<Option<PathBuf>> {
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a SIGHUP (or SIGTERM) arriving during start-up must not kill the agent
     // with the default action.
@@ -103,7 +107,14 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let text = std::fs::read_to_string(&config_path).unwrap_or_default();
-    let (shared, mut commands) = open_shared(&config, clock.clone()).await?;
+    let (mut shared, mut commands) = open_shared(&config, clock.clone()).await?;
+    if let Some(l) = local {
+        let _ = shared.stats.origin.set(l.origin());
+        tracing::info!(version = crate::release::VERSION, target = crate::release::TARGET, binary = %l.binary.display(), trial = l.trial, "camgw starting");
+        shared.updates = Some(Arc::new(l));
+    }
+    // update_failed / update_applied a previous start left to say.
+    updates::report(&shared).await;
     let replay = remote::replay::Replay::open(&config.gateway.data_dir, clock.now_ms())
         .context("cannot open the command replay memory")?;
     if let Some(reason) = recovered {
@@ -116,14 +127,29 @@ pub async fn run(
             )
             .await;
     }
+    let confirm = config.security.update_confirm;
     let parts = start_parts(Arc::new(config), &shared).await?;
+    let (update_tx, mut update_rx) = mpsc::channel(4);
     let mut sup = Supervisor {
         shared,
         parts: Some(parts),
         config_path: config_path.clone(),
         config_text: text,
         replay,
+        update_events: update_tx.clone(),
+        update_busy: false,
     };
+    if let Some(l) = sup.shared.updates.clone().filter(|l| l.trial) {
+        let probed = sup.config().cameras.iter().filter(|c| c.probe).count() as u64;
+        let inputs = Arc::new(updates::TrialInputs {
+            local: l,
+            stats: sup.shared.stats.clone(),
+            progress: sup.shared.progress.clone(),
+            probed,
+        });
+        tokio::spawn(updates::trial(inputs, confirm, update_tx.clone()));
+    }
+    let mut handover: Option<PathBuf> = None;
     let watchdog_stop = CancellationToken::new();
     let mut watchdog_task = None;
     let systemd_every = crate::watchdog::interval();
@@ -177,7 +203,46 @@ pub async fn run(
                 }
             }
             Some(payload) = commands.recv() => remote::handle(&mut sup, &payload).await,
+            Some(ev) = update_rx.recv() => match ev {
+                updates::Event::Confirmed => updates::report(&sup.shared).await,
+                updates::Event::TrialEnded => {
+                    handover = sup.shared.updates.as_ref().map(|l| l.launcher.clone());
+                    break;
+                }
+                updates::Event::Done { id, version, outcome } => {
+                    sup.update_busy = false;
+                    let topic = sup.config().topic(crate::topics::Leaf::CmdResult);
+                    let mut result = serde_json::json!({"id": id, "op": "update"});
+                    match outcome {
+                        Ok(detail) => {
+                            result["ok"] = true.into();
+                            for (k, v) in detail.as_object().into_iter().flatten() {
+                                result[k] = v.clone();
+                            }
+                            sup.shared.outbox.push(topic, result.to_string().into_bytes());
+                            handover = sup.shared.updates.as_ref().map(|l| l.launcher.clone());
+                            break;
+                        }
+                        Err((error, reason)) => {
+                            updates::refused(&sup.shared, reason, Some(&version), &error).await;
+                            result["ok"] = false.into();
+                            result["error"] = format!("{error} ({reason})").into();
+                            sup.shared.outbox.push(topic, result.to_string().into_bytes());
+                        }
+                    }
+                }
+            },
         }
+    }
+    if handover.is_some() {
+        // The command's result goes out before the hand-over (bounded: the broker may be gone).
+        let outbox = sup.shared.outbox.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while !outbox.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
     }
     tracing::info!("shutting down");
     crate::watchdog::notify("STOPPING=1");
@@ -191,6 +256,10 @@ pub async fn run(
     if let Some(t) = watchdog_task {
         let _ = t.await;
     }
-    tracing::info!("stopped");
-    Ok(())
+    crate::faults::die_point("update_handover");
+    match &handover {
+        Some(p) => tracing::info!(launcher = %p.display(), "stopped: handing over"),
+        None => tracing::info!("stopped"),
+    }
+    Ok(handover)
 }

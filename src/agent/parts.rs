@@ -44,6 +44,8 @@ pub struct Shared {
     pub gauges: Arc<Gauges>,
     /// Free disk under data_dir is below `gateway.disk_low_mb`.
     pub disk_low: Arc<AtomicBool>,
+    /// The install directory and this start's place in it (`camgw run` only).
+    pub updates: Option<Arc<crate::update::Local>>,
 }
 
 impl Shared {
@@ -98,6 +100,7 @@ pub async fn open_shared(
         board_beat: Arc::new(crate::watchdog::Beat::inactive()),
         gauges: Arc::new(Gauges::default()),
         disk_low: Arc::new(AtomicBool::new(false)),
+        updates: None,
     };
     if recovery.unclean {
         let (sync, at_risk_ms) = match config.buffer.sync {

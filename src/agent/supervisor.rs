@@ -41,6 +41,10 @@ pub struct Supervisor {
     /// The text of the config in force (for `get_config`).
     pub config_text: String,
     pub replay: remote::replay::Replay,
+    /// Where the update tasks report (see `updates`).
+    pub update_events: tokio::sync::mpsc::Sender<super::updates::Event>,
+    /// A download is running.
+    pub update_busy: bool,
 }
 
 impl Supervisor {
@@ -252,5 +256,54 @@ impl remote::Control for Supervisor {
     }
     async fn apply_config(&mut self, text: String) -> Result<serde_json::Value, String> {
         self.apply_text(text, Source::Command).await
+    }
+    async fn update(&mut self, id: &str, command: &serde_json::Value) -> Result<(), String> {
+        let config = self.config();
+        match super::updates::begin(
+            &self.shared,
+            &config,
+            self.update_busy,
+            id,
+            command,
+            self.update_events.clone(),
+        ) {
+            Ok(version) => {
+                tracing::info!(%version, "update accepted: downloading");
+                self.update_busy = true;
+                Ok(())
+            }
+            Err((error, reason, version)) => {
+                super::updates::refused(&self.shared, reason, version.as_ref(), &error).await;
+                Err(format!("{error} ({reason})"))
+            }
+        }
+    }
+    fn doctor(&self, id: String) {
+        let (path, clock, outbox) = (
+            self.config_path.clone(),
+            self.shared.clock.clone(),
+            self.shared.outbox.clone(),
+        );
+        let topic = self.config().topic(crate::topics::Leaf::CmdResult);
+        // Its own thread and runtime: the checklist probes every camera and the broker, and
+        // must not hold up the agent's workers.
+        let spawned = std::thread::Builder::new()
+            .name("doctor".into())
+            .spawn(move || {
+                let result = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let report = rt.block_on(crate::doctor::run(&path, crate::doctor::Lang::En, clock));
+                        serde_json::json!({"id": id, "op": "doctor", "ok": true, "doctor": report})
+                    }
+                    Err(e) => serde_json::json!({"id": id, "op": "doctor", "ok": false, "error": format!("cannot start the checklist: {e}")}),
+                };
+                outbox.push(topic, result.to_string().into_bytes());
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the doctor: {e}");
+        }
     }
 }

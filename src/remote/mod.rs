@@ -6,7 +6,10 @@
 //! Ops: `get_config` (passwords redacted), `set_config` (`config`: TOML text; validated like
 //! `check-config`, applied as a whole or rolled back), `check_now` (probe every camera now and
 //! return their health), `reboot_camera` (`camera`: a power-cycle through the camera's
-//! board relay when it has one, otherwise ONVIF SystemReboot), `buffer_stats`, `get_health`.
+//! board relay when it has one, otherwise ONVIF SystemReboot), `buffer_stats`, `get_health`,
+//! `update` (`url`, `manifest`: its result comes when the download is verified and installed,
+//! or refused), `doctor` (the checklist, run on the box; its result when it is done),
+//! `log_tail` (`lines`: the end of the agent's own log).
 
 pub mod envelope;
 pub mod replay;
@@ -96,6 +99,11 @@ pub trait Control {
     async fn refuse_config(&mut self, problems: Vec<String>) -> String;
     /// Applies a config text as a whole, or nothing of it.
     async fn apply_config(&mut self, text: String) -> Result<Value, String>;
+    /// Checks an `update` and starts its download: `Ok` means its result comes later (when
+    /// the download is verified and installed, or refused); `Err` refuses it now.
+    async fn update(&mut self, id: &str, command: &Value) -> Result<(), String>;
+    /// Runs the doctor's checklist on the box; its result is published when it is done.
+    fn doctor(&self, id: String);
 }
 
 /// The limiter for refused-command warnings (anyone on the broker can cause them).
@@ -184,7 +192,16 @@ pub async fn handle(sup: &mut impl Control, payload: &[u8]) {
         "get_health" => Ok(json!({"health": health_map(sup)})),
         "buffer_stats" => Ok(json!({"buffer": sup.buffer().stats(), "inflight": sup.buffer().inflight()})),
         "reboot_camera" => reboot_camera(sup, v.command["camera"].as_str()).await,
-        other => Err(format!("unknown op \"{other}\" (known: get_config, set_config, check_now, get_health, buffer_stats, reboot_camera)")),
+        "update" => match sup.update(&v.id, &v.command).await {
+            Ok(()) => return,
+            Err(e) => Err(e),
+        },
+        "doctor" => {
+            sup.doctor(v.id.clone());
+            return;
+        }
+        "log_tail" => log_tail(&v.command),
+        other => Err(format!("unknown op \"{other}\" (known: get_config, set_config, check_now, get_health, buffer_stats, reboot_camera, update, doctor, log_tail)")),
     };
     let mut result = json!({"id": v.id, "op": op});
     match outcome {
@@ -204,6 +221,20 @@ pub async fn handle(sup: &mut impl Control, payload: &[u8]) {
         }
     }
     publish_result(sup, result);
+}
+
+/// `log_tail`: the last `lines` (1..=1000, default 100) lines of the agent's own log, from
+/// its bounded in-memory ring (credentials in URLs already masked).
+fn log_tail(command: &Value) -> Result<Value, String> {
+    let lines = match &command["lines"] {
+        Value::Null => 100,
+        v => v
+            .as_u64()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or("log_tail: \"lines\" must be a whole number from 1 to 1000")?,
+    };
+    let tail = crate::logs::ring().tail(lines as usize);
+    Ok(json!({"lines": tail, "kept": crate::logs::RING_LINES}))
 }
 
 fn health_map(sup: &impl Control) -> Value {

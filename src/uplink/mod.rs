@@ -51,6 +51,9 @@ pub struct UplinkStats {
     pub commands: commands::CommandStats,
     /// Bytes of stills delivered on the UTC day given (day number, bytes).
     pub stills_sent: std::sync::Mutex<(i64, u64)>,
+    /// Where the running software came from (`update::Local::origin`), for status and
+    /// telemetry; unset outside `camgw run`.
+    pub origin: std::sync::OnceLock<serde_json::Value>,
 }
 
 impl UplinkStats {
@@ -153,6 +156,7 @@ impl Uplink {
             "ts": rfc3339_ms(self.clock.now_ms()),
             "clock_synced": self.clock.synced(),
             "broker": self.broker_url(),
+            "software": self.stats.origin.get(),
         })
         .to_string()
         .into_bytes()
@@ -181,6 +185,7 @@ impl Uplink {
             "ts": rfc3339_ms(self.clock.now_ms()),
             "boot_id": self.boot_id,
             "version": VERSION,
+            "software": self.stats.origin.get(),
             "uptime_s": self.started.elapsed().as_secs(),
             "clock_synced": self.clock.synced(),
             "buffer": b,
