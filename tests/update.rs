@@ -139,3 +139,353 @@ fn release_keys_are_checked_and_kept_apart_from_command_keys() {
     let short = problems(&short);
     assert!(short.contains("32 bytes"), "{short}");
 }
+
+// ---------------------------------------------------------------------------------------
+// The update command end to end: a real second build, a release server that misbehaves on
+// purpose, an agent supervised the way systemd runs it (restarted whenever it exits).
+
+#[path = "common/release_server.rs"]
+mod release_server;
+
+use release_server::{Behaviour, ReleaseServer};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const T: &str = "camgw/w-test/gw-test";
+/// The second build's version: newer than anything this crate will be.
+const V2: &str = "9.0.0";
+
+/// The second build of camgw (CAMGW_BUILD_VERSION = V2, its own target dir), built once per
+/// test run. The firmware feature set plus the simulators (for the fault points).
+fn second_build() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let target_dir = root.join("target").join("update-v2");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = std::process::Command::new(cargo)
+                .current_dir(root)
+                .args(["build", "--quiet", "--bin", "camgw", "--no-default-features", "--features", "sim", "--target-dir"])
+                .arg(&target_dir)
+                .env("CAMGW_BUILD_VERSION", V2)
+                // A debug build without debug info: a 20-odd MB release instead of 140.
+                .env("CARGO_PROFILE_DEV_DEBUG", "0")
+                .env("CARGO_PROFILE_DEV_STRIP", "symbols")
+                .env_remove("CARGO_TARGET_DIR")
+                .output()
+                .expect("cargo");
+            assert!(
+                out.status.success(),
+                "the second build failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let bin = target_dir.join("debug").join("camgw");
+            let v = std::process::Command::new(&bin).arg("--version").output().unwrap();
+            assert!(String::from_utf8_lossy(&v.stdout).contains(V2));
+            bin
+        })
+        .clone()
+}
+
+/// The agent as systemd runs it: `camgw run`, started again 200 ms after it exits (at most 12
+/// times), its output appended to one log.
+struct Service {
+    dir: PathBuf,
+    ingest: std::net::SocketAddr,
+    child: Arc<Mutex<Option<Child>>>,
+    starts: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Service {
+    fn start(dir: &Path, text: &str, ingest: std::net::SocketAddr, env: Vec<(String, String)>) -> Service {
+        let config = dir.join("camgw.toml");
+        std::fs::write(&config, text).unwrap();
+        let child: Arc<Mutex<Option<Child>>> = Arc::default();
+        let starts = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (child, starts, stop, dir) = (child.clone(), starts.clone(), stop.clone(), dir.to_path_buf());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let running = {
+                        let mut g = child.lock().unwrap();
+                        match g.as_mut() {
+                            Some(c) => c.try_wait().unwrap().is_none(),
+                            None => false,
+                        }
+                    };
+                    if !running {
+                        if starts.load(Ordering::SeqCst) > 0 {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        if starts.load(Ordering::SeqCst) >= 12 || stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).unwrap();
+                        let c = camgw_command(BIN)
+                            .args(["run", "--config"])
+                            .arg(dir.join("camgw.toml"))
+                            .env("CAMGW_LOG", "debug")
+                            .env("RUST_BACKTRACE", "0")
+                            .env_remove("CAMGW_LAUNCHER")
+                            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                            .stdout(Stdio::null())
+                            .stderr(log)
+                            .spawn()
+                            .unwrap();
+                        starts.fetch_add(1, Ordering::SeqCst);
+                        *child.lock().unwrap() = Some(c);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Service { dir: dir.to_path_buf(), ingest, child, starts, stop, thread: Some(thread) }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(|c| c.id())
+    }
+
+    /// kill -9 of whatever runs now (the service starts it again).
+    fn kill9(&self) {
+        if let Some(c) = self.child.lock().unwrap().as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn wait_log(&self, what: &str, within: Duration) {
+        let deadline = Instant::now() + scaled(within);
+        while !self.log().contains(what) {
+            assert!(Instant::now() < deadline, "no {what:?} in the log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One gateway, its broker, its station and release keys, ready for updates.
+struct Rig {
+    tmp: tempfile::TempDir,
+    st: Station,
+    broker: Broker,
+    release_key: PathBuf,
+    release_pub: String,
+    ingest: std::net::SocketAddr,
+    sub: Subscriber,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = station();
+        let broker = Broker::start();
+        let public = keygen(&tmp.path().join("release"));
+        use base64::Engine as _;
+        let release_pub = base64::engine::general_purpose::STANDARD.encode(public);
+        let sub = Subscriber::new(broker.port, &format!("{T}/#"));
+        let ingest = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Rig { release_key: tmp.path().join("release.key"), tmp, st, broker, release_pub, ingest, sub }
+    }
+
+    fn config(&self, confirm_s: u64, extra: &str) -> String {
+        let security = format!(
+            "\n[security]\ncommand_keys = [\"{}\"]\nrelease_keys = [\"{}\"]\nupdate_confirm_s = {confirm_s}\n{extra}",
+            self.st.public, self.release_pub
+        );
+        config_text(self.broker.port, self.ingest, &self.tmp.path().join("data"), &format!("--\n{security}"))
+    }
+
+    fn service(&self, confirm_s: u64, extra: &str, env: Vec<(String, String)>) -> Service {
+        let s = Service::start(self.tmp.path(), &self.config(confirm_s, extra), self.ingest, env);
+        s.wait_log("listening for commands", Duration::from_secs(20));
+        s
+    }
+
+    /// Signs `file` as `version` for `target` and returns the manifest.
+    fn manifest(&self, file: &Path, version: &str, target: &str) -> serde_json::Value {
+        let out = sign(&self.release_key, version, target, file);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// Sends `update` and returns its result.
+    fn update(&mut self, id: &str, url: &str, manifest: &serde_json::Value) -> serde_json::Value {
+        let c = serde_json::json!({"op": "update", "url": url, "manifest": manifest});
+        raw(self.broker.port, &mut self.sub, camgw::remote::envelope::sign(&self.st.key, &signed(id, c)), Some(id))
+    }
+
+    fn alerts(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.sub.on("alert").into_iter().filter(|a| a["kind"] == kind).collect()
+    }
+
+    fn wait_alert(&mut self, kind: &str, within: Duration) -> serde_json::Value {
+        self.sub.wait_until(within, kind, |m| m.iter().any(|m| m.leaf() == "alert" && m.json()["kind"] == kind));
+        self.alerts(kind).pop().unwrap()
+    }
+
+    /// Waits for an online status of `version`, after the first `from` messages.
+    fn wait_online(&mut self, version: &str, from: usize, within: Duration) -> serde_json::Value {
+        let is = |m: &Msg| m.leaf() == "status" && m.json()["online"] == true && m.json()["version"] == version;
+        self.sub.wait_until(within, &format!("status online {version}"), |m| m[from.min(m.len())..].iter().any(is));
+        self.sub.seen[from..].iter().rev().find(|m| is(m)).unwrap().json()
+    }
+
+    fn installed(&self) -> camgw::upgrade::Installed {
+        camgw::update::Dir::new(&self.tmp.path().join("data")).load()
+    }
+}
+
+/// Posts a motion pulse every 10 ms through hand-overs and restarts: a refused connection or
+/// a cut answer is not an accepted event; each 202's id is kept.
+struct Feeder {
+    ids: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn try_post(addr: std::net::SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let body = br#"{"camera":"cam01","kind":"motion","state":"pulse"}"#;
+    let head = format!("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out);
+    if !text.starts_with("HTTP/1.1 202") {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
+    json["id"].as_str().map(String::from)
+}
+
+impl Feeder {
+    fn start(addr: std::net::SocketAddr) -> Feeder {
+        let ids: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (ids, stop) = (ids.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(id) = try_post(addr) {
+                        ids.lock().unwrap().push(id);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        Feeder { ids, stop, thread: Some(thread) }
+    }
+
+    fn count(&self) -> usize {
+        self.ids.lock().unwrap().len()
+    }
+
+    fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + scaled(Duration::from_secs(30));
+        while self.count() < n {
+            assert!(Instant::now() < deadline, "only {} events accepted", self.count());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stop(mut self) -> std::collections::BTreeSet<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        self.ids.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+fn own() -> String {
+    camgw::release::VERSION.to_string()
+}
+
+#[test]
+fn an_update_to_a_second_build_resumes_a_cut_download_is_confirmed_and_loses_no_event() {
+    let v2 = second_build();
+    let body = std::fs::read(&v2).unwrap();
+    let mut rig = Rig::new();
+    let svc = rig.service(60, "", vec![]);
+    rig.wait_online(&own(), 0, Duration::from_secs(20));
+    let manifest = rig.manifest(&v2, V2, camgw::release::TARGET);
+    // The first connection is cut at 40 %: the agent resumes with Range.
+    let server = ReleaseServer::start(
+        body.clone(),
+        Behaviour { cut_after: body.len() as u64 * 2 / 5, cut_connections: 1, ..Default::default() },
+    );
+    let poster = Feeder::start(svc.ingest);
+    poster.wait_for(20);
+    let mark = rig.sub.seen.len();
+    let t0 = Instant::now();
+    let r = rig.update("u1", &server.url(), &manifest);
+    assert_eq!(r["ok"], true, "{r}\n{}", svc.log());
+    assert_eq!(r["version"], V2);
+    assert_eq!(r["from"], own());
+    assert!(r["resumed"].as_u64().unwrap() >= 1, "{r}");
+    let applied = rig.wait_alert("update_applied", Duration::from_secs(60));
+    let to_confirmed = t0.elapsed();
+    assert_eq!(applied["detail"]["from"], own());
+    assert_eq!(applied["detail"]["to"], V2);
+    let status = rig.wait_online(V2, mark, Duration::from_secs(10));
+    assert_eq!(status["software"]["source"], "over_the_air", "{status}");
+    assert!(server.ranged.load(Ordering::SeqCst) >= 1);
+    // Every byte went over the wire once: the cut part was not fetched again.
+    let wire = server.sent.load(Ordering::SeqCst);
+    assert_eq!(wire, body.len() as u64, "bytes on the wire");
+    let before_after = poster.count();
+    poster.wait_for(before_after + 20);
+    let ids = poster.stop();
+    wait_delivered(&mut [&mut rig.sub], &ids, "across the update");
+    let st = rig.installed();
+    assert_eq!(st.versions.len(), 1);
+    assert_eq!(st.versions[0].state, camgw::upgrade::State::Confirmed);
+    // A restart (systemd, a power cut) lands on the new version again, with no new report.
+    let mark = rig.sub.seen.len();
+    svc.kill9();
+    rig.wait_online(V2, mark, Duration::from_secs(20));
+    rig.sub.drain_for(Duration::from_millis(500));
+    assert_eq!(rig.alerts("update_applied").len(), 1, "reported once");
+    // --version says what runs and from where.
+    let out = camgw_command(BIN)
+        .arg("--version")
+        .env("CAMGW_CONFIG", rig.tmp.path().join("camgw.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("`camgw run` starts {V2}")), "{text}");
+    assert!(text.contains("Confirmed"), "{text}");
+    println!(
+        "update: command to confirmed {} ms, {} bytes on the wire for a {} byte release, {} events accepted",
+        to_confirmed.as_millis(),
+        wire,
+        body.len(),
+        ids.len()
+    );
+}
