@@ -160,7 +160,10 @@ impl Ring {
     /// The last `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<String> {
         let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.0.iter().skip(g.0.len().saturating_sub(n)).cloned().collect()
+        g.0.iter()
+            .skip(g.0.len().saturating_sub(n))
+            .cloned()
+            .collect()
     }
 }
 
@@ -240,7 +243,10 @@ mod tests {
     fn the_ring_is_bounded_strips_colours_and_masks_credentials() {
         let r = Ring::default();
         r.push("\u{1b}[32m INFO\u{1b}[0m connecting to mqtts://gw:s3cret@broker:8883/x\n");
-        assert_eq!(r.tail(5), [" INFO connecting to mqtts://gw:***@broker:8883/x"]);
+        assert_eq!(
+            r.tail(5),
+            [" INFO connecting to mqtts://gw:***@broker:8883/x"]
+        );
         for i in 0..(RING_LINES + 10) {
             r.push(&format!("line {i}\n"));
         }

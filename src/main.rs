@@ -293,7 +293,9 @@ fn choose_version(data_dir: &std::path::Path) -> camgw::update::Local {
                 };
                 tracing::error!("cannot exec {}: {e}", path.display());
                 match version {
-                    Some(v) => camgw::update::exec_failed(data_dir, &v, &format!("cannot exec it: {e}")),
+                    Some(v) => {
+                        camgw::update::exec_failed(data_dir, &v, &format!("cannot exec it: {e}"))
+                    }
                     None => break,
                 }
             }
@@ -335,7 +337,11 @@ fn runtime() -> tokio::runtime::Runtime {
 fn print_version() {
     let own = camgw::release::running_version();
     let exe = std::env::current_exe().unwrap_or_default();
-    println!("camgw {} ({})", camgw::release::VERSION, camgw::release::TARGET);
+    println!(
+        "camgw {} ({})",
+        camgw::release::VERSION,
+        camgw::release::TARGET
+    );
     let from = if std::env::var_os(camgw::update::LAUNCHER_ENV).is_some() {
         "installed over the air"
     } else {
@@ -360,7 +366,11 @@ fn print_version() {
         );
     }
     match st.choice(&own) {
-        Some(v) => println!("`camgw run` starts {} ({})", v.version, dir.path_of(&v.file).display()),
+        Some(v) => println!(
+            "`camgw run` starts {} ({})",
+            v.version,
+            dir.path_of(&v.file).display()
+        ),
         None => println!("`camgw run` starts this binary"),
     }
 }
@@ -481,7 +491,13 @@ fn main() -> ExitCode {
             init_logging();
             let local = choose_version(&cfg.gateway.data_dir);
             let clock = Arc::new(camgw::clock::SystemClock);
-            let ran = runtime().block_on(camgw::agent::run(config, cfg, clock, recovered, Some(local)));
+            let ran = runtime().block_on(camgw::agent::run(
+                config,
+                cfg,
+                clock,
+                recovered,
+                Some(local),
+            ));
             match ran {
                 Ok(None) => ExitCode::SUCCESS,
                 Ok(Some(launcher)) => {

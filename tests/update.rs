@@ -169,7 +169,16 @@ fn second_build() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let out = std::process::Command::new(cargo)
                 .current_dir(root)
-                .args(["build", "--quiet", "--bin", "camgw", "--no-default-features", "--features", "sim", "--target-dir"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "--bin",
+                    "camgw",
+                    "--no-default-features",
+                    "--features",
+                    "sim",
+                    "--target-dir",
+                ])
                 .arg(&target_dir)
                 .env("CAMGW_BUILD_VERSION", V2)
                 // A debug build without debug info: a 20-odd MB release instead of 140.
@@ -184,7 +193,10 @@ fn second_build() -> PathBuf {
                 String::from_utf8_lossy(&out.stderr)
             );
             let bin = target_dir.join("debug").join("camgw");
-            let v = std::process::Command::new(&bin).arg("--version").output().unwrap();
+            let v = std::process::Command::new(&bin)
+                .arg("--version")
+                .output()
+                .unwrap();
             assert!(String::from_utf8_lossy(&v.stdout).contains(V2));
             bin
         })
@@ -203,14 +215,24 @@ struct Service {
 }
 
 impl Service {
-    fn start(dir: &Path, text: &str, ingest: std::net::SocketAddr, env: Vec<(String, String)>) -> Service {
+    fn start(
+        dir: &Path,
+        text: &str,
+        ingest: std::net::SocketAddr,
+        env: Vec<(String, String)>,
+    ) -> Service {
         let config = dir.join("camgw.toml");
         std::fs::write(&config, text).unwrap();
         let child: Arc<Mutex<Option<Child>>> = Arc::default();
         let starts = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (child, starts, stop, dir) = (child.clone(), starts.clone(), stop.clone(), dir.to_path_buf());
+            let (child, starts, stop, dir) = (
+                child.clone(),
+                starts.clone(),
+                stop.clone(),
+                dir.to_path_buf(),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let running = {
@@ -227,7 +249,11 @@ impl Service {
                         if starts.load(Ordering::SeqCst) >= 12 || stop.load(Ordering::SeqCst) {
                             break;
                         }
-                        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).unwrap();
+                        let log = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(dir.join("agent.log"))
+                            .unwrap();
                         let c = camgw_command(BIN)
                             .args(["run", "--config"])
                             .arg(dir.join("camgw.toml"))
@@ -246,15 +272,18 @@ impl Service {
                 }
             })
         };
-        Service { dir: dir.to_path_buf(), ingest, child, starts, stop, thread: Some(thread) }
+        Service {
+            dir: dir.to_path_buf(),
+            ingest,
+            child,
+            starts,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.lock().unwrap().as_ref().map(|c| c.id())
     }
 
     /// kill -9 of whatever runs now (the service starts it again).
@@ -268,7 +297,11 @@ impl Service {
     fn wait_log(&self, what: &str, within: Duration) {
         let deadline = Instant::now() + scaled(within);
         while !self.log().contains(what) {
-            assert!(Instant::now() < deadline, "no {what:?} in the log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in the log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -300,15 +333,41 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with(false)
+    }
+
+    /// `persistent`: the broker keeps sessions across a graceful stop, and the test's
+    /// subscriber has one, so nothing published while the broker was away is missed.
+    fn with(persistent: bool) -> Rig {
         let tmp = tempfile::tempdir().unwrap();
         let st = station();
-        let broker = Broker::start();
+        let broker = if persistent {
+            Broker::start_persistent()
+        } else {
+            Broker::start()
+        };
         let public = keygen(&tmp.path().join("release"));
         use base64::Engine as _;
         let release_pub = base64::engine::general_purpose::STANDARD.encode(public);
-        let sub = Subscriber::new(broker.port, &format!("{T}/#"));
+        let sub = if persistent {
+            Subscriber::persistent(
+                broker.port,
+                &format!("{T}/#"),
+                &format!("upd-{}", free_port()),
+            )
+        } else {
+            Subscriber::new(broker.port, &format!("{T}/#"))
+        };
         let ingest = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        Rig { release_key: tmp.path().join("release.key"), tmp, st, broker, release_pub, ingest, sub }
+        Rig {
+            release_key: tmp.path().join("release.key"),
+            tmp,
+            st,
+            broker,
+            release_pub,
+            ingest,
+            sub,
+        }
     }
 
     fn config(&self, confirm_s: u64, extra: &str) -> String {
@@ -316,11 +375,21 @@ impl Rig {
             "\n[security]\ncommand_keys = [\"{}\"]\nrelease_keys = [\"{}\"]\nupdate_confirm_s = {confirm_s}\n{extra}",
             self.st.public, self.release_pub
         );
-        config_text(self.broker.port, self.ingest, &self.tmp.path().join("data"), &format!("--\n{security}"))
+        config_text(
+            self.broker.port,
+            self.ingest,
+            &self.tmp.path().join("data"),
+            &format!("--\n{security}"),
+        )
     }
 
     fn service(&self, confirm_s: u64, extra: &str, env: Vec<(String, String)>) -> Service {
-        let s = Service::start(self.tmp.path(), &self.config(confirm_s, extra), self.ingest, env);
+        let s = Service::start(
+            self.tmp.path(),
+            &self.config(confirm_s, extra),
+            self.ingest,
+            env,
+        );
         s.wait_log("listening for commands", Duration::from_secs(20));
         s
     }
@@ -328,7 +397,11 @@ impl Rig {
     /// Signs `file` as `version` for `target` and returns the manifest.
     fn manifest(&self, file: &Path, version: &str, target: &str) -> serde_json::Value {
         let out = sign(&self.release_key, version, target, file);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
@@ -336,23 +409,45 @@ impl Rig {
     /// Sends `update` and returns its result.
     fn update(&mut self, id: &str, url: &str, manifest: &serde_json::Value) -> serde_json::Value {
         let c = serde_json::json!({"op": "update", "url": url, "manifest": manifest});
-        raw(self.broker.port, &mut self.sub, camgw::remote::envelope::sign(&self.st.key, &signed(id, c)), Some(id))
+        raw(
+            self.broker.port,
+            &mut self.sub,
+            camgw::remote::envelope::sign(&self.st.key, &signed(id, c)),
+            Some(id),
+        )
     }
 
     fn alerts(&self, kind: &str) -> Vec<serde_json::Value> {
-        self.sub.on("alert").into_iter().filter(|a| a["kind"] == kind).collect()
+        self.sub
+            .on("alert")
+            .into_iter()
+            .filter(|a| a["kind"] == kind)
+            .collect()
     }
 
     fn wait_alert(&mut self, kind: &str, within: Duration) -> serde_json::Value {
-        self.sub.wait_until(within, kind, |m| m.iter().any(|m| m.leaf() == "alert" && m.json()["kind"] == kind));
+        self.sub.wait_until(within, kind, |m| {
+            m.iter()
+                .any(|m| m.leaf() == "alert" && m.json()["kind"] == kind)
+        });
         self.alerts(kind).pop().unwrap()
     }
 
     /// Waits for an online status of `version`, after the first `from` messages.
     fn wait_online(&mut self, version: &str, from: usize, within: Duration) -> serde_json::Value {
-        let is = |m: &Msg| m.leaf() == "status" && m.json()["online"] == true && m.json()["version"] == version;
-        self.sub.wait_until(within, &format!("status online {version}"), |m| m[from.min(m.len())..].iter().any(is));
-        self.sub.seen[from..].iter().rev().find(|m| is(m)).unwrap().json()
+        let is = |m: &Msg| {
+            m.leaf() == "status" && m.json()["online"] == true && m.json()["version"] == version
+        };
+        self.sub
+            .wait_until(within, &format!("status online {version}"), |m| {
+                m[from.min(m.len())..].iter().any(is)
+            });
+        self.sub.seen[from..]
+            .iter()
+            .rev()
+            .find(|m| is(m))
+            .unwrap()
+            .json()
     }
 
     fn installed(&self) -> camgw::upgrade::Installed {
@@ -373,7 +468,10 @@ fn try_post(addr: std::net::SocketAddr) -> Option<String> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let body = br#"{"camera":"cam01","kind":"motion","state":"pulse"}"#;
-    let head = format!("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     s.write_all(head.as_bytes()).ok()?;
     s.write_all(body).ok()?;
     let mut out = Vec::new();
@@ -401,7 +499,11 @@ impl Feeder {
                 }
             })
         };
-        Feeder { ids, stop, thread: Some(thread) }
+        Feeder {
+            ids,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn count(&self) -> usize {
@@ -411,7 +513,11 @@ impl Feeder {
     fn wait_for(&self, n: usize) {
         let deadline = Instant::now() + scaled(Duration::from_secs(30));
         while self.count() < n {
-            assert!(Instant::now() < deadline, "only {} events accepted", self.count());
+            assert!(
+                Instant::now() < deadline,
+                "only {} events accepted",
+                self.count()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -438,7 +544,11 @@ fn an_update_to_a_second_build_resumes_a_cut_download_is_confirmed_and_loses_no_
     // The first connection is cut at 40 %: the agent resumes with Range.
     let server = ReleaseServer::start(
         body.clone(),
-        Behaviour { cut_after: body.len() as u64 * 2 / 5, cut_connections: 1, ..Default::default() },
+        Behaviour {
+            cut_after: body.len() as u64 * 2 / 5,
+            cut_connections: 1,
+            ..Default::default()
+        },
     );
     let poster = Feeder::start(svc.ingest);
     poster.wait_for(20);
@@ -488,4 +598,391 @@ fn an_update_to_a_second_build_resumes_a_cut_download_is_confirmed_and_loses_no_
         body.len(),
         ids.len()
     );
+}
+
+/// A release that is not camgw at all (never run: every case here is refused first).
+fn junk(dir: &Path, name: &str, len: usize, salt: u8) -> PathBuf {
+    let p = dir.join(name);
+    let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ salt).collect();
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// The refusal says why in the result and in `update_failed`, and nothing changed: the same
+/// version runs, nothing is installed, no download is left behind.
+fn assert_refused(rig: &mut Rig, r: &serde_json::Value, reason: &str, says: &str) {
+    assert_eq!(r["ok"], false, "{r}");
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(says) && error.contains(reason),
+        "{reason}: {r}"
+    );
+    rig.sub.wait_until(Duration::from_secs(10), reason, |m| {
+        m.iter().any(|m| {
+            m.leaf() == "alert"
+                && m.json()["kind"] == "update_failed"
+                && m.json()["detail"]["reason"] == reason
+        })
+    });
+    assert!(
+        rig.installed().versions.is_empty(),
+        "{reason}: something was installed"
+    );
+    let incoming = rig.tmp.path().join("data/update/incoming");
+    let left: Vec<_> = std::fs::read_dir(&incoming)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "{reason}: a download was left behind: {left:?}"
+    );
+}
+
+#[test]
+fn every_refusal_says_why_and_changes_nothing() {
+    let mut rig = Rig::new();
+    let full = rig.tmp.path().join("disk-full");
+    let svc = rig.service(
+        30,
+        "",
+        vec![(
+            "CAMGW_FAULTS".into(),
+            format!("disk_full={}", full.display()),
+        )],
+    );
+    rig.wait_online(&own(), 0, Duration::from_secs(20));
+    let dir = rig.tmp.path().to_path_buf();
+    let a = junk(&dir, "a", 600_000, 0);
+    let target = camgw::release::TARGET;
+    let good = rig.manifest(&a, V2, target);
+    let server = ReleaseServer::start(std::fs::read(&a).unwrap(), Behaviour::default());
+    let url = server.url();
+
+    // Signed by a key that is not a release key (the station's command key, say).
+    let other = dir.join("other");
+    keygen(&other);
+    let out = sign(&dir.join("other.key"), V2, target, &a);
+    assert!(out.status.success());
+    let foreign: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("a.manifest.json")).unwrap()).unwrap();
+    let r = rig.update("r-key", &url, &foreign);
+    assert_refused(&mut rig, &r, "bad_signature", "signature");
+    // A manifest changed after signing (a bigger size).
+    let mut tampered = good.clone();
+    tampered["size"] = (600_001u64).into();
+    let r = rig.update("r-tamper", &url, &tampered);
+    assert_refused(&mut rig, &r, "bad_signature", "signature");
+    let other_target = if target.starts_with("aarch64") {
+        "x86_64-unknown-linux-gnu"
+    } else {
+        "aarch64-unknown-linux-musl"
+    };
+    let r = rig.update("r-target", &url, &rig.manifest(&a, V2, other_target));
+    assert_refused(&mut rig, &r, "wrong_target", other_target);
+    let r = rig.update("r-down", &url, &rig.manifest(&a, "0.0.1", target));
+    assert_refused(&mut rig, &r, "not_newer", "not newer");
+    let r = rig.update("r-same", &url, &rig.manifest(&a, &own(), target));
+    assert_refused(&mut rig, &r, "not_newer", "not newer");
+    let r = rig.update("r-url", "ftp://127.0.0.1/camgw", &good);
+    assert_refused(&mut rig, &r, "bad_url", "url");
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        0,
+        "nothing was downloaded for a refused manifest"
+    );
+
+    // 404.
+    let r = rig.update(
+        "r-404",
+        &format!("http://127.0.0.1:{}/nope", server.port),
+        &good,
+    );
+    assert_refused(&mut rig, &r, "download_failed", "HTTP 404");
+    // The same size, other bytes: the hash gives it away.
+    let b = junk(&dir, "b", 600_000, 7);
+    let evil = ReleaseServer::start(std::fs::read(&b).unwrap(), Behaviour::default());
+    let r = rig.update("r-sha", &evil.url(), &good);
+    assert_refused(&mut rig, &r, "bad_sha256", "sha256");
+    // More bytes than the manifest says: cut off at the size, refused.
+    let longer = ReleaseServer::start(
+        [std::fs::read(&a).unwrap(), vec![0; 1000]].concat(),
+        Behaviour::default(),
+    );
+    let r = rig.update("r-long", &longer.url(), &good);
+    assert_refused(&mut rig, &r, "bad_size", "bytes");
+    // Cut every time by a server that cannot resume: a bounded number of attempts.
+    let cutting = ReleaseServer::start(
+        std::fs::read(&a).unwrap(),
+        Behaviour {
+            cut_after: 200_000,
+            cut_connections: 1000,
+            ignore_range: true,
+            ..Default::default()
+        },
+    );
+    let r = rig.update("r-cut", &cutting.url(), &good);
+    assert_refused(&mut rig, &r, "download_failed", "after 6 attempts");
+    assert_eq!(cutting.requests.load(Ordering::SeqCst), 6);
+    // The disk fills up half-way through the download.
+    let filling = ReleaseServer::start(
+        std::fs::read(&a).unwrap(),
+        Behaviour {
+            drip: Some(Duration::from_millis(5)),
+            ..Default::default()
+        },
+    );
+    let flag = full.clone();
+    filling.on_sent(300_000, move || std::fs::write(&flag, b"full").unwrap());
+    let r = rig.update("r-full", &filling.url(), &good);
+    // The alert waits for room on the disk as well.
+    std::fs::remove_file(&full).unwrap();
+    assert_refused(&mut rig, &r, "no_space", "full");
+    // The agent runs on as before: the same version, accepting and delivering events.
+    let id = try_post(svc.ingest).expect("202 after the refusals");
+    rig.sub.wait_until(
+        Duration::from_secs(10),
+        "an event after the refusals",
+        |m| {
+            m.iter()
+                .any(|m| m.leaf() == "event" && m.json()["id"] == id.as_str())
+        },
+    );
+    assert!(!svc.log().contains("handing over"), "{}", svc.log());
+}
+
+#[test]
+fn free_space_is_checked_before_anything_is_downloaded() {
+    let mut rig = Rig::new();
+    // Keeps more free than any disk has: no update fits.
+    let _svc = rig.service(30, "", vec![]);
+    let text = std::fs::read_to_string(rig.tmp.path().join("camgw.toml")).unwrap();
+    assert!(text.contains("[gateway]"));
+    drop(_svc);
+    std::fs::remove_file(rig.tmp.path().join("agent.log")).unwrap();
+    let text = text.replacen("[gateway]\n", "[gateway]\ndisk_low_mb = 9000000\n", 1);
+    let svc = Service::start(rig.tmp.path(), &text, rig.ingest, vec![]);
+    svc.wait_log("listening for commands", Duration::from_secs(20));
+    let a = junk(rig.tmp.path(), "a", 100_000, 0);
+    let m = rig.manifest(&a, V2, camgw::release::TARGET);
+    let server = ReleaseServer::start(std::fs::read(&a).unwrap(), Behaviour::default());
+    let r = rig.update("r-space", &server.url(), &m);
+    assert_refused(&mut rig, &r, "no_space", "MB free");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+}
+
+/// A release signed and offered as V2 that exits at once: each start by the launcher counts;
+/// after two the previous version runs again and says why.
+#[test]
+fn a_release_that_exits_at_once_is_rolled_back_after_two_starts() {
+    let mut rig = Rig::new();
+    let svc = rig.service(30, "", vec![]);
+    rig.wait_online(&own(), 0, Duration::from_secs(20));
+    let script = rig.tmp.path().join("bad-release");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'bad release: exiting' >&2\nexit 3\n",
+    )
+    .unwrap();
+    let m = rig.manifest(&script, V2, camgw::release::TARGET);
+    let server = ReleaseServer::start(std::fs::read(&script).unwrap(), Behaviour::default());
+    let feeder = Feeder::start(svc.ingest);
+    feeder.wait_for(10);
+    let mark = rig.sub.seen.len();
+    let r = rig.update("x1", &server.url(), &m);
+    assert_eq!(r["ok"], true, "{r}");
+    let failed = rig.wait_alert("update_failed", Duration::from_secs(30));
+    assert_eq!(failed["detail"]["reason"], "trial_failed", "{failed}");
+    assert_eq!(failed["detail"]["version"], V2);
+    assert!(
+        failed["detail"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("2 starts in a row"),
+        "{failed}"
+    );
+    rig.wait_online(&own(), mark, Duration::from_secs(10));
+    assert_eq!(
+        svc.log().matches("bad release: exiting").count(),
+        2,
+        "{}",
+        svc.log()
+    );
+    assert_eq!(
+        svc.starts.load(Ordering::SeqCst),
+        3,
+        "started, and started again after each exit"
+    );
+    let st = rig.installed();
+    assert_eq!(st.versions[0].state, camgw::upgrade::State::Failed);
+    assert!(
+        !rig.tmp.path().join("data/update/versions/9.0.0").exists(),
+        "a reported failure's file is removed"
+    );
+    let n = feeder.count();
+    feeder.wait_for(n + 10);
+    let ids = feeder.stop();
+    wait_delivered(&mut [&mut rig.sub], &ids, "across the failed update");
+    // It is not tried again.
+    let mark = rig.sub.seen.len();
+    svc.kill9();
+    rig.wait_online(&own(), mark, Duration::from_secs(20));
+    assert_eq!(svc.log().matches("bad release: exiting").count(), 2);
+}
+
+/// The second build on trial while the broker is away: it cannot connect, its own timer ends
+/// each trial, and after two the previous version runs and reports it once the broker is back.
+#[test]
+fn a_release_that_cannot_connect_is_rolled_back_by_its_own_confirm_timer() {
+    let v2 = second_build();
+    let mut rig = Rig::with(true);
+    let svc = rig.service(10, "", vec![]);
+    rig.wait_online(&own(), 0, Duration::from_secs(20));
+    let m = rig.manifest(&v2, V2, camgw::release::TARGET);
+    let body = std::fs::read(&v2).unwrap();
+    let server = ReleaseServer::start(body.clone(), Behaviour::default());
+    // The broker goes away (gracefully, keeping sessions) once the last byte went out: the
+    // new version never reaches it.
+    let pid = rig.broker.pid().unwrap() as i32;
+    server.on_sent(body.len() as u64, move || unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    });
+    let c = serde_json::json!({"op": "update", "url": server.url(), "manifest": m});
+    let payload = camgw::remote::envelope::sign(&rig.st.key, &signed("h1", c));
+    publish_cmd(rig.broker.port, payload);
+    svc.wait_log(
+        "did not connect to a broker within update_confirm_s (10 s)",
+        Duration::from_secs(40),
+    );
+    svc.wait_log("update report", Duration::from_secs(40));
+    assert_eq!(
+        svc.log().matches("update trial ended").count(),
+        2,
+        "{}",
+        svc.log()
+    );
+    rig.broker.stop();
+    rig.broker.restart();
+    let failed = rig.wait_alert("update_failed", Duration::from_secs(30));
+    assert_eq!(failed["detail"]["reason"], "trial_failed");
+    assert!(
+        failed["detail"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("did not connect"),
+        "{failed}"
+    );
+    rig.wait_online(&own(), 0, Duration::from_secs(10));
+    assert_eq!(
+        rig.installed().versions[0].state,
+        camgw::upgrade::State::Failed
+    );
+}
+
+/// Publishes a command and waits only for the broker's PUBACK (the result may never come).
+fn publish_cmd(port: u16, payload: Vec<u8>) {
+    let mut o = rumqttc::MqttOptions::new(format!("pub-{}", free_port()), "127.0.0.1", port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (c, mut conn) = rumqttc::Client::new(o, 10);
+    c.publish(
+        format!("{T}/cmd"),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        payload,
+    )
+    .unwrap();
+    for ev in conn.iter().take(20) {
+        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev {
+            break;
+        }
+    }
+}
+
+/// kill -9 (an abort, no clean-up) at each stage of an update: the next start always runs a
+/// version that works, and the update either never happened or completes.
+#[test]
+fn a_kill_at_any_stage_of_an_update_ends_on_a_working_version() {
+    let v2 = second_build();
+    let body = std::fs::read(&v2).unwrap();
+    for (stage, applied) in [
+        ("update_downloaded", false),
+        ("update_installed", true),
+        ("update_handover", true),
+    ] {
+        let mut rig = Rig::new();
+        let svc = rig.service(
+            30,
+            "",
+            vec![("CAMGW_FAULTS".into(), format!("die={stage}"))],
+        );
+        rig.wait_online(&own(), 0, Duration::from_secs(20));
+        let m = rig.manifest(&v2, V2, camgw::release::TARGET);
+        let server = ReleaseServer::start(body.clone(), Behaviour::default());
+        let feeder = Feeder::start(svc.ingest);
+        feeder.wait_for(10);
+        let mark = rig.sub.seen.len();
+        let c = serde_json::json!({"op": "update", "url": server.url(), "manifest": m});
+        publish_cmd(
+            rig.broker.port,
+            camgw::remote::envelope::sign(&rig.st.key, &signed(stage, c)),
+        );
+        svc.wait_log(&format!("dying at {stage}"), Duration::from_secs(30));
+        if applied {
+            let a = rig.wait_alert("update_applied", Duration::from_secs(30));
+            assert_eq!(a["detail"]["to"], V2, "{stage}");
+            rig.wait_online(V2, mark, Duration::from_secs(10));
+        } else {
+            rig.wait_online(&own(), mark, Duration::from_secs(20));
+            assert!(rig.installed().versions.is_empty(), "{stage}");
+            assert!(
+                !rig.tmp.path().join("data/update/incoming").exists(),
+                "{stage}: the partial download is removed"
+            );
+        }
+        let n = feeder.count();
+        feeder.wait_for(n + 10);
+        let ids = feeder.stop();
+        wait_delivered(&mut [&mut rig.sub], &ids, stage);
+        rig.sub.drain_for(Duration::from_millis(300));
+        // A kill before the buffer closed is reported; at the hand-over it had closed cleanly.
+        let unclean = rig.alerts("unclean_shutdown").len();
+        assert_eq!(
+            unclean >= 1,
+            stage != "update_handover",
+            "{stage}: {unclean} unclean_shutdown"
+        );
+    }
+}
+
+/// A kill -9 of the new version during its trial counts as one failed start; the next start
+/// runs it again and it is confirmed.
+#[test]
+fn a_kill_during_the_trial_counts_one_failed_start_and_the_next_start_confirms() {
+    let v2 = second_build();
+    let mut rig = Rig::new();
+    // A camera that accepts connections and never answers: a health round takes the probe's
+    // whole timeout, so the trial lasts that long after connecting.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let extra = format!(
+        "{}\n[[camera]]\nid = \"cam03\"\nvendor = \"generic\"\nhost = \"127.0.0.1\"\nsnapshot_url = \"http://127.0.0.1:{silent_port}/snap.jpg\"\nsnapshot = false\n",
+        health_block(60, 4000, 1, 1)
+    );
+    let svc = rig.service(60, &extra, vec![]);
+    rig.wait_online(&own(), 0, Duration::from_secs(20));
+    let m = rig.manifest(&v2, V2, camgw::release::TARGET);
+    let server = ReleaseServer::start(std::fs::read(&v2).unwrap(), Behaviour::default());
+    let mark = rig.sub.seen.len();
+    let r = rig.update("k1", &server.url(), &m);
+    assert_eq!(r["ok"], true, "{r}");
+    // Online as V2, not yet confirmed: kill it.
+    rig.wait_online(V2, mark, Duration::from_secs(20));
+    assert!(rig.alerts("update_applied").is_empty());
+    svc.kill9();
+    let a = rig.wait_alert("update_applied", Duration::from_secs(40));
+    assert_eq!(a["detail"]["to"], V2);
+    let st = rig.installed();
+    assert_eq!(st.versions[0].state, camgw::upgrade::State::Confirmed);
+    assert_eq!(st.versions[0].failed_starts, 1, "{st:?}");
+    assert_eq!(st.versions[0].starts, 2, "{st:?}");
+    drop(silent);
 }

@@ -32,16 +32,38 @@ pub enum Event {
     Confirmed,
 }
 
-/// Raises `update_failed` for a refusal.
-pub async fn refused(shared: &Shared, reason: &str, version: Option<&semver::Version>, error: &str) {
+/// Raises `update_failed` for a refusal. The reason may be a full disk, which refuses the
+/// alert too: it is then tried again every 2 s for 10 minutes (the command's result has
+/// already said why).
+pub async fn refused(
+    shared: &Shared,
+    reason: &str,
+    version: Option<&semver::Version>,
+    error: &str,
+) {
     tracing::warn!(reason, "update refused: {error}");
-    shared
-        .alert(
-            AlertKind::UpdateFailed,
-            None,
-            json!({"reason": reason, "version": version.map(|v| v.to_string()), "error": error}),
-        )
-        .await;
+    let detail =
+        json!({"reason": reason, "version": version.map(|v| v.to_string()), "error": error});
+    let rec = crate::record::NewRecord::stamped(
+        shared.clock.as_ref(),
+        crate::record::Body::alert(AlertKind::UpdateFailed, None, detail),
+    );
+    if shared.buffer.append(rec.clone()).await.is_ok() {
+        return;
+    }
+    tracing::warn!("cannot record the update_failed alert now; trying again");
+    let buffer = shared.buffer.clone();
+    tokio::spawn(async move {
+        for _ in 0..300 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match buffer.append(rec.clone()).await {
+                Ok(_) => return,
+                Err(crate::buffer::AppendError::Closed) => return,
+                Err(_) => {}
+            }
+        }
+        tracing::error!("gave up recording the update_failed alert");
+    });
 }
 
 /// Checks an `update` command and starts its download. `Err((error, reason))` refuses it at
@@ -55,7 +77,11 @@ pub fn begin(
     events: mpsc::Sender<Event>,
 ) -> Result<semver::Version, (String, &'static str, Option<semver::Version>)> {
     let Some(local) = shared.updates.clone() else {
-        return Err(("updates need `camgw run` (this agent is embedded)".into(), "busy", None));
+        return Err((
+            "updates need `camgw run` (this agent is embedded)".into(),
+            "busy",
+            None,
+        ));
     };
     let m = Manifest::check(
         &command["manifest"],
@@ -70,7 +96,10 @@ pub fn begin(
     }
     if local.trial {
         return Err((
-            format!("this version ({}) is on trial: update once it is confirmed", local.own),
+            format!(
+                "this version ({}) is on trial: update once it is confirmed",
+                local.own
+            ),
             "busy",
             v,
         ));
@@ -137,7 +166,10 @@ async fn fetch_and_install(
         tokio::task::spawn_blocking(move || crate::durable::create_dir_all_durable(&d)).await
     };
     if let Ok(Err(e)) | Err(e) = made.map_err(std::io::Error::other) {
-        return Err((format!("cannot create {}: {e}", incoming.display()), "write_failed"));
+        return Err((
+            format!("cannot create {}: {e}", incoming.display()),
+            "write_failed",
+        ));
     }
     let started = std::time::Instant::now();
     tracing::info!(version = %m.version, size = m.size, url = %crate::logs::clip(&url.absolute()), "downloading an update");
@@ -161,19 +193,28 @@ async fn fetch_and_install(
     crate::faults::die_point("update_downloaded");
     // Read back from the disk and hashed again, off the workers: what runs is what was signed.
     let (l, mm, d) = (local.clone(), m.clone(), dest.clone());
-    let installed = tokio::task::spawn_blocking(move || -> Result<PathBuf, (String, &'static str)> {
-        let h = crate::update::file_sha256(&d).map_err(|e| (format!("cannot read the download back: {e}"), "write_failed"))?;
-        if h != mm.sha256 {
-            return Err((
-                format!("the file on disk no longer matches its sha256 ({})", crate::release::hex(&h)),
-                "bad_sha256",
-            ));
-        }
-        l.install(&d, &mm)
-            .map_err(|e| (format!("cannot install: {e}"), "install_failed"))
-    })
-    .await
-    .map_err(|e| (format!("install task: {e}"), "install_failed"))?;
+    let installed =
+        tokio::task::spawn_blocking(move || -> Result<PathBuf, (String, &'static str)> {
+            let h = crate::update::file_sha256(&d).map_err(|e| {
+                (
+                    format!("cannot read the download back: {e}"),
+                    "write_failed",
+                )
+            })?;
+            if h != mm.sha256 {
+                return Err((
+                    format!(
+                        "the file on disk no longer matches its sha256 ({})",
+                        crate::release::hex(&h)
+                    ),
+                    "bad_sha256",
+                ));
+            }
+            l.install(&d, &mm)
+                .map_err(|e| (format!("cannot install: {e}"), "install_failed"))
+        })
+        .await
+        .map_err(|e| (format!("install task: {e}"), "install_failed"))?;
     let path = match installed {
         Ok(p) => p,
         Err(e) => {
@@ -247,7 +288,9 @@ pub async fn trial(shared: Arc<TrialInputs>, confirm: Duration, events: mpsc::Se
         let l = local.clone();
         let done = tokio::task::spawn_blocking(move || l.modify(|st| st.confirm(&own))).await;
         match done {
-            Ok(Ok(_)) => tracing::info!(version = %local.own, "update confirmed: connected and one health round finished"),
+            Ok(Ok(_)) => {
+                tracing::info!(version = %local.own, "update confirmed: connected and one health round finished")
+            }
             Ok(Err(e)) => tracing::error!("cannot record the confirmation: {e}"),
             Err(e) => tracing::error!("confirmation task: {e}"),
         }
@@ -255,13 +298,20 @@ pub async fn trial(shared: Arc<TrialInputs>, confirm: Duration, events: mpsc::Se
         return;
     }
     let why = if connected {
-        format!("connected, but no health round finished within update_confirm_s ({} s)", confirm.as_secs())
+        format!(
+            "connected, but no health round finished within update_confirm_s ({} s)",
+            confirm.as_secs()
+        )
     } else {
-        format!("did not connect to a broker within update_confirm_s ({} s)", confirm.as_secs())
+        format!(
+            "did not connect to a broker within update_confirm_s ({} s)",
+            confirm.as_secs()
+        )
     };
     tracing::error!(version = %local.own, "update trial ended: {why}");
     let l = local.clone();
-    let _ = tokio::task::spawn_blocking(move || l.modify(|st| st.trial_timed_out(&own, &why))).await;
+    let _ =
+        tokio::task::spawn_blocking(move || l.modify(|st| st.trial_timed_out(&own, &why))).await;
     let _ = events.send(Event::TrialEnded).await;
 }
 

@@ -108,7 +108,9 @@ struct Sink {
 
 impl Sink {
     fn restart(&mut self) -> Result<(), Cut> {
-        self.file.set_len(0).map_err(|e| Cut::Fatal(write_failure(e)))?;
+        self.file
+            .set_len(0)
+            .map_err(|e| Cut::Fatal(write_failure(e)))?;
         self.hash = sha2::Sha256::new();
         self.have = 0;
         Ok(())
@@ -157,7 +159,9 @@ pub async fn fetch(
         )));
     }
     if url.scheme == "https" && tls.is_none() {
-        return Err(Failure::Unsupported("no TLS configuration for https://".into()));
+        return Err(Failure::Unsupported(
+            "no TLS configuration for https://".into(),
+        ));
     }
     let file = fs.create(dest).map_err(write_failure)?;
     let mut sink = Sink {
@@ -180,7 +184,12 @@ pub async fn fetch(
                 Ok(()) => return Ok(()),
                 Err(Cut::Fatal(f)) => return Err(f),
                 Err(Cut::Again(why)) => {
-                    tracing::warn!(attempt, have = sink.have, size, "update download cut: {why}");
+                    tracing::warn!(
+                        attempt,
+                        have = sink.have,
+                        size,
+                        "update download cut: {why}"
+                    );
                     last = why;
                 }
             }
@@ -209,7 +218,10 @@ pub async fn fetch(
     Ok(out)
 }
 
-async fn connect(url: &Url, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Box<dyn Stream>, Cut> {
+async fn connect(
+    url: &Url,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Box<dyn Stream>, Cut> {
     let tcp = TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| Cut::Again(format!("cannot connect to {}: {e}", url.host_port())))?;
@@ -365,7 +377,10 @@ mod tests {
             Limits::for_size(64 << 20).deadline,
             Duration::from_secs(120 + 1024)
         );
-        assert_eq!(Limits::for_size(u64::MAX).deadline, Duration::from_secs(3600));
+        assert_eq!(
+            Limits::for_size(u64::MAX).deadline,
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]

@@ -60,7 +60,10 @@ impl Dir {
         match std::fs::read(&p) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Installed::default(),
             Err(e) => {
-                tracing::error!("cannot read {}: {e}; running the packaged binary", p.display());
+                tracing::error!(
+                    "cannot read {}: {e}; running the packaged binary",
+                    p.display()
+                );
                 Installed::default()
             }
             Ok(bytes) => match serde_json::from_slice(&bytes) {
@@ -130,7 +133,10 @@ pub fn start(data_dir: &Path, own: &semver::Version, launcher: Option<&Path>) ->
         let stored = if st != before { dir.store(&st) } else { Ok(()) };
         if let Err(e) = stored {
             // Without the count on disk, a release that crashes would be started for ever.
-            tracing::error!("cannot store {}: {e}; running this binary", dir.state_path().display());
+            tracing::error!(
+                "cannot store {}: {e}; running this binary",
+                dir.state_path().display()
+            );
             return Start::Run { trial: false };
         }
         match plan {
@@ -143,7 +149,7 @@ pub fn start(data_dir: &Path, own: &semver::Version, launcher: Option<&Path>) ->
                     },
                     // Cannot happen (the launcher never falls back); run rather than loop.
                     None => Start::Run { trial: false },
-                }
+                };
             }
             Plan::Exec { version, file } => {
                 let path = dir.path_of(&file);
@@ -160,8 +166,13 @@ pub fn start(data_dir: &Path, own: &semver::Version, launcher: Option<&Path>) ->
                             version: Some(version),
                         }
                     }
-                    Ok(_) => st.unusable(&version, "its installed file no longer matches its sha256 (a damaged disk?)"),
-                    Err(e) => st.unusable(&version, &format!("cannot read its installed file: {e}")),
+                    Ok(_) => st.unusable(
+                        &version,
+                        "its installed file no longer matches its sha256 (a damaged disk?)",
+                    ),
+                    Err(e) => {
+                        st.unusable(&version, &format!("cannot read its installed file: {e}"))
+                    }
                 }
                 if let Err(e) = dir.store(&st) {
                     tracing::error!("cannot store {}: {e}", dir.state_path().display());
@@ -326,7 +337,10 @@ mod tests {
     #[test]
     fn no_install_directory_runs_the_started_binary() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(start(d.path(), &v("0.1.0"), None), Start::Run { trial: false });
+        assert_eq!(
+            start(d.path(), &v("0.1.0"), None),
+            Start::Run { trial: false }
+        );
     }
 
     #[test]
@@ -352,7 +366,10 @@ mod tests {
         );
         // The file is damaged on disk: the launcher marks it failed and runs itself.
         std::fs::write(dir.path_of("versions/0.2.0/camgw"), b"new binarz").unwrap();
-        assert_eq!(start(d.path(), &v("0.1.0"), None), Start::Run { trial: false });
+        assert_eq!(
+            start(d.path(), &v("0.1.0"), None),
+            Start::Run { trial: false }
+        );
         let st = dir.load();
         assert_eq!(st.versions[0].state, crate::upgrade::State::Failed);
         assert!(st.versions[0]
@@ -368,7 +385,10 @@ mod tests {
         let dir = Dir::new(d.path());
         std::fs::create_dir_all(&dir.root).unwrap();
         std::fs::write(dir.state_path(), b"{\"versions\": [tor").unwrap();
-        assert_eq!(start(d.path(), &v("0.1.0"), None), Start::Run { trial: false });
+        assert_eq!(
+            start(d.path(), &v("0.1.0"), None),
+            Start::Run { trial: false }
+        );
         assert!(dir.root.join("state.json.bad").exists());
     }
 
@@ -414,7 +434,10 @@ mod tests {
         local.tidy().unwrap();
         assert!(!dir.path_of("versions/0.2.0/camgw").exists());
         assert!(dir.path_of("versions/0.3.0/camgw").exists());
-        assert!(dir.path_of("versions/0.4.0/camgw").exists(), "not reported yet");
+        assert!(
+            dir.path_of("versions/0.4.0/camgw").exists(),
+            "not reported yet"
+        );
         for r in local.pending() {
             local.reported(&r).unwrap();
         }

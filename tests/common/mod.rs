@@ -318,6 +318,11 @@ impl Broker {
         }
     }
 
+    /// The broker process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn is_mosquitto() -> bool {
         mosquitto_path().is_some()
     }

@@ -121,7 +121,9 @@ fn serve(
     let mut w = conn;
     let path = first.split_whitespace().nth(1).unwrap_or("");
     if path != "/camgw" {
-        w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found")?;
+        w.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
+        )?;
         return Ok(());
     }
     if range_from.is_some() {
