@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 fx=../../shared/fixtures
 c=corpus
-mkdir -p $c/{multipart,http_response,xml,onvif_events,jpeg,rtsp,dahua,config,envelope,buffer_frames,digest,camtime,wsdiscovery,topics,urls,station_rows,release_manifest}
+mkdir -p $c/{multipart,http_response,xml,onvif_events,jpeg,rtsp,dahua,config,envelope,buffer_frames,digest,camtime,wsdiscovery,topics,urls,station_rows,release_manifest,update_state}
 put() { printf '%b' "$2" > "$c/$1/seed-$3"; }
 if [ -d "$fx" ]; then
   cp "$fx"/*.multipart $c/multipart/ 2>/dev/null || true
@@ -61,3 +61,4 @@ put buffer_frames '\xc4\x6d\x67\x77\x05\x00\x00\x00\x00\x00\x00\x00hello' 1
 # Our own stills (baseline and progressive JPEG), committed under fuzz/seeds/.
 cp seeds/jpeg/* $c/jpeg/
 put jpeg '\xff\xd8\xff\xe0\x00\x10JFIF\x00' 3
+put update_state '{"versions":[{"version":"0.2.0","file":"versions/0.2.0/camgw","sha256":"07","state":"confirmed","from":"0.1.0","starts":1,"failed_starts":0,"last_failure":null,"reported":true},{"version":"0.3.0","file":"versions/0.3.0/camgw","state":"trial","from":"0.2.0","starts":1,"failed_starts":1,"last_failure":"did not connect","reported":false}]}' 1

@@ -105,6 +105,12 @@ enum Command {
         /// The command, e.g. '{"op":"get_config"}'.
         command: String,
     },
+    /// Fleet operations from the station: signed over-the-air updates in rings.
+    #[cfg(feature = "station")]
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// The ward station's tools.
     #[cfg(feature = "station")]
     Station {
@@ -135,6 +141,44 @@ enum ReleaseCommand {
         #[arg(long)]
         target: String,
         file: PathBuf,
+    },
+}
+
+#[cfg(feature = "station")]
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Roll a release out to a ward's gateways, N at a time: each ring must confirm
+    /// (`update_applied`) before the next is sent; the first failure stops the rollout. Prints
+    /// a table (exit 0 when every gateway applied it or already ran it, 1 otherwise).
+    Update {
+        /// The command key (from `camgw keygen`) the gateways trust.
+        #[arg(long)]
+        key: PathBuf,
+        /// Broker URL, mqtt://host:port or mqtts://host:port.
+        #[arg(long)]
+        mqtt: String,
+        #[arg(long)]
+        ward: String,
+        /// The manifest `camgw release sign` wrote.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Where the gateways download the release (http:// or https://).
+        #[arg(long)]
+        url: String,
+        /// Gateway ids, comma-separated, in rollout order (default: every gateway of the ward
+        /// with an online status, by id).
+        #[arg(long, value_delimiter = ',')]
+        gateways: Option<Vec<String>>,
+        /// Gateways per ring.
+        #[arg(long, default_value_t = 5)]
+        ring: usize,
+        /// Per ring: seconds to wait for every gateway's outcome (download, trial, confirm).
+        #[arg(long, default_value_t = 900)]
+        wait_s: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        broker: BrokerLogin,
     },
 }
 
@@ -640,6 +684,55 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("camgw keygen: {e:#}");
                     ExitCode::from(1)
+                }
+            }
+        }
+        #[cfg(feature = "station")]
+        Command::Fleet {
+            command:
+                FleetCommand::Update {
+                    key,
+                    mqtt,
+                    ward,
+                    manifest,
+                    url,
+                    gateways,
+                    ring,
+                    wait_s,
+                    json,
+                    broker,
+                },
+        } => {
+            let args = camgw::station::fleet::Args {
+                key: &key,
+                mqtt: &mqtt,
+                ward: &ward,
+                topic_prefix: &broker.topic_prefix,
+                manifest: &manifest,
+                url: &url,
+                gateways,
+                ring,
+                wait: std::time::Duration::from_secs(wait_s),
+                username: broker.username.as_deref(),
+                password: broker.password.as_deref(),
+                ca_file: broker.ca_file.as_deref(),
+            };
+            match runtime().block_on(camgw::station::fleet::update(args)) {
+                Ok(r) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&r.rows).unwrap());
+                    } else {
+                        print!("{}", r.table());
+                    }
+                    if r.ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("camgw fleet update: {e:#}");
+                    ExitCode::from(2)
                 }
             }
         }

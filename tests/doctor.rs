@@ -71,6 +71,7 @@ fn a_healthy_gateway_passes_every_check() {
     for id in [
         "config",
         "data_dir",
+        "software",
         "clock",
         "board",
         "board.tamper",

@@ -29,6 +29,7 @@ const PEERS: &[(&str, &str)] = &[
     ("record", "clock"),
     ("config", "record"),
     ("faults", "durable"),
+    ("doctor", "update"),
 ];
 
 fn layer_of(m: &str) -> Option<usize> {

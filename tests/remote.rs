@@ -149,6 +149,42 @@ fn get_config_never_shows_a_password_and_neither_do_the_logs() {
     assert!(!agent.log().contains("pa55-SECRET-word"));
 }
 
+/// Remote diagnostics: the doctor's checklist run on the box, and the end of the agent's own
+/// log, bounded and without secrets.
+#[test]
+fn doctor_and_log_tail_answer_remotely_without_secrets() {
+    let st = station();
+    let broker = Broker::start();
+    let agent = Agent::start(broker.port, &format!("--\n{}", security(&st)));
+    let (code, r) = cmd(&st, broker.port, r#"{"op":"log_tail","lines":5}"#, 10);
+    assert_eq!(code, 0, "{r}");
+    let lines = r["lines"].as_array().unwrap();
+    assert!(!lines.is_empty() && lines.len() <= 5, "{r}");
+    let (code, r) = cmd(&st, broker.port, r#"{"op":"log_tail","lines":1000}"#, 10);
+    assert_eq!(code, 0, "{r}");
+    let all = r["lines"].to_string();
+    assert!(all.contains("command accepted"), "{all}");
+    assert!(all.contains("connected to the broker"), "{all}");
+    assert!(!all.contains("pa55-SECRET-word"));
+    assert!(!all.contains('\u{1b}'), "colours are stripped");
+    for bad in [
+        r#"{"op":"log_tail","lines":0}"#,
+        r#"{"op":"log_tail","lines":"all"}"#,
+    ] {
+        let (code, r) = cmd(&st, broker.port, bad, 10);
+        assert_eq!(code, 1, "{r}");
+        assert!(r["error"].as_str().unwrap().contains("1 to 1000"), "{r}");
+    }
+    let (code, r) = cmd(&st, broker.port, r#"{"op":"doctor"}"#, 60);
+    assert_eq!(r["op"], "doctor", "{r}");
+    assert_eq!(code, 0, "{r}");
+    let checks = r["doctor"]["checks"].as_array().expect("a checklist");
+    assert!(checks.len() >= 3, "{r}");
+    assert!(r.to_string().contains("broker"), "{r}");
+    assert!(!r.to_string().contains("pa55-SECRET-word"));
+    drop(agent);
+}
+
 #[test]
 fn set_config_adds_and_removes_cameras_live_and_clears_a_removed_cameras_health() {
     let st = station();

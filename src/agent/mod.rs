@@ -245,7 +245,13 @@ pub async fn run(
         .await;
     }
     tracing::info!("shutting down");
-    crate::watchdog::notify("STOPPING=1");
+    // A hand-over keeps the process (exec): to systemd it is a reload, and the next version's
+    // READY=1 ends it. STOPPING=1 would have it kill the process it thinks is stopping.
+    crate::watchdog::notify(if handover.is_some() {
+        "RELOADING=1"
+    } else {
+        "STOPPING=1"
+    });
     sup.shared.final_shutdown.store(true, Ordering::SeqCst);
     if let Some(p) = sup.parts.take() {
         p.stop().await;

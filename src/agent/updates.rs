@@ -113,9 +113,14 @@ pub fn begin(
         return Err(("\"url\" must be http:// or https://".into(), "bad_url", v));
     }
     let tls = if url.scheme == "https" {
-        // The broker's CA when one is configured, else the system's roots.
+        // security.update_ca_file, else the broker's CA, else the system's roots.
+        let ca = config
+            .security
+            .update_ca_file
+            .as_deref()
+            .or(config.mqtt.ca_file.as_deref());
         Some(
-            crate::uplink::tls::rustls_config(config.mqtt.ca_file.as_deref(), None, None)
+            crate::uplink::tls::rustls_config(ca, None, None)
                 .map_err(|e| (format!("TLS: {e:#}"), "bad_url", v.clone()))?,
         )
     } else {

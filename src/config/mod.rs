@@ -273,6 +273,9 @@ pub struct Security {
     /// A new version must connect and finish a health round within this, or the start counts
     /// as failed.
     pub update_confirm: Duration,
+    /// The CA that release servers' HTTPS certificates are checked against (unset: the
+    /// broker's `mqtt.ca_file`, else the system's roots).
+    pub update_ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -917,12 +917,14 @@ fn security(w: &mut Walker, root: &Table) -> Option<Security> {
     let rollback = w.int(t, "security", "rollback_timeout_s", 1, 3600, 60);
     let skew = w.int(t, "security", "max_clock_skew_s", 0, 86_400, 300);
     let confirm = w.int(t, "security", "update_confirm_s", 10, 86_400, 300);
+    let update_ca_file = w.string(t, "security", "update_ca_file").map(PathBuf::from);
     Some(Security {
         command_keys: keys,
         rollback_timeout: Duration::from_secs(rollback as u64),
         max_clock_skew: Duration::from_secs(skew as u64),
         release_keys,
         update_confirm: Duration::from_secs(confirm as u64),
+        update_ca_file,
     })
 }
 

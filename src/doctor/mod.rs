@@ -41,7 +41,7 @@ impl Lang {
 /// One line of the checklist.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Check {
-    /// Stable id for scripts: "config", "data_dir", "clock", "board", "board.sensor.enclosure",
+    /// Stable id for scripts: "config", "data_dir", "software", "clock", "board", "board.sensor.enclosure",
     /// "mqtt.dns", "mqtt.tcp", "mqtt.tls", "mqtt.auth", "mqtt.roundtrip" (and
     /// "mqtt.urls[i].dns" ... for every further broker of `mqtt.urls`),
     /// "camera.cam01.reachable", "camera.cam01.snapshot", "camera.cam01.events.onvif", ...
@@ -138,6 +138,7 @@ pub async fn run(config_path: &Path, lang: Lang, clock: Arc<dyn Clock>) -> Repor
         }
     };
     data_dir(&mut o, &config);
+    software(&mut o, &config);
     if clock.synced() {
         o.ok(
             "clock",
@@ -169,6 +170,53 @@ fn finish(o: Out) -> Report {
         ok: o.checks.iter().all(|c| c.ok),
         checks: o.checks,
     }
+}
+
+/// Which version `camgw run` starts and what was installed over the air (informational: a
+/// failed update leaves a working version running).
+fn software(o: &mut Out, config: &Config) {
+    let own = crate::release::running_version();
+    let dir = crate::update::Dir::new(&config.gateway.data_dir);
+    let st = dir.load();
+    let runs = match st.choice(&own) {
+        Some(v) => format!(
+            "{} {} ({}, {:?})",
+            o.t("runs", "chạy"),
+            v.version,
+            o.t("over the air", "cập nhật từ xa"),
+            v.state
+        ),
+        None => format!(
+            "{} {own} ({})",
+            o.t("runs", "chạy"),
+            o.t("this binary", "tệp này")
+        ),
+    };
+    let failed: Vec<String> = st
+        .versions
+        .iter()
+        .filter(|v| v.state == crate::upgrade::State::Failed)
+        .map(|v| {
+            format!(
+                "{} ({})",
+                v.version,
+                v.last_failure.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    let mut text = format!(
+        "camgw {} ({}): {runs}",
+        crate::release::VERSION,
+        crate::release::TARGET
+    );
+    if !failed.is_empty() {
+        text.push_str(&format!(
+            "; {}: {}",
+            o.t("failed updates", "bản cập nhật lỗi"),
+            failed.join(", ")
+        ));
+    }
+    o.ok("software", text);
 }
 
 fn data_dir(o: &mut Out, config: &Config) {

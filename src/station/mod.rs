@@ -3,6 +3,7 @@
 //! `camgw station watch` ([`watch`]) is the live view, built on the pure [`view`] model;
 //! `camgw station serve` ([`serve`]) is the recorder and web console.
 
+pub mod fleet;
 pub mod serve;
 pub mod view;
 pub mod watch;

@@ -3,8 +3,10 @@
 //! misbehaviour on purpose: cut the first connections after some bytes, ignore Range, call a
 //! hook once a number of body bytes went out (to fill the disk or stop the broker mid-update),
 //! drip slowly. It counts what it sent.
+// Shared by tests/update.rs and benches/update.rs, which use different parts of it.
+#![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,8 @@ pub struct Behaviour {
     pub ignore_range: bool,
     /// Pause after each 16 KiB piece.
     pub drip: Option<Duration>,
+    /// Serve HTTPS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub struct ReleaseServer {
@@ -70,7 +74,19 @@ impl ReleaseServer {
                     hook.clone(),
                 );
                 std::thread::spawn(move || {
-                    let _ = serve(conn, n, &body, &b, &sent, &ranged, &hook);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                    match &b.tls {
+                        None => {
+                            let _ = serve(conn, n, &body, &b, &sent, &ranged, &hook);
+                        }
+                        Some(cfg) => {
+                            let Ok(sc) = rustls::ServerConnection::new(cfg.clone()) else {
+                                return;
+                            };
+                            let tls = rustls::StreamOwned::new(sc, conn);
+                            let _ = serve(tls, n, &body, &b, &sent, &ranged, &hook);
+                        }
+                    }
                 });
             }
         });
@@ -79,6 +95,11 @@ impl ReleaseServer {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/camgw", self.port)
+    }
+
+    /// The same over TLS (the certificate is for `localhost`).
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}/camgw", self.port)
     }
 
     /// Runs `f` once, as soon as `after` body bytes have gone out in total.
@@ -94,8 +115,8 @@ impl Drop for ReleaseServer {
     }
 }
 
-fn serve(
-    conn: TcpStream,
+fn serve<S: Read + Write>(
+    mut w: S,
     n: u64,
     body: &[u8],
     b: &Behaviour,
@@ -103,22 +124,23 @@ fn serve(
     ranged: &AtomicU64,
     hook: &Mutex<Option<(u64, Hook)>>,
 ) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut r = BufReader::new(conn.try_clone()?);
-    let mut first = String::new();
-    r.read_line(&mut first)?;
-    let mut range_from = None;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+        if w.read(&mut byte)? == 0 {
+            return Ok(());
         }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let first = head.lines().next().unwrap_or("").to_string();
+    let mut range_from = None;
+    for line in head.lines() {
         let lower = line.to_ascii_lowercase();
         if let Some(v) = lower.strip_prefix("range: bytes=") {
             range_from = v.trim().trim_end_matches('-').parse::<u64>().ok();
         }
     }
-    let mut w = conn;
     let path = first.split_whitespace().nth(1).unwrap_or("");
     if path != "/camgw" {
         w.write_all(
@@ -174,7 +196,7 @@ fn serve(
             std::thread::sleep(d);
         }
     }
-    // A cut: close without the rest.
-    let _ = w.shutdown(std::net::Shutdown::Both);
+    w.flush()?;
+    // A cut, or the end: close (dropping the stream) without anything more.
     Ok(())
 }
