@@ -795,3 +795,31 @@ fn an_https_download_checks_the_servers_certificate() {
     rig.wait_alert("update_applied", Duration::from_secs(60));
     rig.wait_online(V2, mark, Duration::from_secs(10));
 }
+
+/// The download alone, against servers that cannot resume: a cut followed by a whole new
+/// answer (200) starts the file over, and what is on disk is exactly the release.
+#[test]
+fn a_download_cut_by_a_server_without_range_starts_over_and_is_exact() {
+    use camgw::update::download::{fetch, Limits};
+    use sha2::Digest as _;
+    let body: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let sha: [u8; 32] = sha2::Sha256::digest(&body).into();
+    let server = ReleaseServer::start(
+        body.clone(),
+        Behaviour { cut_after: 300_000, cut_connections: 2, ignore_range: true, ..Default::default() },
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("x.part");
+    let url = camgw::proto::http::Url::parse(&server.url()).unwrap();
+    let limits = Limits { pause: Duration::from_millis(10), ..Limits::for_size(body.len() as u64) };
+    let got = rt()
+        .block_on(fetch(&url, None, &camgw::durable::Os, &dest, body.len() as u64, &sha, limits))
+        .unwrap();
+    let on_disk = std::fs::read(&dest).unwrap();
+    assert_eq!(on_disk.len(), body.len());
+    assert!(on_disk == body, "the file is the release, with no hole");
+    assert_eq!(got.attempts, 3);
+    assert_eq!(got.resumed, 0);
+    assert_eq!(got.received, 300_000 * 2 + body.len() as u64);
+    assert_eq!(server.ranged.load(Ordering::SeqCst), 2, "it asked to resume, and was refused");
+}

@@ -97,7 +97,9 @@ trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Where the bytes go: the file, the running hash, the count.
-struct Sink {
+struct Sink<'a> {
+    fs: &'a dyn Fs,
+    dest: &'a Path,
     file: Box<dyn FsFile>,
     hash: sha2::Sha256,
     have: u64,
@@ -106,10 +108,13 @@ struct Sink {
     resumed: u32,
 }
 
-impl Sink {
+impl Sink<'_> {
+    /// Starts the file over: a new, empty file (cutting the length alone would leave the
+    /// write position where it was, and the next bytes after a hole).
     fn restart(&mut self) -> Result<(), Cut> {
-        self.file
-            .set_len(0)
+        self.file = self
+            .fs
+            .create(self.dest)
             .map_err(|e| Cut::Fatal(write_failure(e)))?;
         self.hash = sha2::Sha256::new();
         self.have = 0;
@@ -165,6 +170,8 @@ pub async fn fetch(
     }
     let file = fs.create(dest).map_err(write_failure)?;
     let mut sink = Sink {
+        fs,
+        dest,
         file,
         hash: sha2::Sha256::new(),
         have: 0,
@@ -267,7 +274,7 @@ fn content_range(v: &str) -> Option<(u64, u64)> {
 async fn attempt_once(
     url: &Url,
     tls: Option<Arc<rustls::ClientConfig>>,
-    sink: &mut Sink,
+    sink: &mut Sink<'_>,
     stall: Duration,
 ) -> Result<(), Cut> {
     let mut s = tokio::time::timeout(stall, connect(url, tls))
