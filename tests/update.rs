@@ -171,6 +171,17 @@ fn an_update_to_a_second_build_resumes_a_cut_download_is_confirmed_and_loses_no_
     assert_eq!(applied["detail"]["to"], V2);
     let status = rig.wait_online(V2, mark, Duration::from_secs(10));
     assert_eq!(status["software"]["source"], "over_the_air", "{status}");
+    // Once confirmed, the status says so again (retained, for fleet update).
+    rig.sub.wait_until(Duration::from_secs(10), "a confirmed status", |m| {
+        m[mark..].iter().any(|m| {
+            let v = m.json();
+            m.leaf() == "status" && v["version"] == V2 && v["software"]["trial"] == false
+        })
+    });
+    // The confirmed version takes the next update (refused here only as not newer, not busy).
+    let r = rig.update("u2", &server.url(), &manifest);
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("not_newer"), "{r}");
     assert!(server.ranged.load(Ordering::SeqCst) >= 1);
     // Every byte went over the wire once: the cut part was not fetched again.
     let wire = server.sent.load(Ordering::SeqCst);

@@ -109,8 +109,8 @@ pub async fn run(
     let text = std::fs::read_to_string(&config_path).unwrap_or_default();
     let (mut shared, mut commands) = open_shared(&config, clock.clone()).await?;
     if let Some(l) = local {
-        let _ = shared.stats.origin.set(l.origin());
-        tracing::info!(version = crate::release::VERSION, target = crate::release::TARGET, binary = %l.binary.display(), trial = l.trial, "camgw starting");
+        *shared.stats.origin.lock().unwrap() = Some(l.origin());
+        tracing::info!(version = crate::release::VERSION, target = crate::release::TARGET, binary = %l.binary.display(), trial = l.on_trial(), "camgw starting");
         shared.updates = Some(Arc::new(l));
     }
     // update_failed / update_applied a previous start left to say.
@@ -139,7 +139,7 @@ pub async fn run(
         update_events: update_tx.clone(),
         update_busy: false,
     };
-    if let Some(l) = sup.shared.updates.clone().filter(|l| l.trial) {
+    if let Some(l) = sup.shared.updates.clone().filter(|l| l.on_trial()) {
         let probed = sup.config().cameras.iter().filter(|c| c.probe).count() as u64;
         let inputs = Arc::new(updates::TrialInputs {
             local: l,
@@ -204,7 +204,13 @@ pub async fn run(
             }
             Some(payload) = commands.recv() => remote::handle(&mut sup, &payload).await,
             Some(ev) = update_rx.recv() => match ev {
-                updates::Event::Confirmed => updates::report(&sup.shared).await,
+                updates::Event::Confirmed => {
+                    if let Some(l) = &sup.shared.updates {
+                        *sup.shared.stats.origin.lock().unwrap() = Some(l.origin());
+                        sup.shared.stats.republish_status.notify_one();
+                    }
+                    updates::report(&sup.shared).await;
+                }
                 updates::Event::TrialEnded => {
                     handover = sup.shared.updates.as_ref().map(|l| l.launcher.clone());
                     break;

@@ -94,7 +94,7 @@ pub fn begin(
     if busy {
         return Err(("an update is already being downloaded".into(), "busy", v));
     }
-    if local.trial {
+    if local.on_trial() {
         return Err((
             format!(
                 "this version ({}) is on trial: update once it is confirmed",
@@ -294,6 +294,7 @@ pub async fn trial(shared: Arc<TrialInputs>, confirm: Duration, events: mpsc::Se
         let done = tokio::task::spawn_blocking(move || l.modify(|st| st.confirm(&own))).await;
         match done {
             Ok(Ok(_)) => {
+                local.confirmed();
                 tracing::info!(version = %local.own, "update confirmed: connected and one health round finished")
             }
             Ok(Err(e)) => tracing::error!("cannot record the confirmation: {e}"),

@@ -22,6 +22,8 @@ pub enum State {
     Waiting,
     /// Already runs the release's version or a newer one.
     Current,
+    /// Runs a version still on trial: not sent; run the rollout again once it is confirmed.
+    OnTrial,
     /// Sent; waiting for its result and its trial.
     Sent,
     /// Verified and installed; its trial runs.
@@ -55,11 +57,12 @@ pub struct Rollout {
 
 impl Rollout {
     /// Gateways in the order given, in rings of `ring_size`; `versions` is what each runs
-    /// (from its retained status), when known.
+    /// (from its retained status), when known, and `trials` those whose version is on trial.
     pub fn new(
         version: semver::Version,
         gateways: &[String],
         versions: &BTreeMap<String, String>,
+        trials: &std::collections::BTreeSet<String>,
         ring_size: usize,
     ) -> Rollout {
         let ring_size = ring_size.max(1);
@@ -71,24 +74,26 @@ impl Rollout {
                 .as_deref()
                 .and_then(|v| semver::Version::parse(v).ok())
                 .is_some_and(|v| v >= version);
-            let ring = if current { 0 } else { pending / ring_size + 1 };
-            if !current {
+            let on_trial = trials.contains(g);
+            let skip = current || on_trial;
+            let ring = if skip { 0 } else { pending / ring_size + 1 };
+            if !skip {
                 pending += 1;
             }
+            let (state, detail) = match (on_trial, current) {
+                (true, _) => (
+                    State::OnTrial,
+                    "its version is on trial: run again once it is confirmed".into(),
+                ),
+                (false, true) => (State::Current, "already current".into()),
+                (false, false) => (State::Waiting, String::new()),
+            };
             rows.push(Row {
                 gateway: g.clone(),
                 ring,
                 from,
-                state: if current {
-                    State::Current
-                } else {
-                    State::Waiting
-                },
-                detail: if current {
-                    "already current".into()
-                } else {
-                    String::new()
-                },
+                state,
+                detail,
                 seconds: None,
             });
         }
@@ -171,7 +176,12 @@ impl Rollout {
         self.rows
             .iter()
             .filter(|r| r.ring == n)
-            .all(|r| matches!(r.state, State::Applied | State::Failed | State::Current))
+            .all(|r| {
+                matches!(
+                    r.state,
+                    State::Applied | State::Failed | State::Current | State::OnTrial
+                )
+            })
     }
 
     /// The wait ran out: whoever in ring `n` has not finished failed.
@@ -266,7 +276,9 @@ pub async fn update(a: Args<'_>) -> anyhow::Result<Rollout> {
         a.password,
         a.ca_file,
     )?;
-    let (client, mut el) = AsyncClient::new(o, 64);
+    // Room for a whole ring's commands: publish() waits for room, and nothing polls the
+    // event loop while a ring is being sent.
+    let (client, mut el) = AsyncClient::new(o, a.ring.max(1) + 64);
     let ward_root = format!("{}/{}", a.topic_prefix, a.ward);
     for leaf in ["status", "alert", "cmd/result"] {
         client
@@ -275,6 +287,7 @@ pub async fn update(a: Args<'_>) -> anyhow::Result<Rollout> {
     }
     // The retained statuses say who is there and what each runs.
     let mut versions: BTreeMap<String, String> = BTreeMap::new();
+    let mut trials = std::collections::BTreeSet::new();
     let mut online: Vec<String> = Vec::new();
     let mut subacks = 0;
     let settle = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -300,6 +313,11 @@ pub async fn update(a: Args<'_>) -> anyhow::Result<Rollout> {
                         if v["online"] == true {
                             if let Some(ver) = v["version"].as_str() {
                                 versions.insert(gw.to_string(), ver.to_string());
+                            }
+                            if v["software"]["trial"] == true {
+                                trials.insert(gw.to_string());
+                            } else {
+                                trials.remove(gw);
                             }
                             if !online.iter().any(|g| g == gw) {
                                 online.push(gw.to_string());
@@ -327,7 +345,7 @@ pub async fn update(a: Args<'_>) -> anyhow::Result<Rollout> {
             a.ward
         );
     }
-    let mut r = Rollout::new(m.version.clone(), &gateways, &versions, a.ring);
+    let mut r = Rollout::new(m.version.clone(), &gateways, &versions, &trials, a.ring);
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
     for n in 1..=r.rings() {
         let ring = r.ring(n);
@@ -415,10 +433,13 @@ mod tests {
         let mut versions = BTreeMap::new();
         versions.insert("b".to_string(), "2.0.0".to_string());
         versions.insert("a".to_string(), "1.0.0".to_string());
-        let mut r = Rollout::new(v("2.0.0"), &gws, &versions, 2);
+        let mut trials = std::collections::BTreeSet::new();
+        trials.insert("e".to_string());
+        versions.insert("e".to_string(), "2.0.0".to_string());
+        let mut r = Rollout::new(v("2.0.0"), &gws, &versions, &trials, 2);
         assert_eq!(r.rings(), 2);
         assert_eq!(r.ring(1), ["a", "c"]);
-        assert_eq!(r.ring(2), ["d", "e"]);
+        assert_eq!(r.ring(2), ["d"], "e runs 2.0.0 on trial: not current, not sent");
         r.sent("a");
         r.sent("c");
         r.result("a", true, "", 1.0);
@@ -453,7 +474,7 @@ mod tests {
                 &State::Current,
                 &State::Failed,
                 &State::NotTried,
-                &State::NotTried
+                &State::OnTrial
             ]
         );
         assert!(!r.ok());
@@ -467,7 +488,7 @@ mod tests {
     #[test]
     fn a_silent_gateway_fails_its_ring_when_the_wait_runs_out() {
         let gws = vec!["a".to_string(), "b".to_string()];
-        let mut r = Rollout::new(v("2.0.0"), &gws, &BTreeMap::new(), 5);
+        let mut r = Rollout::new(v("2.0.0"), &gws, &BTreeMap::new(), &Default::default(), 5);
         r.sent("a");
         r.sent("b");
         r.result("a", true, "", 0.5);

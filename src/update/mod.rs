@@ -201,7 +201,8 @@ pub fn exec_failed(data_dir: &Path, version: &semver::Version, why: &str) {
 pub struct Local {
     pub dir: Dir,
     pub own: semver::Version,
-    pub trial: bool,
+    /// This start is a trial start, not yet confirmed.
+    trial: std::sync::atomic::AtomicBool,
     /// The packaged binary, which chooses again when this process hands over.
     pub launcher: PathBuf,
     /// This process's own file.
@@ -220,11 +221,21 @@ impl Local {
         Local {
             dir: Dir::new(data_dir),
             own,
-            trial,
+            trial: trial.into(),
             launcher,
             binary,
             lock: Mutex::new(()),
         }
+    }
+
+    /// Whether this version is on trial (not yet confirmed).
+    pub fn on_trial(&self) -> bool {
+        self.trial.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The trial confirmed this version (after the state says so).
+    pub fn confirmed(&self) {
+        self.trial.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Whether this process runs a version installed over the air (not the packaged one).
@@ -237,7 +248,7 @@ impl Local {
         serde_json::json!({
             "source": if self.over_the_air() { "over_the_air" } else { "package" },
             "binary": self.binary.display().to_string(),
-            "trial": self.trial,
+            "trial": self.on_trial(),
         })
     }
 

@@ -53,7 +53,9 @@ pub struct UplinkStats {
     pub stills_sent: std::sync::Mutex<(i64, u64)>,
     /// Where the running software came from (`update::Local::origin`), for status and
     /// telemetry; unset outside `camgw run`.
-    pub origin: std::sync::OnceLock<serde_json::Value>,
+    pub origin: std::sync::Mutex<Option<serde_json::Value>>,
+    /// Publishes the online status again (its `software` changed: a trial was confirmed).
+    pub republish_status: tokio::sync::Notify,
 }
 
 impl UplinkStats {
@@ -156,7 +158,7 @@ impl Uplink {
             "ts": rfc3339_ms(self.clock.now_ms()),
             "clock_synced": self.clock.synced(),
             "broker": self.broker_url(),
-            "software": self.stats.origin.get(),
+            "software": self.stats.origin.lock().unwrap().clone(),
         })
         .to_string()
         .into_bytes()
@@ -185,7 +187,7 @@ impl Uplink {
             "ts": rfc3339_ms(self.clock.now_ms()),
             "boot_id": self.boot_id,
             "version": VERSION,
-            "software": self.stats.origin.get(),
+            "software": self.stats.origin.lock().unwrap().clone(),
             "uptime_s": self.started.elapsed().as_secs(),
             "clock_synced": self.clock.synced(),
             "buffer": b,
@@ -397,6 +399,12 @@ impl Uplink {
                 _ = self.buffer.notified(), if connected && session.can_send() => {}
                 _ = self.retained.changed(), if connected => {}
                 _ = self.outbox.pushed(), if connected => {}
+                _ = self.stats.republish_status.notified(), if connected => {
+                    if client.try_publish(&status_topic, QoS::AtLeastOnce, true, self.status_online()).is_err() {
+                        return false;
+                    }
+                    session.submitted(Item::Control, Instant::now());
+                }
                 _ = heartbeat.tick() => self.beat.bump(),
                 _ = liveness.tick(), if connected => {
                     if session.link_dead(Instant::now(), keep_alive) {
