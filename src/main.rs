@@ -312,6 +312,26 @@ fn exec(path: &std::path::Path, launcher: Option<&std::path::Path>) -> std::io::
     c.exec()
 }
 
+/// `gateway.data_dir` of a config file, read leniently (for a file this binary cannot
+/// validate): the path, or the default when the key is absent.
+fn lenient_data_dir(file: &std::path::Path) -> Option<PathBuf> {
+    let t: toml::Table = std::fs::read_to_string(file).ok()?.parse().ok()?;
+    match t.get("gateway").and_then(|g| g.get("data_dir")) {
+        Some(v) => v.as_str().map(PathBuf::from),
+        None => Some(PathBuf::from("/var/lib/camgw")),
+    }
+}
+
+/// The installed version `camgw run` would hand over to for this config, when this binary is
+/// the launcher (not itself handed over to) and one is newer: (its file, its version).
+fn newer_installed(file: &std::path::Path) -> Option<(PathBuf, semver::Version)> {
+    if std::env::var_os(camgw::update::LAUNCHER_ENV).is_some() {
+        return None;
+    }
+    let data_dir = lenient_data_dir(file)?;
+    camgw::update::chosen(&data_dir, &camgw::release::running_version())
+}
+
 /// The start of `camgw run`: hands over to the installed version that should run (execs it,
 /// so this returns only when this binary runs), and says what this start is.
 fn choose_version(data_dir: &std::path::Path) -> camgw::update::Local {
@@ -399,7 +419,7 @@ fn print_version() {
         return;
     };
     let dir = camgw::update::Dir::new(&cfg.gateway.data_dir);
-    let st = dir.load();
+    let st = dir.peek();
     for v in &st.versions {
         println!(
             "over the air: {} {:?} (from {}; {})",
@@ -433,6 +453,17 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(invalid) => {
+                // A newer version installed over the air may know keys this one does not:
+                // it checks the file instead (systemd's ExecStartPre runs this binary).
+                if let Some((path, version)) = newer_installed(&file) {
+                    eprintln!(
+                        "{}: not valid for camgw {}; checking with {version}, installed over the air",
+                        file.display(),
+                        camgw::release::VERSION
+                    );
+                    let e = exec(&path, Some(&std::env::current_exe().unwrap_or_default()));
+                    eprintln!("camgw: cannot exec {}: {e}", path.display());
+                }
                 print_problems(&file, &invalid);
                 ExitCode::from(1)
             }
@@ -528,6 +559,19 @@ fn main() -> ExitCode {
             let cfg = match camgw::config::Config::load(&config) {
                 Ok(c) => c,
                 Err(invalid) => {
+                    // Written for a newer version installed over the air (a set_config that
+                    // used its new keys): let that version start, with its own rules.
+                    if newer_installed(&config).is_some() {
+                        if let Some(data_dir) = lenient_data_dir(&config) {
+                            init_logging();
+                            tracing::warn!(
+                                "{}: not valid for camgw {}: starting the newer version installed over the air",
+                                config.display(),
+                                camgw::release::VERSION
+                            );
+                            choose_version(&data_dir);
+                        }
+                    }
                     print_problems(&config, &invalid);
                     return ExitCode::from(2);
                 }

@@ -220,6 +220,20 @@ fn an_update_to_a_second_build_resumes_a_cut_download_is_confirmed_and_loses_no_
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("`camgw run` starts {V2}")), "{text}");
     assert!(text.contains("Confirmed"), "{text}");
+    // A config written for the newer version (here: a key neither knows) is checked, and run,
+    // by the version installed over the air, not refused by the packaged binary alone.
+    let future = rig.tmp.path().join("future.toml");
+    let cfg = std::fs::read_to_string(rig.tmp.path().join("camgw.toml")).unwrap();
+    std::fs::write(&future, cfg.replacen("[gateway]\n", "[gateway]\nfuture_key = 1\n", 1)).unwrap();
+    let out = camgw_command(BIN).arg("check-config").arg(&future).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("checking with {V2}, installed over the air")), "{err}");
+    assert!(err.contains("gateway.future_key: unknown key"), "the installed version said why: {err}");
+    let out = camgw_command(BIN).args(["run", "--config"]).arg(&future).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("starting the newer version installed over the air"), "{err}");
     println!(
         "update: command to confirmed {} ms, {} bytes on the wire for a {} byte release, {} events accepted",
         to_confirmed.as_millis(),

@@ -177,7 +177,7 @@ fn finish(o: Out) -> Report {
 fn software(o: &mut Out, config: &Config) {
     let own = crate::release::running_version();
     let dir = crate::update::Dir::new(&config.gateway.data_dir);
-    let st = dir.load();
+    let st = dir.peek();
     let runs = match st.choice(&own) {
         Some(v) => format!(
             "{} {} ({}, {:?})",

@@ -73,6 +73,19 @@ pub fn keys_kept(text: &str, signer: &[u8; 32], rotate: bool) -> Result<(), Stri
     Ok(())
 }
 
+/// A command key must not be able to choose who signs software: `set_config` keeps
+/// `security.release_keys` as they are (they change only in the file on the box, or with a
+/// new package). A config that does not parse is left to the validator.
+pub fn release_keys_kept(text: &str, current: &[[u8; 32]]) -> Result<(), String> {
+    let Ok(new) = crate::config::Config::parse(text) else {
+        return Ok(());
+    };
+    if new.security.release_keys != current {
+        return Err("security.release_keys: cannot be changed remotely (a command key must not choose who signs software; change the file on the box)".into());
+    }
+    Ok(())
+}
+
 /// What a command acts on. The agent's supervisor implements it, so this module never names
 /// the agent (the agent depends on remote, not the reverse).
 #[allow(async_fn_in_trait)] // implemented once, by the agent, and awaited in its own task
@@ -182,7 +195,9 @@ pub async fn handle(sup: &mut impl Control, payload: &[u8]) {
     let outcome: Result<Value, String> = match op.as_str() {
         "get_config" => Ok(json!({"config": redact(sup.config_text())})),
         "set_config" => match v.command["config"].as_str() {
-            Some(text) => match keys_kept(text, &v.key, v.command["rotate_keys"] == json!(true)) {
+            Some(text) => match keys_kept(text, &v.key, v.command["rotate_keys"] == json!(true))
+                .and_then(|()| release_keys_kept(text, &config.security.release_keys))
+            {
                 Err(why) => Err(sup.refuse_config(vec![why]).await),
                 Ok(()) => sup.apply_config(text.to_string()).await.map(|d| json!({"applied": d})),
             },
@@ -308,6 +323,25 @@ mod tests {
         assert!(!r.contains("mqtt-pw") && !r.contains("cam-pw"), "{r}");
         assert_eq!(r.matches("***").count(), 2);
         assert!(r.contains("username = \"u\""));
+    }
+
+    #[test]
+    fn set_config_cannot_change_the_release_keys() {
+        use base64::Engine as _;
+        let b64 = |k: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
+        let with = |keys: &[[u8; 32]]| {
+            let list: Vec<String> = keys.iter().map(|k| format!("\"{}\"", b64(k))).collect();
+            format!(
+                "[gateway]\nid = \"g\"\nward = \"w\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[security]\ncommand_keys = [\"{}\"]\nrelease_keys = [{}]\n",
+                b64(&[1u8; 32]),
+                list.join(", ")
+            )
+        };
+        let (a, b) = ([5u8; 32], [6u8; 32]);
+        assert_eq!(release_keys_kept(&with(&[a]), &[a]), Ok(()));
+        assert!(release_keys_kept(&with(&[a, b]), &[a]).unwrap_err().contains("remotely"));
+        assert!(release_keys_kept(&with(&[]), &[a]).is_err(), "nor removed");
+        assert!(release_keys_kept(&with(&[b]), &[]).is_err(), "nor added");
     }
 
     #[test]

@@ -80,6 +80,15 @@ impl Dir {
         }
     }
 
+    /// The state as it is, for readers outside the agent (doctor, `--version`): a damaged
+    /// file reads as empty and is left where it is.
+    pub fn peek(&self) -> Installed {
+        std::fs::read(self.state_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
     pub fn store(&self, i: &Installed) -> io::Result<()> {
         crate::durable::create_dir_all_durable(&self.root)?;
         let bytes = serde_json::to_vec_pretty(i).expect("state serializes");
@@ -182,6 +191,17 @@ pub fn start(data_dir: &Path, own: &semver::Version, launcher: Option<&Path>) ->
         }
     }
     Start::Run { trial: false }
+}
+
+/// The version the launcher would hand over to, with its file checked, without changing the
+/// state (for a check, not a start).
+pub fn chosen(data_dir: &Path, own: &semver::Version) -> Option<(PathBuf, semver::Version)> {
+    let dir = Dir::new(data_dir);
+    let st = dir.peek();
+    let v = st.choice(own)?;
+    let path = dir.path_of(&v.file);
+    let h = file_sha256(&path).ok()?;
+    (crate::release::hex(&h) == v.sha256).then(|| (path, v.version.clone()))
 }
 
 /// The exec of an installed version failed (`why`): it is marked failed so the next choice
