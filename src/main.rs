@@ -302,12 +302,25 @@ fn init_logging() {
 /// Execs `path` with this process's command line; `launcher` set means the new process was
 /// handed over to (not the launcher). Returns only when the exec failed.
 fn exec(path: &std::path::Path, launcher: Option<&std::path::Path>) -> std::io::Error {
+    exec_version(path, launcher, None)
+}
+
+/// [`exec`], telling the new process which installed version it was started as.
+fn exec_version(
+    path: &std::path::Path,
+    launcher: Option<&std::path::Path>,
+    version: Option<&semver::Version>,
+) -> std::io::Error {
     use std::os::unix::process::CommandExt as _;
     let mut c = std::process::Command::new(path);
     c.args(std::env::args_os().skip(1));
     match launcher {
         Some(l) => c.env(camgw::update::LAUNCHER_ENV, l),
         None => c.env_remove(camgw::update::LAUNCHER_ENV),
+    };
+    match version {
+        Some(v) => c.env(camgw::update::VERSION_ENV, v.to_string()),
+        None => c.env_remove(camgw::update::VERSION_ENV),
     };
     c.exec()
 }
@@ -341,6 +354,19 @@ fn choose_version(data_dir: &std::path::Path) -> camgw::update::Local {
     let launcher = std::env::var_os(LAUNCHER_ENV)
         .filter(|l| !l.is_empty())
         .map(PathBuf::from);
+    // Started as an installed version whose binary says it is another one: it would escape
+    // its trial. It is marked failed and the launcher chooses again.
+    if let (Some(l), Some(want)) = (&launcher, std::env::var(camgw::update::VERSION_ENV).ok()) {
+        if let Ok(want) = semver::Version::parse(&want) {
+            if want != own {
+                let why = format!("its binary says it is version {own}, not {want}");
+                tracing::error!("{why}: handing back to {}", l.display());
+                camgw::update::exec_failed(data_dir, &want, &why);
+                let e = exec(l, None);
+                tracing::error!("cannot exec {}: {e}", l.display());
+            }
+        }
+    }
     let mut trial = false;
     for _ in 0..8 {
         match start(data_dir, &own, launcher.as_deref()) {
@@ -350,9 +376,10 @@ fn choose_version(data_dir: &std::path::Path) -> camgw::update::Local {
             }
             Start::Exec { path, version } => {
                 tracing::info!(binary = %path.display(), version = ?version.as_ref().map(|v| v.to_string()), "handing over");
+                camgw::watchdog::notify("WATCHDOG=1");
                 // The new process is handed over to unless it is the launcher itself.
                 let e = match &version {
-                    Some(_) => exec(&path, Some(launcher.as_deref().unwrap_or(&exe))),
+                    Some(v) => exec_version(&path, Some(launcher.as_deref().unwrap_or(&exe)), Some(v)),
                     None => exec(&path, None),
                 };
                 tracing::error!("cannot exec {}: {e}", path.display());
@@ -589,7 +616,9 @@ fn main() -> ExitCode {
             match ran {
                 Ok(None) => ExitCode::SUCCESS,
                 Ok(Some(launcher)) => {
-                    // The runtime is gone: hand over to the launcher, which chooses again.
+                    // The runtime is gone: hand over to the launcher, which chooses again. A
+                    // last ping first: the next version's first comes only after its start.
+                    camgw::watchdog::notify("WATCHDOG=1");
                     let e = exec(&launcher, None);
                     eprintln!("camgw: cannot exec {}: {e}", launcher.display());
                     ExitCode::from(1)

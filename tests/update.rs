@@ -848,3 +848,26 @@ fn a_download_cut_by_a_server_without_range_starts_over_and_is_exact() {
     assert_eq!(got.received, 300_000 * 2 + body.len() as u64);
     assert_eq!(server.ranged.load(Ordering::SeqCst), 2, "it asked to resume, and was refused");
 }
+
+/// A release whose binary says it is another version than its manifest would escape its trial:
+/// it is marked failed at once and the previous version runs.
+#[test]
+fn a_binary_that_is_not_the_version_its_manifest_says_is_refused_at_its_start() {
+    if !exec_works("a_binary_that_is_not_the_version_its_manifest_says_is_refused_at_its_start") {
+        return;
+    }
+    let v2 = second_build();
+    let mut rig = Rig::new();
+    let svc = rig.service(30, "", vec![]);
+    rig.wait_online(&own(), 0, Duration::from_secs(20));
+    let m = rig.manifest(&v2, "9.5.0", camgw::release::TARGET);
+    let server = ReleaseServer::start(std::fs::read(&v2).unwrap(), Behaviour::default());
+    let mark = rig.sub.seen.len();
+    let r = rig.update("m1", &server.url(), &m);
+    assert_eq!(r["ok"], true, "{r}");
+    let failed = rig.wait_alert("update_failed", Duration::from_secs(30));
+    assert_eq!(failed["detail"]["version"], "9.5.0", "{failed}");
+    assert!(failed["detail"]["why"].as_str().unwrap().contains("says it is version 9.0.0, not 9.5.0"), "{failed}");
+    rig.wait_online(&own(), mark, Duration::from_secs(10));
+    assert!(!svc.log().contains("update trial ended"), "it never ran as a trial");
+}

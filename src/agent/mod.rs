@@ -106,6 +106,11 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    // After a hand-over, systemd's watchdog clock still runs from the last version's last
+    // ping: ping at once, before the buffer's recovery.
+    if crate::watchdog::interval().is_some() {
+        crate::watchdog::notify("WATCHDOG=1");
+    }
     let text = std::fs::read_to_string(&config_path).unwrap_or_default();
     let (mut shared, mut commands) = open_shared(&config, clock.clone()).await?;
     if let Some(l) = local {

@@ -262,9 +262,22 @@ pub async fn report(shared: &Shared) {
             ),
         };
         tracing::info!(%detail, "update report");
-        shared.alert(kind, None, detail).await;
-        let l = local.clone();
+        let rec = crate::record::NewRecord::stamped(
+            shared.clock.as_ref(),
+            crate::record::Body::alert(kind, None, detail),
+        );
+        // Marked published only once it is in the buffer: otherwise the next start says it.
+        if let Err(e) = shared.buffer.append(rec).await {
+            tracing::error!("cannot record the {kind} alert now ({e}); it is raised at the next start");
+            continue;
+        }
+        let (l, buffer) = (local.clone(), shared.buffer.clone());
         let _ = tokio::task::spawn_blocking(move || {
+            // On disk before it is marked (with sync = "interval" it may not be yet).
+            if let Err(e) = buffer.flush_blocking() {
+                tracing::error!("cannot flush the buffer: {e}; the report is raised again at the next start");
+                return;
+            }
             if let Err(e) = l.reported(&r) {
                 tracing::error!("cannot record the update report: {e}");
             }

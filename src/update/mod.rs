@@ -28,6 +28,9 @@ use crate::upgrade::{Installed, Plan, Report};
 /// Set by the launcher for the version it hands over to: that process is not the launcher.
 pub const LAUNCHER_ENV: &str = "CAMGW_LAUNCHER";
 
+/// Set with it: the installed version the process was started as (its binary must say the same).
+pub const VERSION_ENV: &str = "CAMGW_UPDATE_VERSION";
+
 /// The install directory (`data_dir/update`).
 #[derive(Debug, Clone)]
 pub struct Dir {
