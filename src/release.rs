@@ -185,7 +185,8 @@ impl Manifest {
                 own: own_target.to_string(),
             });
         }
-        if m.version <= *running {
+        // By precedence: build metadata (`+…`) does not make a version newer.
+        if m.version.cmp_precedence(running) != std::cmp::Ordering::Greater {
             return Err(Refusal::NotNewer {
                 offered: m.version,
                 running: running.clone(),
@@ -352,5 +353,18 @@ mod tests {
     fn the_build_knows_its_target_and_version() {
         assert!(check_target(TARGET), "{TARGET}");
         assert_eq!(running_version().to_string(), VERSION);
+    }
+
+    #[test]
+    fn build_metadata_does_not_make_a_release_newer() {
+        let k = key(1);
+        let pk = k.verifying_key().to_bytes();
+        let v = semver::Version::parse("0.2.0+rebuilt").unwrap();
+        let m = sign(&k, &v, TARGET, &[7; 32], 10);
+        let running = semver::Version::parse("0.2.0").unwrap();
+        let e = Manifest::check(&m, &[pk], &running, TARGET).unwrap_err();
+        assert_eq!(e.reason(), "not_newer");
+        let older = semver::Version::parse("0.1.9").unwrap();
+        assert!(Manifest::check(&m, &[pk], &older, TARGET).is_ok());
     }
 }

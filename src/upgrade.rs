@@ -98,8 +98,11 @@ impl Installed {
     pub fn choice(&self, own: &semver::Version) -> Option<&Version> {
         self.versions
             .iter()
-            .filter(|v| v.state != State::Failed && v.version > *own)
-            .max_by(|a, b| a.version.cmp(&b.version))
+            .filter(|v| {
+                v.state != State::Failed
+                    && v.version.cmp_precedence(own) == std::cmp::Ordering::Greater
+            })
+            .max_by(|a, b| a.version.cmp_precedence(&b.version))
     }
 
     fn get_mut(&mut self, v: &semver::Version) -> Option<&mut Version> {

@@ -871,3 +871,36 @@ fn a_binary_that_is_not_the_version_its_manifest_says_is_refused_at_its_start() 
     rig.wait_online(&own(), mark, Duration::from_secs(10));
     assert!(!svc.log().contains("update trial ended"), "it never ran as a trial");
 }
+
+/// SIGTERM while a release downloads: the command's result and `update_failed` say it was
+/// interrupted, and the next start runs the same version with nothing left behind.
+#[test]
+fn a_stop_during_the_download_says_so_and_changes_nothing() {
+    let mut rig = Rig::new();
+    let svc = rig.service(30, "", vec![]);
+    rig.wait_online(&own(), 0, Duration::from_secs(20));
+    let a = junk(rig.tmp.path(), "a", 2_000_000, 3);
+    let m = rig.manifest(&a, V2, camgw::release::TARGET);
+    let server = ReleaseServer::start(std::fs::read(&a).unwrap(), Behaviour { drip: Some(Duration::from_millis(20)), ..Default::default() });
+    let mark = rig.sub.seen.len();
+    let c = serde_json::json!({"op": "update", "url": server.url(), "manifest": m});
+    publish_cmd(rig.broker.port, camgw::remote::envelope::sign(&rig.st.key, &signed("s1", c)));
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
+    while server.sent.load(Ordering::SeqCst) < 100_000 {
+        assert!(Instant::now() < deadline, "the download never started:\n{}", svc.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    svc.term();
+    rig.sub.wait_until(Duration::from_secs(20), "the update's result", |m| {
+        m.iter().any(|m| m.leaf() == "result" && m.json()["id"] == "s1")
+    });
+    let r = rig.sub.seen.iter().find(|m| m.leaf() == "result" && m.json()["id"] == "s1").unwrap().json();
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("interrupted"), "{r}");
+    let f = rig.wait_alert("update_failed", Duration::from_secs(20));
+    assert_eq!(f["detail"]["reason"], "interrupted", "{f}");
+    rig.wait_online(&own(), mark + 1, Duration::from_secs(20));
+    assert!(rig.installed().versions.is_empty());
+    assert!(!rig.tmp.path().join("data/update/incoming").exists());
+    assert!(server.sent.load(Ordering::SeqCst) < 2_000_000, "stopped before the end");
+}

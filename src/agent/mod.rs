@@ -142,15 +142,22 @@ pub async fn run(
         config_text: text,
         replay,
         update_events: update_tx.clone(),
-        update_busy: false,
+        update_busy: None,
     };
     if let Some(l) = sup.shared.updates.clone().filter(|l| l.on_trial()) {
-        let probed = sup.config().cameras.iter().filter(|c| c.probe).count() as u64;
+        let cameras = sup
+            .config()
+            .cameras
+            .iter()
+            .filter(|c| c.probe)
+            .map(|c| c.id.clone())
+            .collect();
         let inputs = Arc::new(updates::TrialInputs {
             local: l,
             stats: sup.shared.stats.clone(),
             progress: sup.shared.progress.clone(),
-            probed,
+            probes: sup.shared.probes.clone(),
+            cameras,
         });
         tokio::spawn(updates::trial(inputs, confirm, update_tx.clone()));
     }
@@ -221,7 +228,7 @@ pub async fn run(
                     break;
                 }
                 updates::Event::Done { id, version, outcome } => {
-                    sup.update_busy = false;
+                    sup.update_busy = None;
                     let topic = sup.config().topic(crate::topics::Leaf::CmdResult);
                     let mut result = serde_json::json!({"id": id, "op": "update"});
                     match outcome {
@@ -245,7 +252,17 @@ pub async fn run(
             },
         }
     }
-    if handover.is_some() {
+    let mut flush = handover.is_some();
+    if let (None, Some((id, version))) = (&handover, sup.update_busy.take()) {
+        flush = true;
+        // Stopped while downloading: say so (the download is removed at the next start).
+        let error = "the agent was stopped during the download; send the update again";
+        updates::refused(&sup.shared, "interrupted", Some(&version), error).await;
+        let topic = sup.config().topic(crate::topics::Leaf::CmdResult);
+        let result = serde_json::json!({"id": id, "op": "update", "ok": false, "error": format!("{error} (interrupted)")});
+        sup.shared.outbox.push(topic, result.to_string().into_bytes());
+    }
+    if flush {
         // The command's result goes out before the hand-over (bounded: the broker may be gone).
         let outbox = sup.shared.outbox.clone();
         let _ = tokio::time::timeout(Duration::from_secs(5), async {

@@ -43,8 +43,8 @@ pub struct Supervisor {
     pub replay: remote::replay::Replay,
     /// Where the update tasks report (see `updates`).
     pub update_events: tokio::sync::mpsc::Sender<super::updates::Event>,
-    /// A download is running.
-    pub update_busy: bool,
+    /// The update being downloaded: its command id and version.
+    pub update_busy: Option<(String, semver::Version)>,
 }
 
 impl Supervisor {
@@ -262,14 +262,14 @@ impl remote::Control for Supervisor {
         match super::updates::begin(
             &self.shared,
             &config,
-            self.update_busy,
+            self.update_busy.is_some(),
             id,
             command,
             self.update_events.clone(),
         ) {
             Ok(version) => {
                 tracing::info!(%version, "update accepted: downloading");
-                self.update_busy = true;
+                self.update_busy = Some((id.to_string(), version.clone()));
                 Ok(())
             }
             Err((error, reason, version)) => {

@@ -300,7 +300,7 @@ pub async fn trial(shared: Arc<TrialInputs>, confirm: Duration, events: mpsc::Se
     let deadline = tokio::time::Instant::now() + confirm;
     let connected = shared.stats.connects.reaches(1, confirm).await;
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let rounds = connected && shared.progress.reaches(shared.probed, left).await;
+    let rounds = connected && every_camera_probed(&shared, left).await;
     let own = local.own.clone();
     if rounds {
         let l = local.clone();
@@ -334,11 +334,36 @@ pub async fn trial(shared: Arc<TrialInputs>, confirm: Duration, events: mpsc::Se
     let _ = events.send(Event::TrialEnded).await;
 }
 
+/// Waits (at most `within`) until every probed camera has finished a health round.
+async fn every_camera_probed(t: &TrialInputs, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let seen = t.probes.snapshot();
+        if t
+            .cameras
+            .iter()
+            .all(|id| seen.iter().any(|(k, r)| k == id && r.rounds > 0))
+        {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        // A round's count is bumped just before its reading is kept: look again soon.
+        let next = t.progress.get() + 1;
+        t.progress
+            .reaches(next, left.min(Duration::from_millis(200)))
+            .await;
+    }
+}
+
 /// What the trial watches.
 pub struct TrialInputs {
     pub local: Arc<Local>,
     pub stats: Arc<crate::uplink::UplinkStats>,
     pub progress: Arc<crate::bus::Counter>,
-    /// Probed cameras: a health round is finished when each has been probed once.
-    pub probed: u64,
+    pub probes: Arc<crate::bus::Probes>,
+    /// The probed cameras: the health round is finished when each has been probed once.
+    pub cameras: Vec<String>,
 }

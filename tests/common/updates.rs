@@ -188,6 +188,16 @@ impl Service {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
+    /// SIGTERM to whatever runs now (the service starts it again once it exits).
+    pub fn term(&self) {
+        if let Some(c) = self.child.lock().unwrap().as_ref() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+    }
+
     /// kill -9 of whatever runs now (the service starts it again).
     pub fn kill9(&self) {
         if let Some(c) = self.child.lock().unwrap().as_mut() {
