@@ -215,8 +215,10 @@ fn mask_userinfo(s: &str) -> String {
     while let Some(i) = rest.find("://") {
         out.push_str(&rest[..i + 3]);
         rest = &rest[i + 3..];
+        // Up to the end of the token: a password may hold a raw '/' (over-masking a path
+        // with '@' in it is the safe mistake).
         let end = rest
-            .find(|c: char| c.is_whitespace() || c == '/' || c == '"')
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
             .unwrap_or(rest.len());
         let authority = &rest[..end];
         if let Some(at) = authority.rfind('@') {
@@ -263,6 +265,10 @@ mod tests {
         assert!(total <= RING_BYTES, "{total}");
         assert_eq!(mask_userinfo("http://host/a@b"), "http://host/a@b");
         assert_eq!(mask_userinfo("rtsp://admin@cam"), "rtsp://admin@cam");
+        assert_eq!(
+            mask_userinfo("url=rtsp://admin:pa/ss@cam:554/x next"),
+            "url=rtsp://admin:***@cam:554/x next"
+        );
     }
 
     #[test]

@@ -379,7 +379,9 @@ fn choose_version(data_dir: &std::path::Path) -> camgw::update::Local {
                 camgw::watchdog::notify("WATCHDOG=1");
                 // The new process is handed over to unless it is the launcher itself.
                 let e = match &version {
-                    Some(v) => exec_version(&path, Some(launcher.as_deref().unwrap_or(&exe)), Some(v)),
+                    Some(v) => {
+                        exec_version(&path, Some(launcher.as_deref().unwrap_or(&exe)), Some(v))
+                    }
                     None => exec(&path, None),
                 };
                 tracing::error!("cannot exec {}: {e}", path.display());

@@ -172,12 +172,13 @@ fn an_update_to_a_second_build_resumes_a_cut_download_is_confirmed_and_loses_no_
     let status = rig.wait_online(V2, mark, Duration::from_secs(10));
     assert_eq!(status["software"]["source"], "over_the_air", "{status}");
     // Once confirmed, the status says so again (retained, for fleet update).
-    rig.sub.wait_until(Duration::from_secs(10), "a confirmed status", |m| {
-        m[mark..].iter().any(|m| {
-            let v = m.json();
-            m.leaf() == "status" && v["version"] == V2 && v["software"]["trial"] == false
-        })
-    });
+    rig.sub
+        .wait_until(Duration::from_secs(10), "a confirmed status", |m| {
+            m[mark..].iter().any(|m| {
+                let v = m.json();
+                m.leaf() == "status" && v["version"] == V2 && v["software"]["trial"] == false
+            })
+        });
     // The confirmed version takes the next update (refused here only as not newer, not busy).
     let r = rig.update("u2", &server.url(), &manifest);
     assert_eq!(r["ok"], false, "{r}");
@@ -224,16 +225,37 @@ fn an_update_to_a_second_build_resumes_a_cut_download_is_confirmed_and_loses_no_
     // by the version installed over the air, not refused by the packaged binary alone.
     let future = rig.tmp.path().join("future.toml");
     let cfg = std::fs::read_to_string(rig.tmp.path().join("camgw.toml")).unwrap();
-    std::fs::write(&future, cfg.replacen("[gateway]\n", "[gateway]\nfuture_key = 1\n", 1)).unwrap();
-    let out = camgw_command(BIN).arg("check-config").arg(&future).output().unwrap();
+    std::fs::write(
+        &future,
+        cfg.replacen("[gateway]\n", "[gateway]\nfuture_key = 1\n", 1),
+    )
+    .unwrap();
+    let out = camgw_command(BIN)
+        .arg("check-config")
+        .arg(&future)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("checking with {V2}, installed over the air")), "{err}");
-    assert!(err.contains("gateway.future_key: unknown key"), "the installed version said why: {err}");
-    let out = camgw_command(BIN).args(["run", "--config"]).arg(&future).output().unwrap();
+    assert!(
+        err.contains(&format!("checking with {V2}, installed over the air")),
+        "{err}"
+    );
+    assert!(
+        err.contains("gateway.future_key: unknown key"),
+        "the installed version said why: {err}"
+    );
+    let out = camgw_command(BIN)
+        .args(["run", "--config"])
+        .arg(&future)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("starting the newer version installed over the air"), "{err}");
+    assert!(
+        err.contains("starting the newer version installed over the air"),
+        "{err}"
+    );
     println!(
         "update: command to confirmed {} ms, {} bytes on the wire for a {} byte release, {} events accepted",
         to_confirmed.as_millis(),
@@ -613,6 +635,16 @@ fn a_kill_during_the_trial_counts_one_failed_start_and_the_next_start_confirms()
     // Online as V2, not yet confirmed: kill it.
     rig.wait_online(V2, mark, Duration::from_secs(20));
     assert!(rig.alerts("update_applied").is_empty());
+    // A technician's `camgw run` beside the service neither counts a start nor touches a thing.
+    let out = camgw_command(BIN)
+        .args(["run", "--config"])
+        .arg(rig.tmp.path().join("camgw.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("another camgw run holds"), "{err}");
+    assert_eq!(rig.installed().versions[0].starts, 1, "{err}");
     svc.kill9();
     let a = rig.wait_alert("update_applied", Duration::from_secs(40));
     assert_eq!(a["detail"]["to"], V2);
@@ -831,14 +863,30 @@ fn a_download_cut_by_a_server_without_range_starts_over_and_is_exact() {
     let sha: [u8; 32] = sha2::Sha256::digest(&body).into();
     let server = ReleaseServer::start(
         body.clone(),
-        Behaviour { cut_after: 300_000, cut_connections: 2, ignore_range: true, ..Default::default() },
+        Behaviour {
+            cut_after: 300_000,
+            cut_connections: 2,
+            ignore_range: true,
+            ..Default::default()
+        },
     );
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("x.part");
     let url = camgw::proto::http::Url::parse(&server.url()).unwrap();
-    let limits = Limits { pause: Duration::from_millis(10), ..Limits::for_size(body.len() as u64) };
+    let limits = Limits {
+        pause: Duration::from_millis(10),
+        ..Limits::for_size(body.len() as u64)
+    };
     let got = rt()
-        .block_on(fetch(&url, None, &camgw::durable::Os, &dest, body.len() as u64, &sha, limits))
+        .block_on(fetch(
+            &url,
+            None,
+            &camgw::durable::Os,
+            &dest,
+            body.len() as u64,
+            &sha,
+            limits,
+        ))
         .unwrap();
     let on_disk = std::fs::read(&dest).unwrap();
     assert_eq!(on_disk.len(), body.len());
@@ -846,7 +894,11 @@ fn a_download_cut_by_a_server_without_range_starts_over_and_is_exact() {
     assert_eq!(got.attempts, 3);
     assert_eq!(got.resumed, 0);
     assert_eq!(got.received, 300_000 * 2 + body.len() as u64);
-    assert_eq!(server.ranged.load(Ordering::SeqCst), 2, "it asked to resume, and was refused");
+    assert_eq!(
+        server.ranged.load(Ordering::SeqCst),
+        2,
+        "it asked to resume, and was refused"
+    );
 }
 
 /// A release whose binary says it is another version than its manifest would escape its trial:
@@ -867,9 +919,18 @@ fn a_binary_that_is_not_the_version_its_manifest_says_is_refused_at_its_start() 
     assert_eq!(r["ok"], true, "{r}");
     let failed = rig.wait_alert("update_failed", Duration::from_secs(30));
     assert_eq!(failed["detail"]["version"], "9.5.0", "{failed}");
-    assert!(failed["detail"]["why"].as_str().unwrap().contains("says it is version 9.0.0, not 9.5.0"), "{failed}");
+    assert!(
+        failed["detail"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("says it is version 9.0.0, not 9.5.0"),
+        "{failed}"
+    );
     rig.wait_online(&own(), mark, Duration::from_secs(10));
-    assert!(!svc.log().contains("update trial ended"), "it never ran as a trial");
+    assert!(
+        !svc.log().contains("update trial ended"),
+        "it never ran as a trial"
+    );
 }
 
 /// SIGTERM while a release downloads: the command's result and `update_failed` say it was
@@ -881,20 +942,41 @@ fn a_stop_during_the_download_says_so_and_changes_nothing() {
     rig.wait_online(&own(), 0, Duration::from_secs(20));
     let a = junk(rig.tmp.path(), "a", 2_000_000, 3);
     let m = rig.manifest(&a, V2, camgw::release::TARGET);
-    let server = ReleaseServer::start(std::fs::read(&a).unwrap(), Behaviour { drip: Some(Duration::from_millis(20)), ..Default::default() });
+    let server = ReleaseServer::start(
+        std::fs::read(&a).unwrap(),
+        Behaviour {
+            drip: Some(Duration::from_millis(20)),
+            ..Default::default()
+        },
+    );
     let mark = rig.sub.seen.len();
     let c = serde_json::json!({"op": "update", "url": server.url(), "manifest": m});
-    publish_cmd(rig.broker.port, camgw::remote::envelope::sign(&rig.st.key, &signed("s1", c)));
+    publish_cmd(
+        rig.broker.port,
+        camgw::remote::envelope::sign(&rig.st.key, &signed("s1", c)),
+    );
     let deadline = Instant::now() + scaled(Duration::from_secs(20));
     while server.sent.load(Ordering::SeqCst) < 100_000 {
-        assert!(Instant::now() < deadline, "the download never started:\n{}", svc.log());
+        assert!(
+            Instant::now() < deadline,
+            "the download never started:\n{}",
+            svc.log()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     svc.term();
-    rig.sub.wait_until(Duration::from_secs(20), "the update's result", |m| {
-        m.iter().any(|m| m.leaf() == "result" && m.json()["id"] == "s1")
-    });
-    let r = rig.sub.seen.iter().find(|m| m.leaf() == "result" && m.json()["id"] == "s1").unwrap().json();
+    rig.sub
+        .wait_until(Duration::from_secs(20), "the update's result", |m| {
+            m.iter()
+                .any(|m| m.leaf() == "result" && m.json()["id"] == "s1")
+        });
+    let r = rig
+        .sub
+        .seen
+        .iter()
+        .find(|m| m.leaf() == "result" && m.json()["id"] == "s1")
+        .unwrap()
+        .json();
     assert_eq!(r["ok"], false, "{r}");
     assert!(r["error"].as_str().unwrap().contains("interrupted"), "{r}");
     let f = rig.wait_alert("update_failed", Duration::from_secs(20));
@@ -902,5 +984,8 @@ fn a_stop_during_the_download_says_so_and_changes_nothing() {
     rig.wait_online(&own(), mark + 1, Duration::from_secs(20));
     assert!(rig.installed().versions.is_empty());
     assert!(!rig.tmp.path().join("data/update/incoming").exists());
-    assert!(server.sent.load(Ordering::SeqCst) < 2_000_000, "stopped before the end");
+    assert!(
+        server.sent.load(Ordering::SeqCst) < 2_000_000,
+        "stopped before the end"
+    );
 }

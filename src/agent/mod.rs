@@ -157,6 +157,7 @@ pub async fn run(
             stats: sup.shared.stats.clone(),
             progress: sup.shared.progress.clone(),
             probes: sup.shared.probes.clone(),
+            check_now: sup.shared.check_now.clone(),
             cameras,
         });
         tokio::spawn(updates::trial(inputs, confirm, update_tx.clone()));
@@ -260,7 +261,9 @@ pub async fn run(
         updates::refused(&sup.shared, "interrupted", Some(&version), error).await;
         let topic = sup.config().topic(crate::topics::Leaf::CmdResult);
         let result = serde_json::json!({"id": id, "op": "update", "ok": false, "error": format!("{error} (interrupted)")});
-        sup.shared.outbox.push(topic, result.to_string().into_bytes());
+        sup.shared
+            .outbox
+            .push(topic, result.to_string().into_bytes());
     }
     if flush {
         // The command's result goes out before the hand-over (bounded: the broker may be gone).

@@ -268,14 +268,18 @@ pub async fn report(shared: &Shared) {
         );
         // Marked published only once it is in the buffer: otherwise the next start says it.
         if let Err(e) = shared.buffer.append(rec).await {
-            tracing::error!("cannot record the {kind} alert now ({e}); it is raised at the next start");
+            tracing::error!(
+                "cannot record the {kind} alert now ({e}); it is raised at the next start"
+            );
             continue;
         }
         let (l, buffer) = (local.clone(), shared.buffer.clone());
         let _ = tokio::task::spawn_blocking(move || {
             // On disk before it is marked (with sync = "interval" it may not be yet).
             if let Err(e) = buffer.flush_blocking() {
-                tracing::error!("cannot flush the buffer: {e}; the report is raised again at the next start");
+                tracing::error!(
+                    "cannot flush the buffer: {e}; the report is raised again at the next start"
+                );
                 return;
             }
             if let Err(e) = l.reported(&r) {
@@ -300,6 +304,8 @@ pub async fn trial(shared: Arc<TrialInputs>, confirm: Duration, events: mpsc::Se
     let deadline = tokio::time::Instant::now() + confirm;
     let connected = shared.stats.connects.reaches(1, confirm).await;
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    // Probe every camera now rather than at each one's spread-out first round.
+    shared.check_now.notify_waiters();
     let rounds = connected && every_camera_probed(&shared, left).await;
     let own = local.own.clone();
     if rounds {
@@ -339,8 +345,7 @@ async fn every_camera_probed(t: &TrialInputs, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let seen = t.probes.snapshot();
-        if t
-            .cameras
+        if t.cameras
             .iter()
             .all(|id| seen.iter().any(|(k, r)| k == id && r.rounds > 0))
         {
@@ -364,6 +369,7 @@ pub struct TrialInputs {
     pub stats: Arc<crate::uplink::UplinkStats>,
     pub progress: Arc<crate::bus::Counter>,
     pub probes: Arc<crate::bus::Probes>,
+    pub check_now: Arc<tokio::sync::Notify>,
     /// The probed cameras: the health round is finished when each has been probed once.
     pub cameras: Vec<String>,
 }

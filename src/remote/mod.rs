@@ -339,7 +339,9 @@ mod tests {
         };
         let (a, b) = ([5u8; 32], [6u8; 32]);
         assert_eq!(release_keys_kept(&with(&[a]), &[a]), Ok(()));
-        assert!(release_keys_kept(&with(&[a, b]), &[a]).unwrap_err().contains("remotely"));
+        assert!(release_keys_kept(&with(&[a, b]), &[a])
+            .unwrap_err()
+            .contains("remotely"));
         assert!(release_keys_kept(&with(&[]), &[a]).is_err(), "nor removed");
         assert!(release_keys_kept(&with(&[b]), &[]).is_err(), "nor added");
     }

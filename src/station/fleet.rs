@@ -173,15 +173,12 @@ impl Rollout {
 
     /// Whether ring `n` has finished (every gateway in it applied or failed).
     pub fn ring_done(&self, n: usize) -> bool {
-        self.rows
-            .iter()
-            .filter(|r| r.ring == n)
-            .all(|r| {
-                matches!(
-                    r.state,
-                    State::Applied | State::Failed | State::Current | State::OnTrial
-                )
-            })
+        self.rows.iter().filter(|r| r.ring == n).all(|r| {
+            matches!(
+                r.state,
+                State::Applied | State::Failed | State::Current | State::OnTrial
+            )
+        })
     }
 
     /// The wait ran out: whoever in ring `n` has not finished failed.
@@ -439,7 +436,11 @@ mod tests {
         let mut r = Rollout::new(v("2.0.0"), &gws, &versions, &trials, 2);
         assert_eq!(r.rings(), 2);
         assert_eq!(r.ring(1), ["a", "c"]);
-        assert_eq!(r.ring(2), ["d"], "e runs 2.0.0 on trial: not current, not sent");
+        assert_eq!(
+            r.ring(2),
+            ["d"],
+            "e runs 2.0.0 on trial: not current, not sent"
+        );
         r.sent("a");
         r.sent("c");
         r.result("a", true, "", 1.0);

@@ -111,6 +111,31 @@ pub enum Start {
     },
 }
 
+/// Takes the install directory's lock for the rest of this process (an exec lets it go; the
+/// next version takes it at its own start). False when another process holds it.
+fn lock(dir: &Dir) -> bool {
+    use std::os::unix::io::AsRawFd as _;
+    static HELD: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if HELD.get().is_some() {
+        return true;
+    }
+    let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.root.join("run.lock"))
+    else {
+        // Cannot even open it (read-only data_dir): the buffer will say what is wrong.
+        return true;
+    };
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    let _ = HELD.set(f);
+    true
+}
+
 /// The sha256 of a file, read in 64 KiB pieces.
 pub fn file_sha256(path: &Path) -> io::Result<[u8; 32]> {
     use std::io::Read as _;
@@ -132,6 +157,15 @@ pub fn file_sha256(path: &Path) -> io::Result<[u8; 32]> {
 pub fn start(data_dir: &Path, own: &semver::Version, launcher: Option<&Path>) -> Start {
     let dir = Dir::new(data_dir);
     if !dir.root.exists() {
+        return Start::Run { trial: false };
+    }
+    if !lock(&dir) {
+        // Another `camgw run` on this data_dir (a technician's, beside the service): it must
+        // not count a start or remove a download; its buffer lock stops it next.
+        tracing::warn!(
+            "another camgw run holds {}: leaving the installed versions alone",
+            dir.root.display()
+        );
         return Start::Run { trial: false };
     }
     if launcher.is_none() {

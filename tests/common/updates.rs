@@ -221,6 +221,14 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("rumqttc")).collect();
+            eprintln!(
+                "--- the agent's log, last 60 lines ---\n{}",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
