@@ -151,7 +151,11 @@ impl Gauges {
 
 /// What the health monitor last saw of each camera, for the gateway's `/metrics`.
 #[derive(Default)]
-pub struct Probes(std::sync::Mutex<std::collections::BTreeMap<String, ProbeReading>>);
+pub struct Probes(
+    std::sync::Mutex<std::collections::BTreeMap<String, ProbeReading>>,
+    /// The cameras the health monitor in force probes (None until it has started).
+    std::sync::Mutex<Option<Vec<String>>>,
+);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProbeReading {
@@ -174,12 +178,25 @@ impl Probes {
         r.failed_rounds += failed as u64;
     }
 
-    /// Forgets cameras no longer configured.
+    /// Forgets cameras no longer configured; `cameras` are the ones probed from now on.
     pub fn retain(&self, cameras: &[&str]) {
         self.0
             .lock()
             .unwrap()
             .retain(|k, _| cameras.contains(&k.as_str()));
+        *self.1.lock().unwrap() = Some(cameras.iter().map(|c| c.to_string()).collect());
+    }
+
+    /// Whether every camera the monitor in force probes has finished a round (false until a
+    /// monitor has started), whatever changed in the config since.
+    pub fn every_camera_probed(&self) -> bool {
+        let Some(expected) = self.1.lock().unwrap().clone() else {
+            return false;
+        };
+        let m = self.0.lock().unwrap();
+        expected
+            .iter()
+            .all(|c| m.get(c).is_some_and(|r| r.rounds > 0))
     }
 
     pub fn snapshot(&self) -> Vec<(String, ProbeReading)> {
@@ -280,6 +297,23 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_camera_probed_follows_the_monitor_in_force() {
+        let p = Probes::default();
+        assert!(!p.every_camera_probed(), "no monitor yet");
+        p.retain(&["a", "b"]);
+        p.record("a", "up", 0.1, false);
+        assert!(!p.every_camera_probed());
+        // A config change drops b: a is all there is to wait for.
+        p.retain(&["a"]);
+        assert!(p.every_camera_probed());
+        p.retain(&[]);
+        assert!(
+            p.every_camera_probed(),
+            "nothing probed: nothing to wait for"
+        );
+    }
 
     #[test]
     fn cameras_not_up_follow_the_typed_state_and_clearing() {

@@ -218,7 +218,7 @@ fn mask_userinfo(s: &str) -> String {
         // Up to the end of the token: a password may hold a raw '/' (over-masking a path
         // with '@' in it is the safe mistake).
         let end = rest
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .find(|c: char| c.is_whitespace() || c == '"')
             .unwrap_or(rest.len());
         let authority = &rest[..end];
         if let Some(at) = authority.rfind('@') {

@@ -374,6 +374,13 @@ fn choose_version(data_dir: &std::path::Path) -> camgw::update::Local {
                 trial = t;
                 break;
             }
+            Start::Busy => {
+                eprintln!(
+                    "camgw: another camgw run holds {} (the service?): not starting a second agent on it",
+                    data_dir.display()
+                );
+                std::process::exit(1);
+            }
             Start::Exec { path, version } => {
                 tracing::info!(binary = %path.display(), version = ?version.as_ref().map(|v| v.to_string()), "handing over");
                 camgw::watchdog::notify("WATCHDOG=1");

@@ -123,6 +123,14 @@ impl Manifest {
         };
         let version = semver::Version::parse(text("version")?)
             .map_err(|e| Refusal::Malformed(format!("\"version\" is not semver: {e}")))?;
+        if !version.build.is_empty() {
+            // Versions are compared by precedence, where build metadata does not count: two
+            // releases that differ only there could not be told apart.
+            return Err(Refusal::Malformed(
+                "\"version\" carries build metadata (+…): use a pre-release or a new version"
+                    .into(),
+            ));
+        }
         let target = text("target")?.to_string();
         if !check_target(&target) {
             return Err(bad("\"target\" is not a target triple"));
@@ -356,15 +364,24 @@ mod tests {
     }
 
     #[test]
-    fn build_metadata_does_not_make_a_release_newer() {
+    fn build_metadata_is_refused_and_a_pre_release_is_older_than_its_release() {
         let k = key(1);
         let pk = k.verifying_key().to_bytes();
         let v = semver::Version::parse("0.2.0+rebuilt").unwrap();
         let m = sign(&k, &v, TARGET, &[7; 32], 10);
-        let running = semver::Version::parse("0.2.0").unwrap();
-        let e = Manifest::check(&m, &[pk], &running, TARGET).unwrap_err();
-        assert_eq!(e.reason(), "not_newer");
         let older = semver::Version::parse("0.1.9").unwrap();
+        let e = Manifest::check(&m, &[pk], &older, TARGET).unwrap_err();
+        assert_eq!(e.reason(), "malformed_manifest");
+        assert!(e.to_string().contains("build metadata"), "{e}");
+        let rc = semver::Version::parse("0.2.0-rc.1").unwrap();
+        let m = sign(&k, &rc, TARGET, &[7; 32], 10);
+        let running = semver::Version::parse("0.2.0").unwrap();
+        assert_eq!(
+            Manifest::check(&m, &[pk], &running, TARGET)
+                .unwrap_err()
+                .reason(),
+            "not_newer"
+        );
         assert!(Manifest::check(&m, &[pk], &older, TARGET).is_ok());
     }
 }

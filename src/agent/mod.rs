@@ -145,20 +145,12 @@ pub async fn run(
         update_busy: None,
     };
     if let Some(l) = sup.shared.updates.clone().filter(|l| l.on_trial()) {
-        let cameras = sup
-            .config()
-            .cameras
-            .iter()
-            .filter(|c| c.probe)
-            .map(|c| c.id.clone())
-            .collect();
         let inputs = Arc::new(updates::TrialInputs {
             local: l,
             stats: sup.shared.stats.clone(),
             progress: sup.shared.progress.clone(),
             probes: sup.shared.probes.clone(),
             check_now: sup.shared.check_now.clone(),
-            cameras,
         });
         tokio::spawn(updates::trial(inputs, confirm, update_tx.clone()));
     }
@@ -230,40 +222,36 @@ pub async fn run(
                 }
                 updates::Event::Done { id, version, outcome } => {
                     sup.update_busy = None;
-                    let topic = sup.config().topic(crate::topics::Leaf::CmdResult);
-                    let mut result = serde_json::json!({"id": id, "op": "update"});
-                    match outcome {
-                        Ok(detail) => {
-                            result["ok"] = true.into();
-                            for (k, v) in detail.as_object().into_iter().flatten() {
-                                result[k] = v.clone();
-                            }
-                            sup.shared.outbox.push(topic, result.to_string().into_bytes());
-                            handover = sup.shared.updates.as_ref().map(|l| l.launcher.clone());
-                            break;
-                        }
-                        Err((error, reason)) => {
-                            updates::refused(&sup.shared, reason, Some(&version), &error).await;
-                            result["ok"] = false.into();
-                            result["error"] = format!("{error} ({reason})").into();
-                            sup.shared.outbox.push(topic, result.to_string().into_bytes());
-                        }
+                    if updates::answer(&sup.shared, &sup.config(), &id, &version, outcome).await {
+                        handover = sup.shared.updates.as_ref().map(|l| l.launcher.clone());
+                        break;
                     }
                 }
             },
         }
     }
     let mut flush = handover.is_some();
-    if let (None, Some((id, version))) = (&handover, sup.update_busy.take()) {
+    if let (None, Some((id, version, stop))) = (&handover, sup.update_busy.take()) {
+        // Stopped while downloading: the download ends (an install already begun runs to its
+        // end), and its result says which it was.
         flush = true;
-        // Stopped while downloading: say so (the download is removed at the next start).
-        let error = "the agent was stopped during the download; send the update again";
-        updates::refused(&sup.shared, "interrupted", Some(&version), error).await;
-        let topic = sup.config().topic(crate::topics::Leaf::CmdResult);
-        let result = serde_json::json!({"id": id, "op": "update", "ok": false, "error": format!("{error} (interrupted)")});
-        sup.shared
-            .outbox
-            .push(topic, result.to_string().into_bytes());
+        stop.cancel();
+        let done = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(ev) = update_rx.recv().await {
+                if let updates::Event::Done { outcome, .. } = ev {
+                    return outcome;
+                }
+            }
+            Err(("the update task ended".into(), "interrupted"))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                "the agent was stopped during the install; it is checked at the next start".into(),
+                "interrupted",
+            ))
+        });
+        updates::answer(&sup.shared, &sup.config(), &id, &version, done).await;
     }
     if flush {
         // The command's result goes out before the hand-over (bounded: the broker may be gone).

@@ -43,8 +43,8 @@ pub struct Supervisor {
     pub replay: remote::replay::Replay,
     /// Where the update tasks report (see `updates`).
     pub update_events: tokio::sync::mpsc::Sender<super::updates::Event>,
-    /// The update being downloaded: its command id and version.
-    pub update_busy: Option<(String, semver::Version)>,
+    /// The update being downloaded: its command id, version, and the token that stops it.
+    pub update_busy: Option<(String, semver::Version, tokio_util::sync::CancellationToken)>,
 }
 
 impl Supervisor {
@@ -259,6 +259,7 @@ impl remote::Control for Supervisor {
     }
     async fn update(&mut self, id: &str, command: &serde_json::Value) -> Result<(), String> {
         let config = self.config();
+        let stop = tokio_util::sync::CancellationToken::new();
         match super::updates::begin(
             &self.shared,
             &config,
@@ -266,10 +267,11 @@ impl remote::Control for Supervisor {
             id,
             command,
             self.update_events.clone(),
+            stop.clone(),
         ) {
             Ok(version) => {
                 tracing::info!(%version, "update accepted: downloading");
-                self.update_busy = Some((id.to_string(), version.clone()));
+                self.update_busy = Some((id.to_string(), version.clone(), stop));
                 Ok(())
             }
             Err((error, reason, version)) => {

@@ -32,6 +32,36 @@ pub enum Event {
     Confirmed,
 }
 
+/// Publishes an update's result (and `update_failed` when it failed). Returns whether it was
+/// installed (the agent then hands over, unless it is stopping).
+pub async fn answer(
+    shared: &Shared,
+    config: &crate::config::Config,
+    id: &str,
+    version: &semver::Version,
+    outcome: Result<Value, (String, &'static str)>,
+) -> bool {
+    let topic = config.topic(crate::topics::Leaf::CmdResult);
+    let mut result = json!({"id": id, "op": "update"});
+    let installed = match outcome {
+        Ok(detail) => {
+            result["ok"] = true.into();
+            for (k, v) in detail.as_object().into_iter().flatten() {
+                result[k] = v.clone();
+            }
+            true
+        }
+        Err((error, reason)) => {
+            refused(shared, reason, Some(version), &error).await;
+            result["ok"] = false.into();
+            result["error"] = format!("{error} ({reason})").into();
+            false
+        }
+    };
+    shared.outbox.push(topic, result.to_string().into_bytes());
+    installed
+}
+
 /// Raises `update_failed` for a refusal. The reason may be a full disk, which refuses the
 /// alert too: it is then tried again every 2 s for 10 minutes (the command's result has
 /// already said why).
@@ -75,6 +105,7 @@ pub fn begin(
     id: &str,
     command: &Value,
     events: mpsc::Sender<Event>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> Result<semver::Version, (String, &'static str, Option<semver::Version>)> {
     let Some(local) = shared.updates.clone() else {
         return Err((
@@ -145,7 +176,7 @@ pub fn begin(
     let id = id.to_string();
     let fs = crate::faults::buffer_fs();
     tokio::spawn(async move {
-        let outcome = fetch_and_install(&local, &url, tls, fs, &m).await;
+        let outcome = fetch_and_install(&local, &url, tls, fs, &m, stop).await;
         let _ = events
             .send(Event::Done {
                 id,
@@ -163,6 +194,7 @@ async fn fetch_and_install(
     tls: Option<Arc<rustls::ClientConfig>>,
     fs: Arc<dyn crate::durable::Fs>,
     m: &Manifest,
+    stop: tokio_util::sync::CancellationToken,
 ) -> Result<Value, (String, &'static str)> {
     let incoming = local.dir.incoming();
     let dest = incoming.join(format!("{}.part", m.version));
@@ -178,16 +210,26 @@ async fn fetch_and_install(
     }
     let started = std::time::Instant::now();
     tracing::info!(version = %m.version, size = m.size, url = %crate::logs::clip(&url.absolute()), "downloading an update");
-    let fetched = download::fetch(
-        url,
-        tls,
-        fs.as_ref(),
-        &dest,
-        m.size,
-        &m.sha256,
-        download::Limits::for_size(m.size),
-    )
-    .await;
+    // A stop ends the download; once it is verified, the install always runs to its end
+    // (the state is then either before it or after it, never half-way).
+    let fetched = tokio::select! {
+        f = download::fetch(
+            url,
+            tls,
+            fs.as_ref(),
+            &dest,
+            m.size,
+            &m.sha256,
+            download::Limits::for_size(m.size),
+        ) => f,
+        _ = stop.cancelled() => {
+            let _ = std::fs::remove_file(&dest);
+            return Err((
+                "the agent was stopped during the download; send the update again".into(),
+                "interrupted",
+            ));
+        }
+    };
     let fetched = match fetched {
         Ok(f) => f,
         Err(f) => {
@@ -344,11 +386,7 @@ pub async fn trial(shared: Arc<TrialInputs>, confirm: Duration, events: mpsc::Se
 async fn every_camera_probed(t: &TrialInputs, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let seen = t.probes.snapshot();
-        if t.cameras
-            .iter()
-            .all(|id| seen.iter().any(|(k, r)| k == id && r.rounds > 0))
-        {
+        if t.probes.every_camera_probed() {
             return true;
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -370,6 +408,4 @@ pub struct TrialInputs {
     pub progress: Arc<crate::bus::Counter>,
     pub probes: Arc<crate::bus::Probes>,
     pub check_now: Arc<tokio::sync::Notify>,
-    /// The probed cameras: the health round is finished when each has been probed once.
-    pub cameras: Vec<String>,
 }

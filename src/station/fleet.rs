@@ -73,7 +73,7 @@ impl Rollout {
             let current = from
                 .as_deref()
                 .and_then(|v| semver::Version::parse(v).ok())
-                .is_some_and(|v| v >= version);
+                .is_some_and(|v| v.cmp_precedence(&version) != std::cmp::Ordering::Less);
             let on_trial = trials.contains(g);
             let skip = current || on_trial;
             let ring = if skip { 0 } else { pending / ring_size + 1 };

@@ -109,6 +109,9 @@ pub enum Start {
         path: PathBuf,
         version: Option<semver::Version>,
     },
+    /// Another `camgw run` uses this data_dir (the service, beside a technician's run): this
+    /// one must not start at all.
+    Busy,
 }
 
 /// Takes the install directory's lock for the rest of this process (an exec lets it go; the
@@ -156,17 +159,15 @@ pub fn file_sha256(path: &Path) -> io::Result<[u8; 32]> {
 /// is checked against its sha256 before a hand-over; one that does not match is marked failed.
 pub fn start(data_dir: &Path, own: &semver::Version, launcher: Option<&Path>) -> Start {
     let dir = Dir::new(data_dir);
-    if !dir.root.exists() {
+    // The lock is taken from the first start on, before any update exists: a download in
+    // progress is as much the running agent's as an installed version.
+    if crate::durable::create_dir_all_durable(&dir.root).is_err() {
+        // A data_dir that cannot be written: nothing was installed there; the buffer says why.
         return Start::Run { trial: false };
     }
     if !lock(&dir) {
-        // Another `camgw run` on this data_dir (a technician's, beside the service): it must
-        // not count a start or remove a download; its buffer lock stops it next.
-        tracing::warn!(
-            "another camgw run holds {}: leaving the installed versions alone",
-            dir.root.display()
-        );
-        return Start::Run { trial: false };
+        // Another `camgw run` on this data_dir: it must not count a start or remove a download.
+        return Start::Busy;
     }
     if launcher.is_none() {
         // A download a crash or a cut interrupted is never resumed: the command is not redone.

@@ -316,6 +316,14 @@ impl Rig {
 
     /// Signs `file` as `version` for `target` and returns the manifest.
     pub fn manifest(&self, file: &Path, version: &str, target: &str) -> serde_json::Value {
+        // Signed in this rig's own directory: `release sign` writes FILE.manifest.json beside
+        // the file, and tests running at once sign the same second build.
+        let own = self
+            .tmp
+            .path()
+            .join(format!("signed-{version}-{}", free_port()));
+        std::fs::copy(file, &own).unwrap();
+        let file = own.as_path();
         let out = sign(&self.release_key, version, target, file);
         assert!(
             out.status.success(),
