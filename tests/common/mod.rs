@@ -1284,7 +1284,18 @@ pub fn wait_delivered(
     want: &std::collections::BTreeSet<String>,
     what: &str,
 ) {
-    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(30));
+    wait_delivered_within(subs, want, what, Duration::from_secs(30))
+}
+
+/// [`wait_delivered`] with its own bound (a cluster that moves stream leaders after a node
+/// died delivers a large backlog slowly on a loaded machine).
+pub fn wait_delivered_within(
+    subs: &mut [&mut Subscriber],
+    want: &std::collections::BTreeSet<String>,
+    what: &str,
+    bound: Duration,
+) {
+    let deadline = std::time::Instant::now() + scaled(bound);
     loop {
         for s in subs.iter_mut() {
             s.drain_for(Duration::from_millis(100));

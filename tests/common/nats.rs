@@ -87,7 +87,7 @@ impl Cluster {
         for i in 0..n {
             c.start_node(i);
         }
-        c.wait_ready(Duration::from_secs(30));
+        c.wait_ready(Duration::from_secs(60));
         c
     }
 
